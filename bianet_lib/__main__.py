@@ -1,0 +1,3 @@
+from bianet_lib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data: the SynthVox world, the VoxCeleb pipeline, and seeded trial lists."""
