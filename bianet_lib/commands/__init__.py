@@ -1,0 +1,1 @@
+"""Sub-commands of ``bianet`` (see bianet_lib.cli)."""
