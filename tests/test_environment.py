@@ -1,0 +1,74 @@
+"""The environment files agree with pyproject.toml, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject_deps() -> list[str]:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)["project"]["dependencies"]
+
+
+def _environment_pip() -> list[str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"] == "bianet"
+    assert env["channels"] == ["conda-forge"]
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and "pip" in deps
+    pip_sections = [d["pip"] for d in deps if isinstance(d, dict) and "pip" in d]
+    assert len(pip_sections) == 1, "environment.yml needs exactly one pip: section"
+    return pip_sections[0]
+
+
+def test_environment_yml_pins_equal_pyproject():
+    pip = _environment_pip()
+    assert pip[-1] == "-e .", "the pip: section must end with '-e .'"
+    assert pip[:-1] == _pyproject_deps(), "environment.yml pip: section differs from pyproject.toml"
+
+
+def test_every_pin_is_exact():
+    for dep in _pyproject_deps():
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.+\-]*", dep), f"not an exact pin: {dep}"
+
+
+def test_torch_and_torchvision_versions():
+    pins = dict(d.split("==") for d in _pyproject_deps())
+    assert pins["torch"] == "2.14.1"
+    assert pins["torchvision"] == "0.29.1"
+
+
+def _ci_test_command() -> str:
+    ci = ROOT / ".ci" / "run"
+    text = ci.read_text()
+    assert text.startswith("#!/usr/bin/env bash") or text.startswith("#!/bin/bash")
+    assert "set -euo pipefail" in text
+    commands = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+        and not line.startswith("set ") and not line.startswith("cd ")
+    ]
+    assert commands == ["make test"], f".ci/run must run `make test` and nothing else: {commands}"
+    return commands[0]
+
+
+def test_ci_run_is_executable_and_runs_make_test():
+    assert (ROOT / ".ci" / "run").stat().st_mode & 0o111, ".ci/run is not executable"
+    _ci_test_command()
+
+
+def test_ci_command_is_the_readme_test_command():
+    readme = ROOT / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md does not exist yet: cannot check that .ci/run runs its test command")
+    command = _ci_test_command()
+    readme_lines = [line.strip() for line in readme.read_text().splitlines()]
+    assert command in readme_lines, f"README.md has no line `{command}` (the command .ci/run runs)"
