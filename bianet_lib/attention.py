@@ -1,0 +1,137 @@
+"""Positive and Negative Intervention Attention (Eq. 12-19) and the module that holds both.
+
+Both branches read one correlation matrix A (Eq. 9) of the query/key projections and split it
+with one threshold epsilon (Eq. 10-11): PIA aggregates over the strong part, NIA over the weak
+part. The "X" the paper multiplies by is, here, the value projection V; a 1x1 convolution maps
+the result back to the encoder's width so the fusion of Eq. 14 and the shared generator see
+the encoder's shape. Why: Q/K/V reduce the channels (512 -> 128 in the authors' code), so the
+attended map must be projected back before it can be mixed with X.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bianet_lib.affinity import (
+    Threshold,
+    affinity,
+    from_rows,
+    strong_gate_log,
+    to_rows,
+    weak_gate_log,
+)
+
+
+def positive_attention(a: torch.Tensor, epsilon: torch.Tensor, tau1: float,
+                       sharpness: float) -> torch.Tensor:
+    """Eq. 10 + 12: softmax(tau_1 * A_hat) with the weak entries dropped (not zeroed)."""
+    return torch.softmax(tau1 * a + strong_gate_log(a, epsilon, sharpness), dim=-1)
+
+
+def nia_drop_mask(a: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 17: d = -inf with probability p, else 0, never on a row's weakest entry.
+
+    Keeping the row minimum (which the weak gate always admits) means no row is ever fully
+    masked, so the softmax of Eq. 15 cannot produce NaN even as p -> 1.
+    """
+    u = torch.rand(a.shape, device=a.device, dtype=a.dtype, generator=generator)
+    drop = u < p
+    protected = F.one_hot(a.argmin(dim=-1), a.shape[-1]).bool()
+    return torch.zeros_like(a).masked_fill(drop & ~protected, float("-inf"))
+
+
+def negative_attention(a: torch.Tensor, epsilon: torch.Tensor, sharpness: float,
+                       drop: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 11 + 15: softmax(A_tilde + d) over the weak entries only.
+
+    A_tilde is Eq. 11 literally; the strong entries are dropped with the complement of PIA's
+    gate, because the literal A_tilde is 0 there and softmax would still give them weight 1.
+    """
+    a_tilde = F.relu(-(F.relu(a) - epsilon))
+    logits = a_tilde + weak_gate_log(a, epsilon, sharpness)
+    if drop is not None:
+        logits = logits + drop
+    return torch.softmax(logits, dim=-1)
+
+
+def bidirectional_attention(x_rows: torch.Tensor, tau2: float) -> torch.Tensor:
+    """Eq. 18-19: A' = X~ X~^T, then softmax(+tau_2 A') X~ + softmax(-tau_2 A') X~."""
+    a2 = affinity(x_rows, x_rows)
+    return torch.softmax(tau2 * a2, dim=-1) @ x_rows + torch.softmax(-tau2 * a2, dim=-1) @ x_rows
+
+
+class ChannelMask(nn.Module):
+    """The SE-style mask of Eq. 14, from average- and max-pooled channel statistics.
+
+    Departure: sigmoid(SE(avg) + SE(max)) instead of the authors' sigmoid(SE(avg)) +
+    sigmoid(SE(max)), so that m stays in (0, 1) and Eq. 14 stays a convex mix.
+    """
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.se = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = F.adaptive_avg_pool2d(x, 1)
+        mx = F.adaptive_max_pool2d(x, 1)
+        return torch.sigmoid(self.se(avg) + self.se(mx))
+
+
+@dataclass
+class InterventionOutput:
+    """What one pass of :class:`BidirectionalIntervention` produces."""
+
+    positive: torch.Tensor  # X-bar of Eq. 14 (or X when PIA is off), [B, C, H, W]
+    negative: torch.Tensor | None  # X~ of Eq. 19, [B, C, H, W], None when NIA is off
+    affinity: torch.Tensor  # A of Eq. 9, [B, N, N]
+    epsilon: torch.Tensor  # the threshold used, scalar or [B, N, 1]
+    positive_attention: torch.Tensor | None  # softmax(tau_1 A_hat), [B, N, N]
+    negative_attention: torch.Tensor | None  # softmax(A_tilde + d), [B, N, N]
+
+
+class BidirectionalIntervention(nn.Module):
+    """PIA (Eq. 12-14) and NIA (Eq. 15-19) on one encoder map, sharing A and epsilon."""
+
+    def __init__(self, channels: int, attn_channels: int, *, axis: str = "channels",
+                 epsilon_mode: str = "learned", epsilon: float = 0.1, gate_sharpness: float = 0.05,
+                 tau1: float = 5.0, tau2: float = 10.0, drop_p: float = 0.1,
+                 use_pia: bool = True, use_nia: bool = True):
+        super().__init__()
+        self.axis, self.tau1, self.tau2 = axis, tau1, tau2
+        self.sharpness, self.drop_p = gate_sharpness, drop_p
+        self.use_pia, self.use_nia = use_pia, use_nia
+        self.query = nn.Conv2d(channels, attn_channels, 1)
+        self.key = nn.Conv2d(channels, attn_channels, 1)
+        self.value = nn.Conv2d(channels, attn_channels, 1)
+        self.threshold = Threshold(epsilon_mode, epsilon)
+        if use_pia:
+            self.pia_out = nn.Conv2d(attn_channels, channels, 1)
+            self.pia_norm = nn.InstanceNorm2d(channels)
+            self.pia_mask = ChannelMask(channels)
+        if use_nia:
+            self.nia_out = nn.Conv2d(attn_channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> InterventionOutput:
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        v_rows = to_rows(v, self.axis)
+        a = affinity(to_rows(q, self.axis), to_rows(k, self.axis))  # Eq. 9
+        eps = self.threshold(a)
+        positive, pos_attn = x, None
+        if self.use_pia:
+            pos_attn = positive_attention(a, eps, self.tau1, self.sharpness)
+            x_hat = self.pia_out(from_rows(pos_attn @ v_rows, self.axis, v.shape))  # Eq. 12
+            m = self.pia_mask(x)
+            positive = (1 - m) * x + m * self.pia_norm(x_hat)  # Eq. 14
+        negative, neg_attn = None, None
+        if self.use_nia:
+            drop = nia_drop_mask(a, self.drop_p) if self.training and self.drop_p > 0 else None
+            neg_attn = negative_attention(a, eps, self.sharpness, drop)
+            x_tilde = bidirectional_attention(neg_attn @ v_rows, self.tau2)  # Eq. 15, 18-19
+            negative = self.nia_out(from_rows(x_tilde, self.axis, v.shape))
+        return InterventionOutput(positive, negative, a, eps, pos_attn, neg_attn)

@@ -1,0 +1,178 @@
+"""One configuration object for model, data and training, with presets and YAML in/out.
+
+Every switch the paper ablates is a field: ``use_pia``, ``use_nia``, ``curriculum``,
+``epsilon_mode``/``epsilon``, ``tau1``, ``tau2``, ``nia_drop_p``, ``k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class BIANetConfig:
+    # --- encoders -----------------------------------------------------------------------
+    face_encoder: str = "small"  # "small" (CPU) | "resnet18" (paper, torchvision)
+    audio_encoder: str = "small"  # "small" (CPU) | "se-resnet" (paper)
+    face_size: int = 64
+    face_widths: tuple[int, ...] = (16, 32, 64, 128)
+    audio_widths: tuple[int, ...] = (16, 32, 64, 128)
+    audio_blocks: tuple[int, ...] = (1, 1, 1, 1)  # paper: (3, 4, 6, 3), "SE-ResNet-34"
+    face_weights: str | None = None  # ImageNet ResNet-18 weights: None, "auto" (local cache) or a path
+    n_mels: int = 40
+    clip_seconds: float = 1.0
+    # --- affinity and disentangling (Eq. 9-11) --------------------------------------------
+    attn_channels: int = 64  # Q/K/V width; the authors reduce 512 -> 128
+    affinity_axis: str = "channels"  # "channels" (authors' code) | "tokens" (spatial positions)
+    epsilon_mode: str = "learned"  # "fixed" | "learned" (scalar) | "adaptive" (per row)
+    epsilon: float = 0.1  # fixed value, or the initial value when learned
+    gate_sharpness: float = 0.05  # width of the soft threshold that lets epsilon learn
+    # --- PIA / NIA (Eq. 12-19) ------------------------------------------------------------
+    use_pia: bool = True
+    use_nia: bool = True
+    tau1: float = 5.0  # Fig. 7's best value; the text's 10 is kept in the "paper" preset
+    tau2: float = 10.0  # not given by the paper; Fig. 7 favours large values
+    nia_drop_p: float = 0.1  # not given by the paper; the authors' code default
+    # --- embedding and heads (Eq. 20-21) --------------------------------------------------
+    embed_dim: int = 128
+    hidden_dim: int = 256
+    matching_head: str = "tied"  # "tied" (one scorer per candidate, any K) | "paper" (K*D -> K)
+    k: int = 2
+    # --- counterfactual curriculum (Eq. 22) -----------------------------------------------
+    curriculum: str = "cosine"  # "cosine" (0 -> 1) | "constant" (w = 1) | "paper" (literal Eq. 22)
+    # --- losses ---------------------------------------------------------------------------
+    w_match: float = 2.0
+    w_adv: float = 1.0
+    w_metric: float = 2.0
+    metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
+    metric_margin: float = 1.2
+    # --- optimisation ---------------------------------------------------------------------
+    epochs: int = 12
+    batch_size: int = 64
+    lr_encoders: float = 2e-3
+    lr_heads: float = 2e-3
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    amp: bool = True  # mixed precision on CUDA only
+    device: str = "auto"
+    seed: int = 0
+    num_threads: int = 0  # 0: torch's default
+    # --- data -----------------------------------------------------------------------------
+    data: str = "synthvox"  # "synthvox" | "voxceleb" (then audio_root/face_root/split)
+    world_seed: int = 0
+    bias: float = 0.0
+    audio_root: str | None = None
+    face_root: str | None = None
+    split: str = "wen"
+    cache_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("face_widths", "audio_widths", "audio_blocks", "lr_milestones"):
+            setattr(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        choices = {
+            "face_encoder": ("small", "resnet18"),
+            "audio_encoder": ("small", "se-resnet"),
+            "affinity_axis": ("channels", "tokens"),
+            "epsilon_mode": ("fixed", "learned", "adaptive"),
+            "matching_head": ("tied", "paper"),
+            "curriculum": ("cosine", "constant", "paper", "off"),
+            "metric_loss": ("lifted", "infonce", "none"),
+            "data": ("synthvox", "voxceleb"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config field {name}={getattr(self, name)!r}: expected one of {allowed}")
+        if self.k < 2:
+            raise ValueError(f"config field k={self.k}: matching needs at least 2 candidates")
+        if not 0.0 <= self.nia_drop_p < 1.0:
+            raise ValueError(f"config field nia_drop_p={self.nia_drop_p}: must lie in [0, 1)")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("config fields epochs >= 1 and batch_size >= 2 are required")
+
+    # --- I/O ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BIANetConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BIANetConfig:
+        return load_config(path=path)
+
+    def with_overrides(self, assignments: list[str]) -> BIANetConfig:
+        """Apply ``key=value`` strings (values parsed as YAML: 0.1, true, [1, 2], null)."""
+        values = self.to_dict()
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"override {item!r}: expected key=value")
+            if key not in values:
+                raise ValueError(f"override {item!r}: unknown config field {key!r}")
+            values[key] = yaml.safe_load(raw)
+        return BIANetConfig.from_dict(values)
+
+
+def cpu_small() -> BIANetConfig:
+    """Small towers on 64x64 faces and 1 s clips: trains in minutes on 2 CPU cores."""
+    return BIANetConfig()
+
+
+def paper() -> BIANetConfig:
+    """The paper's setting (Sec. 5.1 and the authors' related code): ResNet-18 + SE-ResNet-34 on
+    224x224 faces and 10 s clips, 512x3x3 maps, 128-d embeddings, batch 50, 50 epochs, lr x0.1 at
+    20 and 40, adversarial x1 + lifted metric x2 + matching x2, tau1 = 10 as in the text."""
+    return BIANetConfig(
+        face_encoder="resnet18", audio_encoder="se-resnet", face_size=224,
+        audio_widths=(64, 128, 256, 512), audio_blocks=(3, 4, 6, 3), face_weights="auto",
+        clip_seconds=10.0, attn_channels=128, tau1=10.0, metric_loss="lifted",
+        epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_milestones=(20, 40),
+        num_threads=0, data="voxceleb",
+    )
+
+
+PRESETS = {"cpu-small": cpu_small, "paper": paper}
+
+
+def load_config(preset: str | None = None, path: str | Path | None = None,
+                overrides: list[str] | None = None) -> BIANetConfig:
+    """The config the command line describes: a preset (or the file's ``preset:`` key, else
+    cpu-small), then the fields the YAML file sets, then ``key=value`` overrides."""
+    file_values = _read_mapping(Path(path)) if path is not None else {}
+    preset = preset or file_values.pop("preset", None) or "cpu-small"
+    file_values.pop("preset", None)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+    config = BIANetConfig.from_dict({**PRESETS[preset]().to_dict(), **file_values})
+    return config.with_overrides(overrides or [])
+
+
+def _read_mapping(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of field: value")
+    return values

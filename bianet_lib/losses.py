@@ -1,0 +1,51 @@
+"""The training losses besides Eq. 22: the adversarial game on H and the metric losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+VOICE, FACE = 1, 0
+
+
+def discriminator_loss(logits_voice: torch.Tensor, logits_face: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the modality discriminator (voice 1, face 0), on detached embeddings."""
+    return _modality_ce(logits_voice, VOICE) + _modality_ce(logits_face, FACE)
+
+
+def generator_adversarial_loss(logits_voice: torch.Tensor, logits_face: torch.Tensor) -> torch.Tensor:
+    """The generator's side: the same cross-entropy with flipped labels (authors' code)."""
+    return _modality_ce(logits_voice, FACE) + _modality_ce(logits_face, VOICE)
+
+
+def _modality_ce(logits: torch.Tensor, label: int) -> torch.Tensor:
+    return F.cross_entropy(logits, torch.full((len(logits),), label, device=logits.device))
+
+
+def lifted_structure_loss(voice: torch.Tensor, face: torch.Tensor, margin: float = 1.2) -> torch.Tensor:
+    """Lifted-structure loss (Oh Song et al.) on voice-face distances, as the authors' code.
+
+    Row i of ``voice`` and ``face`` is the same identity; every other pair is negative:
+    J_ii = log(sum_j exp(m - D_ij) + sum_j exp(m - D_ji)) + D_ii, loss = mean relu(J_ii)^2 / 2.
+    """
+    dist = torch.cdist(voice, face)
+    n = len(dist)
+    off = ~torch.eye(n, dtype=torch.bool, device=dist.device)
+    neg_rows = (margin - dist).masked_fill(~off, float("-inf"))
+    j = torch.logsumexp(torch.cat([neg_rows, neg_rows.T], dim=1), dim=1) + dist.diagonal()
+    return (F.relu(j) ** 2).mean() / 2
+
+
+def info_nce_loss(voice: torch.Tensor, face: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE on cosine similarity (the contrastive family of Wen et al. and peers)."""
+    logits = F.normalize(voice, dim=1) @ F.normalize(face, dim=1).T / temperature
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def metric_loss(kind: str, voice: torch.Tensor, face: torch.Tensor, margin: float) -> torch.Tensor:
+    if kind == "lifted":
+        return lifted_structure_loss(voice, face, margin)
+    if kind == "infonce":
+        return info_nce_loss(voice, face)
+    raise ValueError(f"unknown metric loss {kind!r}")
