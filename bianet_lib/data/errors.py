@@ -1,0 +1,15 @@
+"""The one error type for unusable input files, shared by the audio and face loaders."""
+
+from __future__ import annotations
+
+
+class BadInputError(Exception):
+    """A file that cannot be used (corrupt, empty, silent, too short, ...).
+
+    Callers skip the file and count ``reason`` in their skip report.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

@@ -1,0 +1,236 @@
+"""SynthVox: a procedurally generated voice-face world with known causes.
+
+Each identity has SHARED latents that drive both modalities (a bimodal sex-like factor, size,
+age) and PRIVATE latents per modality (identity-consistent, no cross-modal link). Every sample
+adds interference that carries no identity. Train, val and test hold disjoint identities.
+
+Bias knob ``rho``: in TRAIN only, with probability rho a video's face background class and its
+voice noise type are drawn from the half predicted by the sex factor (a shortcut); val and test
+interference is independent of identity. Interference conditions are per video (a recording
+session shares its scene and its noise), nuisance magnitudes per sample.
+
+Determinism: every identity, video and sample draws from its own numpy Generator seeded by
+(seed, split, identity, ...), so the world is byte-identical whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bianet_lib.data import synthvox_faces as sf
+from bianet_lib.data import synthvox_voices as sv
+from bianet_lib.data.types import SAMPLE_RATE, SplitData
+
+SPLITS = ("train", "val", "test")
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+_FACE, _VOICE, _VIDEO = 0, 1, 2
+N_FACE_PRIVATE, N_VOICE_PRIVATE = 15, 10
+# What the shortcut predicts: 'm' identities get the first half of the classes, 'f' the second.
+FACE_BG_HALF = {"m": (0, 1, 2), "f": (3, 4, 5)}
+VOICE_NOISE_HALF = {"m": ("white", "hum"), "f": ("pink", "music")}
+
+
+@dataclass
+class WorldConfig:
+    """Size and difficulty of a SynthVox world."""
+
+    n_train: int = 300
+    n_val: int = 50
+    n_test: int = 100
+    faces_per_id_train: int = 12
+    voices_per_id_train: int = 12
+    faces_per_id_eval: int = 6
+    voices_per_id_eval: int = 6
+    videos_per_id: int = 3
+    face_size: int = 64
+    clip_seconds: float = 1.0
+    rho: float = 0.0                 # train-only shortcut probability
+    face_interference: float = 1.0   # 0 = clean faces, 1 = calibrated nuisance
+    voice_interference: float = 1.0  # 0 = clean voices, 1 = calibrated nuisance
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        for f in ("n_train", "n_val", "n_test", "faces_per_id_train", "voices_per_id_train",
+                  "faces_per_id_eval", "voices_per_id_eval", "videos_per_id"):
+            if int(getattr(self, f)) < 1:
+                raise ValueError(f"WorldConfig.{f} must be >= 1, got {getattr(self, f)}")
+        if not 16 <= self.face_size <= 512:
+            raise ValueError(f"WorldConfig.face_size must be in 16..512, got {self.face_size}")
+        if not 0.25 <= self.clip_seconds <= 30:
+            raise ValueError(f"WorldConfig.clip_seconds must be in 0.25..30, got {self.clip_seconds}")
+        for f in ("rho", "face_interference", "voice_interference"):
+            if not 0.0 <= getattr(self, f) <= 1.0:
+                raise ValueError(f"WorldConfig.{f} must be in [0, 1], got {getattr(self, f)}")
+
+    def n_ids(self, split: str) -> int:
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
+
+    def per_id(self, split: str) -> tuple[int, int]:
+        """(faces, voices) per identity."""
+        if split == "train":
+            return self.faces_per_id_train, self.voices_per_id_train
+        return self.faces_per_id_eval, self.voices_per_id_eval
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Latents of one identity and the clean parameters they produce in each modality."""
+
+    name: str
+    gender: str
+    sex_factor: float  # about -1 ('m') or +1 ('f')
+    size: float
+    age: float         # 0 young .. 1 old
+    face: sf.FaceParams
+    voice: sv.VoiceParams
+
+
+def _sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+def make_identity(name: str, rng: np.random.Generator) -> Identity:
+    """Draw latents, map them to clean face and voice parameters."""
+    female = rng.random() < 0.5
+    z = (1.0 if female else -1.0) + 0.3 * rng.standard_normal()
+    size = rng.standard_normal()
+    age = rng.uniform(0, 1)
+    q = rng.standard_normal(N_FACE_PRIVATE)
+    v = rng.standard_normal(N_VOICE_PRIVATE)
+    face = sf.FaceParams(
+        jaw=float(np.clip(0.5 - 0.2 * z + 0.08 * q[0], 0, 1)),
+        width=float(1 + 0.07 * size - 0.02 * z + 0.03 * q[1]),
+        brow=float(np.clip(0.55 - 0.25 * z + 0.08 * q[2], 0.05, 1)),
+        hair_length=float(np.clip(0.45 + 0.3 * z + 0.1 * q[3], 0, 1)),
+        greyness=float(np.clip(age + 0.08 * q[4], 0, 1)),
+        skin=tuple(float(c) for c in np.array([225, 185, 150]) * (1 + 0.12 * q[5])
+                   + np.array([8, 0, -8]) * q[6]),
+        hair=tuple(float(c) for c in np.array([90, 60, 35]) * (1 + 0.4 * np.tanh(q[7]))
+                   + np.array([10, 0, -10]) * q[8]),
+        eye=tuple(float(c) for c in (np.array([95, 60, 30]) * (1 - _sigmoid(q[9]))
+                                     + np.array([70, 125, 175]) * _sigmoid(q[9]))),
+        eye_size=float(1 + 0.15 * np.tanh(q[10])),
+        eye_spacing=float(1 + 0.1 * np.tanh(q[11])),
+        nose_length=float(1 + 0.2 * np.tanh(q[12])),
+        mouth_width=float(1 + 0.15 * np.tanh(q[13])),
+        face_length=float(1 + 0.05 * np.tanh(q[14])),
+    )
+    voice = sv.VoiceParams(
+        f0=float(np.exp(np.log(160.0) + 0.29 * z - 0.05 * size + 0.04 * v[0])),
+        vtl_scale=float(np.exp(0.06 * z - 0.07 * size + 0.03 * v[1])),
+        jitter=float(np.clip(0.004 + 0.02 * age + 0.003 * v[2], 0.001, 0.05)),
+        breathiness=float(np.clip(0.05 + 0.35 * age + 0.04 * v[3], 0.0, 0.6)),
+        tilt=float(np.clip(0.75 + 0.08 * v[4], 0.4, 0.95)),
+        rate=float(np.clip(4.5 + 0.8 * v[5], 2.5, 7.0)),
+        intonation=float(np.clip(0.08 + 0.04 * v[6], 0.0, 0.25)),
+        formant_offsets=tuple(float(np.clip(0.06 * x, -0.15, 0.15)) for x in v[7:10]),
+    )
+    return Identity(name, "f" if z > 0 else "m", float(z), float(size), float(age), face, voice)
+
+
+def identity_row(ident: Identity) -> dict:
+    """Flat metadata row: latents plus every clean parameter, prefixed by modality."""
+    row = {"name": ident.name, "gender": ident.gender, "sex_factor": ident.sex_factor,
+           "size": ident.size, "age": ident.age}
+    for prefix, params in (("face_", ident.face), ("voice_", ident.voice)):
+        for k, val in asdict(params).items():
+            if isinstance(val, tuple):
+                row.update({f"{prefix}{k}_{i}": x for i, x in enumerate(val)})
+            else:
+                row[prefix + k] = val
+    return row
+
+
+def _pick(options: tuple, half: tuple, shortcut: bool, rng: np.random.Generator):
+    return half[rng.integers(len(half))] if shortcut else options[rng.integers(len(options))]
+
+
+def _identity_job(job: tuple) -> tuple:
+    """Everything for one identity: (identity row, faces, face rows, voices, voice rows)."""
+    cfg, seed, split, i = job
+    code = _SPLIT_CODE[split]
+    ident = make_identity(f"synth_{split}_{i:04d}", np.random.default_rng([seed, code, i]))
+    rho = cfg.rho if split == "train" else 0.0
+    videos = []
+    for k in range(cfg.videos_per_id):
+        r = np.random.default_rng([seed, code, i, _VIDEO, k])
+        bg = _pick(tuple(range(len(sf.BG_COLOURS))), FACE_BG_HALF[ident.gender], r.random() < rho, r)
+        tex = sf.TEXTURES[r.integers(len(sf.TEXTURES))]
+        nt = _pick(sv.NOISE_TYPES, VOICE_NOISE_HALF[ident.gender], r.random() < rho, r)
+        videos.append((f"{ident.name}_v{k:02d}", int(bg), tex, nt))
+    n_faces, n_voices = cfg.per_id(split)
+    faces, face_rows = [], []
+    for j in range(n_faces):
+        r = np.random.default_rng([seed, code, i, _FACE, j])
+        video, bg, tex, _ = videos[j % len(videos)]
+        c = sf.draw_face_conditions(bg, tex, cfg.face_interference, r)
+        faces.append(sf.render_face(ident.face, c, cfg.face_size, r))
+        face_rows.append({"identity": i, "video": video, **asdict(c),
+                          "interference_strength": sf.interference_strength(c),
+                          "shortcut_aligned": bg in FACE_BG_HALF[ident.gender]})
+    n = int(round(cfg.clip_seconds * SAMPLE_RATE))
+    voices, voice_rows = [], []
+    for j in range(n_voices):
+        r = np.random.default_rng([seed, code, i, _VOICE, j])
+        video, _, _, nt = videos[j % len(videos)]
+        c = sv.draw_voice_conditions(nt, cfg.voice_interference, r)
+        voices.append(sv.render_voice(ident.voice, c, n, r))
+        voice_rows.append({"identity": i, "video": video, **asdict(c),
+                           "interference_strength": sv.interference_strength(c),
+                           "shortcut_aligned": nt in VOICE_NOISE_HALF[ident.gender]})
+    return identity_row(ident), np.stack(faces), face_rows, np.stack(voices), voice_rows
+
+
+def generate_split(cfg: WorldConfig, seed: int, split: str, pool=None) -> SplitData:
+    """One split of the world; ``pool`` (a multiprocessing pool) only changes the speed."""
+    jobs = [(cfg, seed, split, i) for i in range(cfg.n_ids(split))]
+    results = pool.map(_identity_job, jobs, chunksize=4) if pool else map(_identity_job, jobs)
+    ids, faces, frows, voices, vrows = zip(*results, strict=True)
+    return SplitData(
+        name=split,
+        faces=torch.from_numpy(np.concatenate(faces)),
+        voices=torch.from_numpy(np.concatenate(voices)),
+        face_meta=pd.DataFrame([r for rows in frows for r in rows]),
+        voice_meta=pd.DataFrame([r for rows in vrows for r in rows]),
+        identities=pd.DataFrame(list(ids)),
+    )
+
+
+def generate_world(cfg: WorldConfig, seed: int, workers: int = 1) -> dict[str, SplitData]:
+    """The three splits {"train", "val", "test"}; identical output for any ``workers``."""
+    cfg.validate()
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if workers > 1:
+        # fork: workers only run numpy/PIL/scipy, and fork avoids re-importing torch per worker
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return {s: generate_split(cfg, seed, s, pool) for s in SPLITS}
+    return {s: generate_split(cfg, seed, s) for s in SPLITS}
+
+
+def timed_world(cfg: WorldConfig, seed: int, workers: int = 1) -> tuple[dict[str, SplitData], dict]:
+    """generate_world plus a summary: counts, seconds, faces/s and clips/s (wall clock)."""
+    t0 = time.perf_counter()
+    world = generate_world(cfg, seed, workers)
+    secs = time.perf_counter() - t0
+    return world, world_summary(world) | {"seconds": secs, "workers": workers,
+                                          "samples_per_s": sum(len(s.faces) + len(s.voices)
+                                                               for s in world.values()) / secs}
+
+
+def world_summary(world: dict[str, SplitData]) -> dict:
+    """Counts per split, share of 'f' identities and of shortcut-aligned train samples."""
+    out = {}
+    for name, s in world.items():
+        out[name] = {"identities": s.n_identities, "faces": len(s.faces), "voices": len(s.voices),
+                     "female_share": float((s.identities["gender"] == "f").mean()),
+                     "face_aligned": float(s.face_meta["shortcut_aligned"].mean()),
+                     "voice_aligned": float(s.voice_meta["shortcut_aligned"].mean())}
+    return out
