@@ -39,6 +39,7 @@ from typing import Any
 NOTEBOOK_RE = re.compile(r"^\d{2}_[A-Za-z0-9_\-]+\.ipynb$")
 KERNEL_NAME = "python3"
 INJECTED_TAG = "injected-parameters"
+ERROR_TAG = "papermill-error-cell-tag"
 
 
 class NotebookExecutionError(RuntimeError):
@@ -106,9 +107,9 @@ def _committed_cell_index(executed_nb, papermill_index: int | None) -> int | Non
     """Translate papermill's cell index (counting an injected cell) to the committed notebook's."""
     if papermill_index is None:
         return None
-    injected = [
-        i for i, c in enumerate(executed_nb.cells) if INJECTED_TAG in c.get("metadata", {}).get("tags", [])
-    ]
+    # papermill's index counts the executed cells before it adds its two error-banner cells
+    cells = [c for c in executed_nb.cells if ERROR_TAG not in c.get("metadata", {}).get("tags", [])]
+    injected = [i for i, c in enumerate(cells) if INJECTED_TAG in c.get("metadata", {}).get("tags", [])]
     return papermill_index - sum(1 for i in injected if i < papermill_index)
 
 
