@@ -152,19 +152,28 @@ def _pick(options: tuple, half: tuple, shortcut: bool, rng: np.random.Generator)
     return half[rng.integers(len(half))] if shortcut else options[rng.integers(len(options))]
 
 
+def video_conditions(cfg: WorldConfig, seed: int, split: str, i: int,
+                     gender: str) -> list[tuple[str, int, str, str]]:
+    """(video name, background class, texture, noise type) of each video of identity i; the
+    shortcut (train only) draws background and noise from the gender's half with prob. rho."""
+    code = _SPLIT_CODE[split]
+    rho = cfg.rho if split == "train" else 0.0
+    videos = []
+    for k in range(cfg.videos_per_id):
+        r = np.random.default_rng([seed, code, i, _VIDEO, k])
+        bg = _pick(tuple(range(len(sf.BG_COLOURS))), FACE_BG_HALF[gender], r.random() < rho, r)
+        tex = sf.TEXTURES[r.integers(len(sf.TEXTURES))]
+        nt = _pick(sv.NOISE_TYPES, VOICE_NOISE_HALF[gender], r.random() < rho, r)
+        videos.append((f"synth_{split}_{i:04d}_v{k:02d}", int(bg), tex, nt))
+    return videos
+
+
 def _identity_job(job: tuple) -> tuple:
     """Everything for one identity: (identity row, faces, face rows, voices, voice rows)."""
     cfg, seed, split, i = job
     code = _SPLIT_CODE[split]
     ident = make_identity(f"synth_{split}_{i:04d}", np.random.default_rng([seed, code, i]))
-    rho = cfg.rho if split == "train" else 0.0
-    videos = []
-    for k in range(cfg.videos_per_id):
-        r = np.random.default_rng([seed, code, i, _VIDEO, k])
-        bg = _pick(tuple(range(len(sf.BG_COLOURS))), FACE_BG_HALF[ident.gender], r.random() < rho, r)
-        tex = sf.TEXTURES[r.integers(len(sf.TEXTURES))]
-        nt = _pick(sv.NOISE_TYPES, VOICE_NOISE_HALF[ident.gender], r.random() < rho, r)
-        videos.append((f"{ident.name}_v{k:02d}", int(bg), tex, nt))
+    videos = video_conditions(cfg, seed, split, i, ident.gender)
     n_faces, n_voices = cfg.per_id(split)
     faces, face_rows = [], []
     for j in range(n_faces):
@@ -216,13 +225,30 @@ def generate_world(cfg: WorldConfig, seed: int, workers: int = 1) -> dict[str, S
 
 
 def timed_world(cfg: WorldConfig, seed: int, workers: int = 1) -> tuple[dict[str, SplitData], dict]:
-    """generate_world plus a summary: counts, seconds, faces/s and clips/s (wall clock)."""
+    """generate_world plus world_summary, wall-clock seconds and per-core faces/s and clips/s
+    (the rates are timed on the first train identities, one modality at a time)."""
     t0 = time.perf_counter()
     world = generate_world(cfg, seed, workers)
     secs = time.perf_counter() - t0
     return world, world_summary(world) | {"seconds": secs, "workers": workers,
-                                          "samples_per_s": sum(len(s.faces) + len(s.voices)
-                                                               for s in world.values()) / secs}
+                                          **per_core_rates(cfg, seed)}
+
+
+def per_core_rates(cfg: WorldConfig, seed: int, n: int = 40) -> dict:
+    """Faces/s and clips/s of one process rendering ``n`` train samples of each modality."""
+    ident = make_identity("bench", np.random.default_rng([seed, 0, 0]))
+    t0 = time.perf_counter()
+    for j in range(n):
+        r = np.random.default_rng([seed, 0, 0, _FACE, j])
+        sf.render_face(ident.face, sf.draw_face_conditions(0, "stripes", cfg.face_interference, r),
+                       cfg.face_size, r)
+    t1 = time.perf_counter()
+    for j in range(n):
+        r = np.random.default_rng([seed, 0, 0, _VOICE, j])
+        sv.render_voice(ident.voice, sv.draw_voice_conditions("pink", cfg.voice_interference, r),
+                        int(round(cfg.clip_seconds * SAMPLE_RATE)), r)
+    t2 = time.perf_counter()
+    return {"faces_per_s": n / (t1 - t0), "clips_per_s": n / (t2 - t1)}
 
 
 def world_summary(world: dict[str, SplitData]) -> dict:
@@ -234,3 +260,57 @@ def world_summary(world: dict[str, SplitData]) -> dict:
                      "face_aligned": float(s.face_meta["shortcut_aligned"].mean()),
                      "voice_aligned": float(s.voice_meta["shortcut_aligned"].mean())}
     return out
+
+
+def _wen_rows(split: str) -> pd.DataFrame:
+    table = pd.read_csv(Path(__file__).parent / "splits" / f"wen_split_vox1_{split}.csv")
+    return table[table["Set"] != "none"].reset_index(drop=True)
+
+
+def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.DataFrame:
+    """Write the world in VoxCeleb layout so the real-data pipeline can read it.
+
+    Voices: ``wav/<VoxCeleb1 ID>/<video>/<00001>.wav`` (16-bit PCM); faces:
+    ``faces/<VGGFace1 ID>/<video>/<00001>.jpg`` (VoxCeleb1's face frames are also grouped by
+    video). Each synthetic identity borrows the ID and name of one usable row of Wen et al.'s
+    split CSV of the same split, in order, so ``bianet index --split wen`` applies unchanged;
+    Gender is the synthetic identity's. Also writes ``vox1_meta.csv`` (VoxCeleb1 columns plus
+    split and latent factors) and ``voice_meta.csv`` / ``face_meta.csv`` (path + interference).
+    Returns the identity table.
+    """
+    import soundfile
+    from PIL import Image
+
+    out = Path(out_dir)
+    meta_rows, voice_rows, face_rows = [], [], []
+    for split, data in world.items():
+        wen = _wen_rows(split)
+        if data.n_identities > len(wen):
+            raise ValueError(f"split {split!r} has {data.n_identities} identities; the VoxCeleb "
+                             f"layout borrows Wen's {len(wen)} usable {split} IDs, so at most that many")
+        ids = data.identities
+        for i, ident in ids.iterrows():
+            vox_id, vgg = wen.loc[i, "VoxCeleb1_ID"], wen.loc[i, "VGGFace1_ID"]
+            meta_rows.append({"VoxCeleb1 ID": vox_id, "VGGFace1 ID": vgg, "Gender": ident["gender"],
+                              "Nationality": "Synthland", "Set": "dev", "split": split,
+                              **ident.to_dict()})
+        for modality, meta, rows in (("voice", data.voice_meta, voice_rows),
+                                     ("face", data.face_meta, face_rows)):
+            counter: dict[str, int] = {}
+            for j, rec in enumerate(meta.to_dict("records")):
+                i = rec["identity"]
+                counter[rec["video"]] = counter.get(rec["video"], 0) + 1
+                if modality == "voice":
+                    rel = Path("wav", wen.loc[i, "VoxCeleb1_ID"], rec["video"], f"{counter[rec['video']]:05d}.wav")
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    soundfile.write(out / rel, data.voices[j].numpy(), SAMPLE_RATE, subtype="PCM_16")
+                else:
+                    rel = Path("faces", wen.loc[i, "VGGFace1_ID"], rec["video"], f"{counter[rec['video']]:05d}.jpg")
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(data.faces[j].numpy().transpose(1, 2, 0)).save(out / rel, quality=95)
+                rows.append({"path": rel.as_posix(), "split": split, "name": ids.loc[i, "name"], **rec})
+    table = pd.DataFrame(meta_rows)
+    table.to_csv(out / "vox1_meta.csv", index=False)
+    pd.DataFrame(voice_rows).to_csv(out / "voice_meta.csv", index=False)
+    pd.DataFrame(face_rows).to_csv(out / "face_meta.csv", index=False)
+    return table

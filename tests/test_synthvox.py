@@ -1,0 +1,171 @@
+"""SynthVox: causal structure, shortcut knob, determinism, disjoint splits, oracle ceiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bianet_lib.cli import main
+from bianet_lib.data import synthvox as S
+from bianet_lib.data.oracle import VOICE_OBS, OracleMatcher, matching_accuracy, oracle_ceilings
+from bianet_lib.data.trials import make_matching_trials
+
+TINY = dict(n_train=4, n_val=2, n_test=3, faces_per_id_train=3, voices_per_id_train=3,
+            faces_per_id_eval=2, voices_per_id_eval=2, face_size=32, clip_seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_world():
+    return S.generate_world(S.WorldConfig(**TINY, rho=0.5), seed=7)
+
+
+@pytest.fixture(scope="module")
+def identities():
+    """Many identity parameter rows without rendering (the cheap part of the world)."""
+    rows = [S.identity_row(S.make_identity(f"x{i}", np.random.default_rng([3, 0, i])))
+            for i in range(2000)]
+    return pd.DataFrame(rows)
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_shared_factors_link_modalities(identities):
+    d = identities
+    assert _corr(np.log(d.voice_f0), d.face_hair_length) > 0.7      # sex factor
+    assert _corr(np.log(d.voice_f0), d.face_jaw) < -0.7
+    assert _corr(d.voice_jitter, d.face_greyness) > 0.8              # age
+    assert _corr(d.voice_breathiness, d.face_greyness) > 0.8
+    male = d.gender == "m"                                           # size, within one sex
+    assert _corr(np.log(d.voice_vtl_scale[male]), d.face_width[male]) < -0.6
+    # F0 is bimodal: about 120 Hz vs 215 Hz
+    assert 105 < d.voice_f0[male].median() < 135 < 190 < d.voice_f0[~male].median() < 235
+    assert 0.45 < (~male).mean() < 0.55
+
+
+def test_private_factors_do_not_link_modalities(identities):
+    d = identities
+    voice_private = [c for c in d if c.startswith("voice_") and c.split("_")[1] in
+                     ("tilt", "rate", "intonation", "formant")]
+    face_all = [c for c in d if c.startswith("face_")]
+    face_private = [c for c in face_all if c.split("_")[1] in
+                    ("skin", "hair", "eye", "nose", "mouth", "face") and c != "face_hair_length"]
+    voice_all = [c for c in d if c.startswith("voice_")]
+    assert len(voice_private) == 6 and len(face_private) >= 12
+    worst = max(abs(_corr(d[v], d[f])) for v in voice_private for f in face_all)
+    worst = max(worst, max(abs(_corr(d[v], d[f])) for v in voice_all for f in face_private))
+    assert worst < 0.1
+
+
+def _f0_autocorr(x: np.ndarray) -> float:
+    ac = np.correlate(x, x, "full")[len(x) - 1:]
+    lo, hi = 16000 // 400, 16000 // 80
+    return 16000 / (lo + np.argmax(ac[lo:hi]))
+
+
+def test_rendered_clean_voice_carries_its_f0():
+    cfg = S.WorldConfig(**TINY | {"n_train": 12}, voice_interference=0.0)
+    train = S.generate_split(cfg, 1, "train")
+    est = [_f0_autocorr(train.voices[j].double().numpy()) for j in range(0, len(train.voices), 3)]
+    true = train.identities.voice_f0.to_numpy()
+    rel = np.abs(np.array(est) - true) / true
+    assert np.median(rel) < 0.1
+
+
+def test_bias_follows_sex_in_train_only():
+    cfg = S.WorldConfig(rho=0.8)
+    for split, lo, hi in (("train", 0.7, 0.9), ("test", -0.1, 0.1)):
+        f_half, n_half, female = [], [], []
+        for i in range(600):
+            g = "f" if i % 2 else "m"
+            for _, bg, _, nt in S.video_conditions(cfg, 5, split, i, g):
+                f_half.append(bg in S.FACE_BG_HALF["f"])
+                n_half.append(nt in S.VOICE_NOISE_HALF["f"])
+                female.append(g == "f")
+        assert lo < _corr(f_half, female) < hi, split
+        assert lo < _corr(n_half, female) < hi, split
+
+
+def test_metadata_columns_are_consistent(tiny_world):
+    train = tiny_world["train"]
+    g = train.identities.gender.to_numpy()[train.face_meta.identity]
+    expect = [bg in S.FACE_BG_HALF[x] for bg, x in zip(train.face_meta.background, g, strict=True)]
+    assert train.face_meta.shortcut_aligned.tolist() == expect
+    g = train.identities.gender.to_numpy()[train.voice_meta.identity]
+    expect = [nt in S.VOICE_NOISE_HALF[x] for nt, x in zip(train.voice_meta.noise_type, g, strict=True)]
+    assert train.voice_meta.shortcut_aligned.tolist() == expect
+    for s in tiny_world.values():
+        for meta in (s.face_meta, s.voice_meta):
+            assert meta.interference_strength.between(0, 1).all()
+        assert (s.voice_meta.snr_db >= 5.0).all()  # the 5 dB floor
+        assert s.voices.dtype == torch.float32
+        assert torch.allclose(s.voices.abs().amax(1), torch.ones(len(s.voices)), atol=1e-6)
+        assert set(s.identities.gender) <= {"m", "f"}
+
+
+def test_zero_interference_gives_zero_strength():
+    cfg = S.WorldConfig(**TINY, face_interference=0.0, voice_interference=0.0)
+    s = S.generate_split(cfg, 0, "val")
+    assert (s.face_meta.interference_strength == 0).all()
+    assert (s.voice_meta.interference_strength == 0).all()
+    assert np.isinf(s.voice_meta.snr_db).all() and (s.voice_meta.room == "none").all()
+
+
+def test_same_seed_byte_identical_any_workers(tiny_world):
+    again = S.generate_world(S.WorldConfig(**TINY, rho=0.5), seed=7, workers=2)
+    for k in S.SPLITS:
+        assert torch.equal(tiny_world[k].faces, again[k].faces)
+        assert torch.equal(tiny_world[k].voices, again[k].voices)
+        pd.testing.assert_frame_equal(tiny_world[k].voice_meta, again[k].voice_meta)
+        pd.testing.assert_frame_equal(tiny_world[k].identities, again[k].identities)
+    other = S.generate_split(S.WorldConfig(**TINY, rho=0.5), 8, "train")
+    assert not torch.equal(other.faces, tiny_world["train"].faces)
+    assert not torch.equal(other.voices, tiny_world["train"].voices)
+
+
+def test_splits_disjoint_and_sized(tiny_world):
+    names = [set(tiny_world[k].identities.name) for k in S.SPLITS]
+    assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+    assert [len(n) for n in names] == [4, 2, 3]
+    assert len(tiny_world["train"].faces) == 12 and len(tiny_world["test"].voices) == 6
+    assert tiny_world["train"].faces.shape[1:] == (3, 32, 32)
+    assert tiny_world["train"].voices.shape[1] == 8000
+
+
+def test_config_rejects_bad_values():
+    for bad in ({"rho": 1.5}, {"n_train": 0}, {"face_size": 8}, {"clip_seconds": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            S.WorldConfig(**bad).validate()
+
+
+def test_oracle_ceiling_and_chance_when_identities_shuffled():
+    cfg = S.WorldConfig(n_train=300, n_val=1, n_test=100, faces_per_id_train=1,
+                        voices_per_id_train=1, faces_per_id_eval=1, voices_per_id_eval=1,
+                        face_size=16, clip_seconds=0.25)
+    train, test = (S.generate_split(cfg, 0, s) for s in ("train", "test"))
+    acc = oracle_ceilings(train, test, ks=(2, 10))
+    assert acc[2] >= 0.95 and 0.6 < acc[10] < acc[2]
+    # negative control: give every test identity another identity's voice parameters
+    scrambled = test.identities.copy()
+    perm = np.random.default_rng(0).permutation(len(scrambled))
+    scrambled[list(VOICE_OBS)] = scrambled[list(VOICE_OBS)].to_numpy()[perm]
+    fake = type(test)(test.name, test.faces, test.voices, test.face_meta, test.voice_meta, scrambled)
+    trials = make_matching_trials(fake, "vf", 2, 50, 0)
+    assert 0.4 < matching_accuracy(OracleMatcher.fit(train), fake, trials) < 0.6
+
+
+def test_synth_command(tmp_path, capsys):
+    out = tmp_path / "w"
+    rc = main(["synth", "--out", str(out), "--n-train", "2", "--n-val", "1", "--n-test", "1",
+               "--per-id-train", "1", "--per-id-eval", "1", "--workers", "1", "--face-size", "32"])
+    assert rc == 0
+    assert "faces/s" in capsys.readouterr().out
+    assert len(list((out / "wav").rglob("*.wav"))) == 4 and len(list((out / "faces").rglob("*.jpg"))) == 4
+    meta = pd.read_csv(out / "vox1_meta.csv")
+    assert {"VoxCeleb1 ID", "VGGFace1 ID", "Gender", "Nationality", "Set", "split", "age"} <= set(meta)
+    assert main(["synth", "--out", str(out)]) == 2                       # not empty
+    assert main(["synth", "--out", str(tmp_path / "x"), "--bias", "1.5"]) == 2
+    assert "rho" in capsys.readouterr().err
