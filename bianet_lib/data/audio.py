@@ -62,6 +62,10 @@ def load_clip(path: str | Path, seconds: float | None = 1.0, sr: int = SAMPLE_RA
         raise BadInputError(path, "empty audio")
     try:
         wave, _ = librosa.load(path, sr=sr, mono=True)
+    except librosa.util.exceptions.ParameterError as exc:
+        if "finite" in str(exc):  # librosa refuses non-finite audio before we can look at it
+            raise BadInputError(path, "NaN or infinite samples") from None
+        raise BadInputError(path, f"cannot decode: {exc}") from None
     except Exception as exc:  # soundfile/audioread raise many types for one cause: undecodable
         hint = " (.m4a needs ffmpeg for audioread; or convert to .wav)" if path.suffix == ".m4a" else ""
         raise BadInputError(path, f"cannot decode: {type(exc).__name__}{hint}") from None
