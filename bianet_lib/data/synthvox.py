@@ -307,7 +307,7 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
                 else:
                     rel = Path("faces", wen.loc[i, "VGGFace1_ID"], rec["video"], f"{counter[rec['video']]:05d}.jpg")
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(data.faces[j].numpy().transpose(1, 2, 0)).save(out / rel, quality=95)
+                    Image.fromarray(data.faces[j].numpy().transpose(1, 2, 0)).save(out / rel, quality=95, subsampling=0)
                 rows.append({"path": rel.as_posix(), "split": split, "name": ids.loc[i, "name"], **rec})
     table = pd.DataFrame(meta_rows)
     table.to_csv(out / "vox1_meta.csv", index=False)

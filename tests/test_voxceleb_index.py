@@ -1,0 +1,111 @@
+"""The VoxCeleb indexer on a mini tree written from a tiny SynthVox world, with broken files."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile
+
+from bianet_lib.cli import main
+from bianet_lib.data.synthvox import WorldConfig, generate_world, write_voxceleb_tree
+from bianet_lib.data.voxceleb import build_index, load_split, split_table
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """Train identities id10310..id10312 (2 voices + 2 faces each), then deliberately broken:
+    id10312 loses its faces, both voices of id10310 break (empty, NaN), one face of id10311
+    is truncated, and an unknown identity folder appears."""
+    root = tmp_path_factory.mktemp("vox")
+    world = generate_world(WorldConfig(n_train=3, n_val=2, n_test=2, faces_per_id_train=2,
+                                       voices_per_id_train=2, faces_per_id_eval=2,
+                                       voices_per_id_eval=2, face_size=32), seed=3)
+    table = write_voxceleb_tree(world, root)
+    shutil.rmtree(root / "faces" / "Fawad_Khan")
+    empty, nan = sorted((root / "wav" / "id10310").rglob("*.wav"))
+    empty.write_bytes(b"")
+    soundfile.write(nan, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    jpg = sorted((root / "faces" / "Farrah_Abraham").rglob("*.jpg"))[0]
+    jpg.write_bytes(jpg.read_bytes()[:300])
+    (root / "wav" / "id99999" / "vid").mkdir(parents=True)
+    shutil.copy(sorted((root / "wav" / "id10003").rglob("*.wav"))[0], root / "wav" / "id99999" / "vid")
+    return root, world, table, (str(empty), str(nan), str(jpg))
+
+
+def test_split_tables():
+    for name, sizes in (("wen", (924, 112, 189)), ("pins", (901, 100, 250))):
+        counts = split_table(name).split.value_counts()
+        assert (counts["train"], counts["val"], counts["test"]) == sizes
+    pins, again = split_table("pins"), split_table("pins")
+    assert pins.equals(again) and pins.id.is_unique
+    with pytest.raises(ValueError, match="unknown split"):
+        split_table("celeb")
+
+
+def test_vox2_identity_file(tmp_path):
+    (tmp_path / "ids.txt").write_text("VoxCeleb2 ID,name\nid00017 Alice\nid00061\n")
+    t = split_table("vox2-test", tmp_path / "ids.txt")
+    assert t.id.tolist() == ["id00017", "id00061"] and t.name.tolist() == ["Alice", "id00061"]
+    assert (t.split == "test").all()
+    with pytest.raises(ValueError, match="needs an identity list"):
+        split_table("vox2-test")
+
+
+def test_index_reports_unknown_and_missing_modality(tree):
+    root, _, _, _ = tree
+    index, report = build_index(root / "wav", root / "faces", "wen")
+    assert report.unknown_folders == ["voice:id99999"]
+    assert report.identities == [("id10312", "no usable face files")]
+    assert sorted(index.identity.unique()) == ["id10003", "id10004", "id10117", "id10118",
+                                               "id10310", "id10311"]
+    faces = index[index.modality == "face"]
+    assert faces.video.str.startswith("synth_").all()  # video folder recovered for faces
+    assert set(index[index.identity == "id10003"].name) == {"Aamir_Khan"}
+
+
+def test_load_split_skips_exactly_the_broken_files(tree, tmp_path):
+    root, world, _, broken = tree
+    index, report = build_index(root / "wav", root / "faces", "wen")
+    data, report = load_split(index, "train", 1.0, 32, cache_dir=tmp_path / "cache", report=report)
+    assert sorted(p for p, _ in report.files) == sorted(broken)
+    assert report.counts() == Counter({"empty audio": 1, "NaN or infinite samples": 1,
+                                       "corrupt or truncated image": 1})
+    assert ("id10310", "no usable voice files") in report.identities
+    assert data.identities.voxceleb_id.tolist() == ["id10311"]
+    assert len(data.voices) == 2 and len(data.faces) == 1
+    # synthetic identity 1 of train is id10311: its audio survives the 16-bit round trip
+    orig = world["train"].voices[world["train"].voice_meta.identity.to_numpy() == 1].numpy()
+    np.testing.assert_allclose(data.voices.numpy(), orig, atol=1 / 16000)
+    # every decodable file is cached, also those of the identity dropped afterwards
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 5
+    cached, _ = load_split(index, "train", 1.0, 32, cache_dir=tmp_path / "cache")
+    assert np.array_equal(cached.voices.numpy(), data.voices.numpy())
+    assert "empty audio: 1" in report.summary()
+
+
+def test_clean_split_matches_world(tree):
+    root, world, _, _ = tree
+    index, _ = build_index(root / "wav", root / "faces", "wen")
+    data, report = load_split(index, "val", 1.0, 32)
+    assert report.files == [] and data.n_identities == 2
+    diff = np.abs(data.faces.numpy().astype(int) - world["val"].faces.numpy().astype(int))
+    assert diff.mean() < 4  # JPEG quality 95, no chroma subsampling; another face would be ~50
+    with pytest.raises(ValueError, match="no files"):
+        load_split(index[index.split != "val"], "val", 1.0, 32)
+
+
+def test_index_command(tree, tmp_path, capsys):
+    root, _, _, _ = tree
+    out = tmp_path / "index.csv"
+    assert main(["index", "--audio-root", str(root / "wav"), "--face-root", str(root / "faces"),
+                 "--split", "wen", "--out", str(out), "--validate"]) == 0
+    text = capsys.readouterr().out
+    assert "train: 2 identities" in text and "NaN or infinite samples: 1" in text
+    assert out.is_file()
+    assert main(["index", "--audio-root", str(root), "--face-root", str(root), "--split", "x"]) == 2
+    assert main(["index", "--audio-root", str(root / "nope"), "--face-root", str(root),
+                 "--split", "wen"]) == 2
+    assert "nope" in capsys.readouterr().err
