@@ -9,7 +9,13 @@ import soundfile
 import torch
 from PIL import Image
 
-from bianet_lib.data.audio import LogMelFrontEnd, load_clip, loop_pad, paper_spectrogram, random_crop
+from bianet_lib.data.audio import (
+    LogMelFrontEnd,
+    load_clip,
+    loop_pad,
+    paper_spectrogram,
+    random_crop,
+)
 from bianet_lib.data.errors import BadInputError
 from bianet_lib.data.faces import augment, load_face, normalise
 

@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from bianet_lib.data.trials import (MatchingTrials, load_trials, make_matching_trials,
-                                    make_verification_trials, read_wen_list, save_trials)
+from bianet_lib.data.trials import (
+    MatchingTrials,
+    load_trials,
+    make_matching_trials,
+    make_verification_trials,
+    read_wen_list,
+    save_trials,
+)
 from bianet_lib.data.types import SplitData
 
 
