@@ -169,3 +169,16 @@ def test_synth_command(tmp_path, capsys):
     assert main(["synth", "--out", str(out)]) == 2                       # not empty
     assert main(["synth", "--out", str(tmp_path / "x"), "--bias", "1.5"]) == 2
     assert "rho" in capsys.readouterr().err
+
+
+def test_oracle_is_an_evaluator_scorer(tiny_world):
+    from bianet_lib.evaluate import evaluate_protocols
+
+    cfg = S.WorldConfig(n_train=40, n_val=1, n_test=1, faces_per_id_train=1, voices_per_id_train=1,
+                        face_size=16, clip_seconds=0.25)
+    oracle = OracleMatcher.fit(S.generate_split(cfg, 0, "train"))
+    test = tiny_world["test"]
+    trials = {d: make_matching_trials(test, d, 2, 20, 0) for d in ("vf", "fv")}
+    res = evaluate_protocols(oracle, test, trials)
+    for d, t in trials.items():  # same decisions through both interfaces
+        assert res["matching"][d]["accuracy"] == pytest.approx(matching_accuracy(oracle, test, t))

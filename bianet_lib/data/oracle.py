@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from bianet_lib.data.trials import MatchingTrials, make_matching_trials
 from bianet_lib.data.types import SplitData
@@ -45,7 +46,7 @@ class _Gauss:
 
 @dataclass
 class OracleMatcher:
-    """Gaussian likelihood-ratio matcher on clean identity parameters."""
+    """Gaussian likelihood-ratio matcher on clean identity parameters; also an evaluator Scorer."""
 
     joint: _Gauss
     voice: _Gauss
@@ -59,15 +60,44 @@ class OracleMatcher:
                              f"got {len(v)}")
         return cls(_Gauss(np.concatenate([v, f], 1)), _Gauss(v), _Gauss(f))
 
+    def llr(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """Log likelihood ratio of voice observables v [..., 4] and face observables f [..., 5]."""
+        shape = np.broadcast_shapes(v.shape[:-1], f.shape[:-1])
+        v = np.broadcast_to(v, shape + v.shape[-1:]).reshape(-1, v.shape[-1])
+        f = np.broadcast_to(f, shape + f.shape[-1:]).reshape(-1, f.shape[-1])
+        out = self.joint.logpdf(np.concatenate([v, f], 1)) - self.voice.logpdf(v) - self.face.logpdf(f)
+        return out.reshape(shape)
+
     def scores(self, split: SplitData, voice_idx: np.ndarray, face_idx: np.ndarray) -> np.ndarray:
         """Log likelihood ratio per (voice sample, face sample) pair; higher = same identity."""
         vi = split.voice_meta["identity"].to_numpy()[np.asarray(voice_idx)]
         fi = split.face_meta["identity"].to_numpy()[np.asarray(face_idx)]
-        v = _observables(split, VOICE_OBS)[vi]
-        f = _observables(split, FACE_OBS)[fi]
-        return self.joint.logpdf(np.concatenate([v, f], 1)) - self.voice.logpdf(v) - self.face.logpdf(f)
+        return self.llr(_observables(split, VOICE_OBS)[vi], _observables(split, FACE_OBS)[fi])
 
     __call__ = scores
+
+    # The evaluator's Scorer protocol (bianet_lib.evaluate). An embedding is
+    # [is_voice, 4 voice observables, 5 face observables], the other modality's part zero,
+    # so match_logits can tell which side is the voice.
+    def embed(self, split: SplitData, modality: str, batch_size: int = 256) -> torch.Tensor:
+        meta = split.voice_meta if modality == "voice" else split.face_meta
+        idx = meta["identity"].to_numpy()
+        out = np.zeros((len(idx), 1 + len(VOICE_OBS) + len(FACE_OBS)))
+        if modality == "voice":
+            out[:, 0] = 1
+            out[:, 1:1 + len(VOICE_OBS)] = _observables(split, VOICE_OBS)[idx]
+        else:
+            out[:, 1 + len(VOICE_OBS):] = _observables(split, FACE_OBS)[idx]
+        return torch.from_numpy(out)
+
+    def verify_scores(self, voice_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
+        n = 1 + len(VOICE_OBS)
+        return torch.from_numpy(self.llr(voice_emb[..., 1:n].numpy(), face_emb[..., n:].numpy()))
+
+    def match_logits(self, query_emb: torch.Tensor, cand_emb: torch.Tensor) -> torch.Tensor:
+        q = query_emb[:, None, :]
+        voice_query = bool(query_emb[0, 0] == 1)
+        return self.verify_scores(q, cand_emb) if voice_query else self.verify_scores(cand_emb, q)
 
 
 def matching_accuracy(scorer, split: SplitData, trials: MatchingTrials) -> float:
