@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--per-id-train", type=int, default=12, help="faces and voices per train identity")
     p.add_argument("--per-id-eval", type=int, default=6, help="faces and voices per val/test identity")
+    p.add_argument("--videos-per-id", type=int, default=3)
+    p.add_argument("--face-interference", type=float, default=1.0, help="0 clean .. 1 calibrated")
+    p.add_argument("--voice-interference", type=float, default=1.0, help="0 clean .. 1 calibrated")
     p.add_argument("--face-size", type=int, default=64)
     p.add_argument("--clip-seconds", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=2)
@@ -30,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = WorldConfig(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                       faces_per_id_train=args.per_id_train, voices_per_id_train=args.per_id_train,
                       faces_per_id_eval=args.per_id_eval, voices_per_id_eval=args.per_id_eval,
-                      face_size=args.face_size, clip_seconds=args.clip_seconds, rho=args.bias)
+                      videos_per_id=args.videos_per_id, face_size=args.face_size,
+                      clip_seconds=args.clip_seconds, rho=args.bias,
+                      face_interference=args.face_interference,
+                      voice_interference=args.voice_interference)
     try:
         cfg.validate()
     except ValueError as exc:

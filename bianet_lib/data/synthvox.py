@@ -106,10 +106,10 @@ def make_identity(name: str, rng: np.random.Generator) -> Identity:
     v = rng.standard_normal(N_VOICE_PRIVATE)
     face = sf.FaceParams(
         jaw=float(np.clip(0.5 - 0.2 * z + 0.08 * q[0], 0, 1)),
-        width=float(1 + 0.07 * size - 0.02 * z + 0.03 * q[1]),
+        width=float(1 + 0.07 * size - 0.02 * z + 0.02 * q[1]),
         brow=float(np.clip(0.55 - 0.25 * z + 0.08 * q[2], 0.05, 1)),
         hair_length=float(np.clip(0.45 + 0.3 * z + 0.1 * q[3], 0, 1)),
-        greyness=float(np.clip(age + 0.08 * q[4], 0, 1)),
+        greyness=float(np.clip(age + 0.06 * q[4], 0, 1)),
         skin=tuple(float(c) for c in np.array([225, 185, 150]) * (1 + 0.12 * q[5])
                    + np.array([8, 0, -8]) * q[6]),
         hair=tuple(float(c) for c in np.array([90, 60, 35]) * (1 + 0.4 * np.tanh(q[7]))
@@ -125,7 +125,7 @@ def make_identity(name: str, rng: np.random.Generator) -> Identity:
     voice = sv.VoiceParams(
         f0=float(np.exp(np.log(160.0) + 0.29 * z - 0.05 * size + 0.04 * v[0])),
         vtl_scale=float(np.exp(0.06 * z - 0.07 * size + 0.03 * v[1])),
-        jitter=float(np.clip(0.004 + 0.02 * age + 0.003 * v[2], 0.001, 0.05)),
+        jitter=float(np.clip(0.004 + 0.02 * age + 0.002 * v[2], 0.001, 0.05)),
         breathiness=float(np.clip(0.05 + 0.35 * age + 0.04 * v[3], 0.0, 0.6)),
         tilt=float(np.clip(0.75 + 0.08 * v[4], 0.4, 0.95)),
         rate=float(np.clip(4.5 + 0.8 * v[5], 2.5, 7.0)),
