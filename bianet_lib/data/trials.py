@@ -67,6 +67,8 @@ def _pools(split: SplitData, direction: str):
 def _negative_ids(split: SplitData, i: int, gender_matched: bool) -> np.ndarray:
     others = np.arange(split.n_identities) != i
     if gender_matched:
+        if "gender" not in split.identities:
+            raise ValueError(f"split {split.name!r}: gender-matched trials need a 'gender' column")
         g = split.identities["gender"].to_numpy()
         others &= g == g[i]
     return np.flatnonzero(others)
