@@ -48,6 +48,7 @@ class BIANetConfig:
     w_match: float = 2.0
     w_adv: float = 1.0
     w_metric: float = 2.0
+    w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
     metric_margin: float = 1.2
     # --- optimisation ---------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""BIANet: encoders -> PIA/NIA -> shared embedding -> matching classifier (Eq. 12-22).
+
+Each modality has its own encoder and its own :class:`BidirectionalIntervention`; one shared
+"generator" MLP maps both modalities' maps into the 128-d space H (Sec. 4.4), a discriminator
+plays the adversarial game on H, and the matching classifier C_m scores a query against K
+candidates from exp(h_0 - h_k) (Eq. 20-21). Counterfactual inference (Eq. 22) combines the
+positive (PIA) and negative (NIA) predictions: see :mod:`bianet_lib.counterfactual`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from bianet_lib.attention import BidirectionalIntervention, InterventionOutput
+from bianet_lib.config import BIANetConfig
+from bianet_lib.counterfactual import counterfactual_logits
+from bianet_lib.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
+
+
+class SharedEmbedding(nn.Module):
+    """The "generator": C*3*3 -> 256 (BN, LeakyReLU 0.2, dropout 0.1) -> 128 (BN, Tanh).
+
+    Spectral norm on the linears as in the authors' code; Tanh rather than L2 normalisation,
+    because exp(h_0 - h_k) of unit vectors in 128-d is about 1 +- 0.1 and C_m cannot learn.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 256, out: int = 128, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), spectral_norm(nn.Linear(in_features, hidden)), nn.BatchNorm1d(hidden),
+            nn.LeakyReLU(0.2), nn.Dropout(dropout), spectral_norm(nn.Linear(hidden, out)),
+            nn.BatchNorm1d(out), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ModalityDiscriminator(nn.Module):
+    """Linear 128 -> 2 after batch norm; class 1 = voice, 0 = face (authors' code)."""
+
+    def __init__(self, dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, 2))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class MatchingClassifier(nn.Module):
+    """C_m of Eq. 20-21 on the features exp(h_0 - h_k), k = 1..K.
+
+    "tied": one linear scorer shared by every candidate slot (dropout 0.1 first), so the same
+    head serves any K, is invariant to candidate order, and with K = 1 is the verification head.
+    "paper": dropout -> linear K*D -> K on the concatenation, as the paper implies; fixed K.
+    """
+
+    def __init__(self, dim: int = 128, mode: str = "tied", k: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.mode, self.k = mode, k
+        self.dropout = nn.Dropout(dropout)
+        self.slot = nn.Linear(dim, 1)
+        if mode == "paper":
+            self.mix = nn.Linear(k * dim, k)
+        elif mode != "tied":
+            raise ValueError(f"unknown matching head {mode!r}: expected tied or paper")
+
+    def forward(self, query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """query [T, D], candidates [T, K, D] -> logits [T, K]."""
+        feats = self.dropout(torch.exp(query[:, None, :] - candidates))
+        if self.mode == "tied":
+            return self.slot(feats).squeeze(-1)
+        if candidates.shape[1] != self.k:
+            raise ValueError(f"the paper's matching head was built for K={self.k}, "
+                             f"got {candidates.shape[1]} candidates; use matching_head='tied'")
+        return self.mix(feats.flatten(1))
+
+    def verify(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """Verification (one candidate): the slot scorer's logit for the pair, [T]."""
+        return self.slot(self.dropout(torch.exp(voice - face))).squeeze(-1)
+
+
+@dataclass
+class Embedding:
+    """The shared-space embeddings of a batch of samples of one modality."""
+
+    positive: torch.Tensor  # h-hat (Eq. 20), [N, D]
+    negative: torch.Tensor | None  # h-tilde (Eq. 21), [N, D], None without NIA
+    maps: InterventionOutput | None  # attention internals, for the notebooks
+
+    def stacked(self) -> torch.Tensor:
+        """[N, 2, D] (positive, negative) or [N, 1, D]: one tensor for the evaluator."""
+        parts = [self.positive] + ([self.negative] if self.negative is not None else [])
+        return torch.stack(parts, dim=1)
+
+
+class BIANet(nn.Module):
+    """The whole network. With use_pia = use_nia = False it is the paper's baseline (Table 5a)."""
+
+    def __init__(self, cfg: BIANetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.face_encoder = FaceEncoder(cfg.face_encoder, cfg.face_widths, cfg.face_weights)
+        self.voice_encoder = AudioEncoder(cfg.audio_encoder, cfg.audio_widths, cfg.audio_blocks,
+                                          cfg.n_mels)
+        channels = self.face_encoder.out_channels
+        if self.voice_encoder.out_channels != channels:
+            raise ValueError("face and voice encoders must end in the same width for the shared "
+                             f"generator: {channels} != {self.voice_encoder.out_channels}")
+        self.face_intervention = self._intervention(channels)
+        self.voice_intervention = self._intervention(channels)
+        self.generator = SharedEmbedding(channels * MAP_SIZE * MAP_SIZE, cfg.hidden_dim, cfg.embed_dim)
+        self.discriminator = ModalityDiscriminator(cfg.embed_dim)
+        self.classifier = MatchingClassifier(cfg.embed_dim, cfg.matching_head, cfg.k)
+
+    def _intervention(self, channels: int) -> BidirectionalIntervention | None:
+        cfg = self.cfg
+        if not (cfg.use_pia or cfg.use_nia):
+            return None
+        return BidirectionalIntervention(
+            channels, cfg.attn_channels, axis=cfg.affinity_axis, epsilon_mode=cfg.epsilon_mode,
+            epsilon=cfg.epsilon, gate_sharpness=cfg.gate_sharpness, tau1=cfg.tau1, tau2=cfg.tau2,
+            drop_p=cfg.nia_drop_p, use_pia=cfg.use_pia, use_nia=cfg.use_nia)
+
+    def forward(self, voices: torch.Tensor, faces: torch.Tensor) -> tuple[Embedding, Embedding]:
+        """Both modalities of a training batch (one call, so DistributedDataParallel sees it)."""
+        return self.embed_voices(voices), self.embed_faces(faces)
+
+    def discriminate_frozen(self, h: torch.Tensor) -> torch.Tensor:
+        """The discriminator with its parameters detached: the generator's adversarial loss
+        reaches the embeddings but never moves the discriminator."""
+        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        return torch.func.functional_call(self.discriminator, params, (h,))
+
+    def _embed(self, feature_map: torch.Tensor, intervention: BidirectionalIntervention | None) -> Embedding:
+        if intervention is None:
+            return Embedding(self.generator(feature_map), None, None)
+        out = intervention(feature_map)
+        negative = self.generator(out.negative) if out.negative is not None else None
+        return Embedding(self.generator(out.positive), negative, out)
+
+    def embed_faces(self, faces: torch.Tensor) -> Embedding:
+        """uint8 [N, 3, S, S] (or float already in [-1, 1]) -> embeddings."""
+        if faces.dtype == torch.uint8:
+            faces = faces.float() / 127.5 - 1.0  # mean 0.5, std 0.5 as the authors
+        return self._embed(self.face_encoder(faces), self.face_intervention)
+
+    def embed_voices(self, waves: torch.Tensor) -> Embedding:
+        """float waveforms [N, L] at 16 kHz -> embeddings."""
+        return self._embed(self.voice_encoder(waves.float()), self.voice_intervention)
+
+    def match_logits(self, query: torch.Tensor, candidates: torch.Tensor, w: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Stacked embeddings query [T, P, D], candidates [T, K, P, D] -> (z, z_pos, z_neg).
+
+        z_pos from the positive embeddings (Eq. 20), z_neg from the negative ones (Eq. 21),
+        z = z_pos - w z_neg (Eq. 22, default form).
+        """
+        z_pos = self.classifier(query[:, 0], candidates[:, :, 0])
+        z_neg = self.classifier(query[:, 1], candidates[:, :, 1]) if query.shape[1] > 1 else None
+        return counterfactual_logits(z_pos, z_neg, w), z_pos, z_neg
+
+    def verify_scores(self, voice: torch.Tensor, face: torch.Tensor, w: float) -> torch.Tensor:
+        """Stacked embeddings [T, P, D] of voice-face pairs -> verification logits [T]."""
+        s_pos = self.classifier.verify(voice[:, 0], face[:, 0])
+        if voice.shape[1] == 1:
+            return s_pos
+        return s_pos - w * self.classifier.verify(voice[:, 1], face[:, 1])

@@ -1,0 +1,55 @@
+"""Adapters that let the evaluator score a trained BIANet, by its classifier or by cosine."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bianet_lib.counterfactual import curriculum_weight
+from bianet_lib.data.types import SplitData
+from bianet_lib.model import BIANet
+
+
+class BIANetScorer:
+    """The paper's route: embeddings -> C_m with the counterfactual combination at w = w(N).
+
+    The same inference as training (Eq. 22, "the same architecture during training and
+    testing"); the model is always put in eval mode, so BatchNorm uses running statistics and
+    neither dropout nor the NIA mask is active.
+    """
+
+    def __init__(self, model: BIANet, device: str | torch.device = "cpu", batch_size: int = 256):
+        self.model, self.device, self.batch_size = model, torch.device(device), batch_size
+        cfg = model.cfg
+        self.w = curriculum_weight(1, 1, cfg.curriculum) if cfg.use_nia else 0.0
+
+    @torch.no_grad()
+    def embed(self, split: SplitData, modality: str, batch_size: int | None = None) -> torch.Tensor:
+        self.model.eval()
+        data = split.voices if modality == "voice" else split.faces
+        fn = self.model.embed_voices if modality == "voice" else self.model.embed_faces
+        step = batch_size or self.batch_size
+        chunks = [fn(data[i:i + step].to(self.device)).stacked().float().cpu()
+                  for i in range(0, len(data), step)]
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def match_logits(self, query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        z, _, _ = self.model.match_logits(query.to(self.device), candidates.to(self.device), self.w)
+        return z.float().cpu()
+
+    @torch.no_grad()
+    def verify_scores(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.model.verify_scores(voice.to(self.device), face.to(self.device), self.w).float().cpu()
+
+
+class EmbeddingCosineScorer(BIANetScorer):
+    """The cosine route: cosine similarity of the positive shared embeddings h-hat."""
+
+    def match_logits(self, query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(query[:, None, 0], candidates[:, :, 0], dim=-1)
+
+    def verify_scores(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(voice[:, 0], face[:, 0], dim=-1)

@@ -1,0 +1,303 @@
+"""The trainer: counterfactual curriculum, adversarial game, checkpoints, exact resume, DDP.
+
+One step embeds B voices and B faces once, builds the in-batch V-F and F-V trials, and adds:
+matching (Eq. 22 on both directions) x w_match + metric x w_metric + generator adversarial x
+w_adv; the discriminator takes its own step on detached embeddings. Model selection reads the
+validation split only (1:2 V-F and F-V on fixed seeded trials), never the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bianet_lib.batches import IdentityBatches, in_batch_trials
+from bianet_lib.config import BIANetConfig
+from bianet_lib.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.data.trials import make_matching_trials
+from bianet_lib.data.types import SplitData
+from bianet_lib.losses import discriminator_loss, generator_adversarial_loss, metric_loss
+from bianet_lib.metrics import matching_accuracy
+from bianet_lib.model import BIANet
+from bianet_lib.scoring import BIANetScorer
+
+LATEST, BEST = "latest.pt", "best.pt"
+VAL_TRIAL_SEED = 12345
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Trainer:
+    """Trains a BIANet on a SplitData; ``fit`` resumes from ``run_dir/latest.pt`` if asked."""
+
+    def __init__(self, cfg: BIANetConfig, train: SplitData, val: SplitData, run_dir: str | Path,
+                 progress: bool = True):
+        self.cfg, self.train_split, self.val_split = cfg, train, val
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.dist = Distributed.from_env()
+        self.device = resolve_device(cfg.device)
+        if self.dist.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        seed_everything(cfg.seed)
+        self.model = BIANet(cfg).to(self.device)
+        # auxiliary identity classifier shared by both modalities (not in the paper; Sec. README)
+        self.identity_head = torch.nn.Linear(cfg.embed_dim, train.n_identities).to(self.device)
+        self.net = self.model
+        if self.dist.world > 1:
+            # the discriminator trains in its own backward pass, so DDP must not wait for it;
+            # its gradients are averaged by hand in _average_discriminator_grads
+            ignored = [f"discriminator.{n}" for n, _ in self.model.discriminator.named_parameters()]
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.model, ignored)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
+        self.trial_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.optimizer, self.disc_optimizer = self._optimizers()
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
+        self.val_trials = {d: make_matching_trials(val, d, 2, 4, VAL_TRIAL_SEED) for d in ("vf", "fv")}
+        self.epoch, self.step, self.best_val = 0, 0, -1.0
+        self.amp = cfg.amp and self.device.type == "cuda"
+
+    def _optimizers(self):
+        cfg, m = self.cfg, self.model
+        encoders = list(m.face_encoder.parameters()) + list(m.voice_encoder.parameters())
+        heads = list(m.classifier.parameters()) + list(self.identity_head.parameters())
+        attention = [p for mod in (m.face_intervention, m.voice_intervention) if mod is not None
+                     for p in mod.parameters()] + list(m.generator.parameters())
+        # authors' grouping: encoders + classifier at one rate, attention + generator at another
+        groups = [{"params": encoders + heads, "lr": cfg.lr_encoders},
+                  {"params": attention, "lr": cfg.lr_heads}]
+        opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+        disc = torch.optim.Adam(m.discriminator.parameters(), lr=cfg.lr_heads, betas=(0.5, 0.999))
+        return opt, disc
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * len(self.batches)
+
+    def curriculum_w(self) -> float:
+        """w of Eq. 22 at the current iteration ("epoch" in Eq. 22 counts iterations)."""
+        if not self.cfg.use_nia:
+            return 0.0
+        return curriculum_weight(self.step, self.total_steps, self.cfg.curriculum)
+
+    # --- one step -------------------------------------------------------------------------
+    def train_step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        self.net.train()
+        w = self.curriculum_w()
+        literal = cfg.curriculum == "paper"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            ev, ef = self.net(voices, faces)
+            hv, hf = ev.stacked(), ef.stacked()
+            terms = {}
+            for name, q, c in (("match_vf", hv, hf), ("match_fv", hf, hv)):
+                cands, target = in_batch_trials(len(q), cfg.k, self.trial_generator)
+                target = target.to(self.device)
+                _, z_pos, z_neg = self.model.match_logits(q, c[cands.to(self.device)], w)
+                terms[name] = counterfactual_loss(z_pos.float(), None if z_neg is None else z_neg.float(),
+                                                  target, w, literal)
+            if cfg.metric_loss != "none":
+                terms["metric"] = metric_loss(cfg.metric_loss, ev.positive.float(), ef.positive.float(),
+                                              cfg.metric_margin)
+            if cfg.w_identity > 0:
+                terms["identity"] = (F.cross_entropy(self.identity_head(ev.positive.float()), identity)
+                                     + F.cross_entropy(self.identity_head(ef.positive.float()), identity)) / 2
+            d_v = self.model.discriminate_frozen(ev.positive)
+            d_f = self.model.discriminate_frozen(ef.positive)
+            terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float())
+        loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
+                + cfg.w_metric * terms.get("metric", 0.0) + cfg.w_adv * terms["adversarial"]
+                + cfg.w_identity * terms.get("identity", 0.0))
+        self._check_finite(terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        # the discriminator's own step, on embeddings detached from the generator
+        d_loss = discriminator_loss(self.model.discriminator(ev.positive.detach().float()),
+                                    self.model.discriminator(ef.positive.detach().float()))
+        self._check_finite({"discriminator": d_loss})
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self._average_discriminator_grads()
+        self.disc_optimizer.step()
+        self.step += 1
+        out = {k: v.item() for k, v in terms.items()}
+        out.update(loss=float(loss), discriminator=float(d_loss), w=w)
+        return out
+
+    def _average_discriminator_grads(self) -> None:
+        if self.dist.world == 1:
+            return
+        for p in self.model.discriminator.parameters():
+            dist.all_reduce(p.grad)
+            p.grad /= self.dist.world
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(f"step {self.step} (epoch {self.epoch + 1}): loss term "
+                                         f"{name!r} is {float(value)}; lower the learning rate or "
+                                         "check the input data")
+
+    # --- epochs ---------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> list[dict]:
+        """Train to ``cfg.epochs``; with ``resume`` continue exactly from ``latest.pt``."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (self.run_dir / LATEST).exists():
+            self.load_checkpoint(self.run_dir / LATEST)
+        elif self.dist.is_main:
+            self.cfg.to_yaml(self.run_dir / "config.yaml")
+            (self.run_dir / "metrics.jsonl").write_text("")
+        history = []
+        while self.epoch < self.cfg.epochs:
+            record = self._run_epoch()
+            history.append(record)
+            self.epoch += 1
+            if self.dist.is_main:
+                improved = record["val_acc"] > self.best_val
+                self.best_val = max(self.best_val, record["val_acc"])
+                self.save_checkpoint(self.run_dir / LATEST)
+                if improved:
+                    self.save_checkpoint(self.run_dir / BEST)
+                with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+        return history
+
+    def _run_epoch(self) -> dict:
+        start = time.perf_counter()
+        sums: dict[str, float] = {}
+        bar = tqdm(self.batches.epoch(), total=len(self.batches), disable=not (self.progress and self.dist.is_main),
+                   desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False)
+        for batch in bar:
+            out = self.train_step(batch.voices.to(self.device), batch.faces.to(self.device),
+                                  batch.identity.to(self.device))
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{out['loss']:.3f}", w=f"{out['w']:.2f}")
+        self.scheduler.step()
+        n = len(self.batches)
+        record = {"epoch": self.epoch + 1, "step": self.step, **{k: v / n for k, v in sums.items()}}
+        record["seconds"] = time.perf_counter() - start
+        record.update(self._epsilons())
+        record.update(self.validate())
+        return self._reduce(record)
+
+    def _epsilons(self) -> dict[str, float]:
+        out = {}
+        for name in ("face", "voice"):
+            mod = getattr(self.model, f"{name}_intervention")
+            if mod is not None and mod.threshold.mode != "adaptive":
+                out[f"epsilon_{name}"] = float(mod.threshold(torch.zeros(1, 1, 1)))
+        return out
+
+    def validate(self) -> dict[str, float]:
+        """1:2 accuracy on the validation split's fixed trials (model selection reads this)."""
+        scorer = BIANetScorer(self.model, self.device)
+        emb = {"voice": scorer.embed(self.val_split, "voice"), "face": scorer.embed(self.val_split, "face")}
+        accs = {}
+        for direction, trials in self.val_trials.items():
+            q, c = ("voice", "face") if direction == "vf" else ("face", "voice")
+            logits = scorer.match_logits(emb[q][trials.query], emb[c][trials.candidates])
+            accs[f"val_acc_{direction}"] = matching_accuracy(logits, trials.target)
+        accs["val_acc"] = (accs["val_acc_vf"] + accs["val_acc_fv"]) / 2
+        return accs
+
+    def _reduce(self, record: dict) -> dict:
+        if self.dist.world == 1:
+            return record
+        keys = sorted(k for k, v in record.items() if isinstance(v, float))
+        t = torch.tensor([record[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        record.update({k: float(v) / self.dist.world for k, v in zip(keys, t.tolist())})
+        return record
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, path: Path) -> None:
+        """Atomic: write a temporary file, then rename; a crash never leaves a broken file."""
+        state = {
+            "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+            "identity_head": self.identity_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
+            "best_val": self.best_val, "batch_rng": self.batches.generator.get_state(),
+            "trial_rng": self.trial_generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.identity_head.load_state_dict(state["identity_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.best_val = state["epoch"], state["step"], state["best_val"]
+        self.batches.generator.set_state(state["batch_rng"])
+        self.trial_generator.set_state(state["trial_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+
+
+def load_model(path: str | Path, device: str = "cpu") -> BIANet:
+    """A trained BIANet from a checkpoint written by :class:`Trainer`, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    state = torch.load(path, map_location=device, weights_only=False)
+    model = BIANet(BIANetConfig.from_dict(state["config"])).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval()
