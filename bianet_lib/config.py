@@ -71,6 +71,12 @@ class BIANetConfig:
     face_root: str | None = None
     split: str = "wen"
     cache_dir: str | None = None
+    # SynthVox world size (data="synthvox"); defaults are WorldConfig's
+    world_n_train: int = 300
+    world_n_val: int = 50
+    world_n_test: int = 100
+    world_per_id_train: int = 12  # faces and voices per train identity
+    world_per_id_eval: int = 6  # faces and voices per val/test identity
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
