@@ -1,0 +1,179 @@
+"""The engine's benchmark: training step time of BIANet against the plain two-tower baseline,
+peak memory, and data throughput against training throughput.
+
+Step timing uses one fixed batch of synthetic random tensors of the preset's shapes (random
+voices, random uint8 faces, distinct identities) and the Trainer's real ``train_step`` (both
+towers, PIA/NIA, matching + metric + identity + adversarial losses, the discriminator's step).
+The baseline is the same config with ``use_pia=False, use_nia=False``: same encoders, same
+shared embedding and heads, same batch. Data throughput is measured on a generated SynthVox
+world of the same shapes (IdentityBatches, as the Trainer draws them), and optionally as the
+decode rate of a VoxCeleb-layout tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bianet_lib.config import BIANetConfig, load_config
+from bianet_lib.data.types import SAMPLE_RATE, SplitData
+
+
+def bench_config(preset: str = "cpu-small", device: str = "auto",
+                 overrides: list[str] | None = None) -> BIANetConfig:
+    """The preset's model and shapes; no pretrained weights (timing does not need them)."""
+    cfg = load_config(preset, overrides=["face_weights=null", "data=synthvox", f"device={device}",
+                                         *(overrides or [])])
+    return cfg
+
+
+def synthetic_split(cfg: BIANetConfig, n: int, seed: int = 0, name: str = "bench") -> SplitData:
+    """n identities, one random voice and face each, of the config's shapes."""
+    g = torch.Generator().manual_seed(seed)
+    length = int(round(cfg.clip_seconds * SAMPLE_RATE))
+    faces = torch.randint(0, 256, (n, 3, cfg.face_size, cfg.face_size), generator=g, dtype=torch.uint8)
+    voices = 0.1 * torch.randn(n, length, generator=g)
+    meta = pd.DataFrame({"identity": range(n), "video": ["v0"] * n})
+    return SplitData(name, faces, voices, meta, meta.copy(), pd.DataFrame({"name": [f"b{i}" for i in range(n)]}))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_train_steps(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:
+    """Median/mean seconds of ``Trainer.train_step`` on one fixed synthetic batch."""
+    from bianet_lib.train import Trainer
+
+    split = synthetic_split(cfg, cfg.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, split, split, tmp, progress=False)
+    device = trainer.device
+    voices, faces = split.voices.to(device), split.faces.to(device)
+    identity = torch.arange(cfg.batch_size, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.train_step(voices, faces, identity)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    out = {"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
+           "min_s": min(times), "steps": steps, "warmup": warmup,
+           "params": sum(p.numel() for p in trainer.model.parameters())}
+    if device.type == "cuda":
+        out["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        out["process_peak_rss_mb"] = _max_rss_mb()
+    del trainer
+    return out
+
+
+def _max_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def identity_batch_rate(cfg: BIANetConfig, seconds: float = 2.0, workers: int = 2) -> dict:
+    """Batches/s that IdentityBatches draws from a generated SynthVox world of cfg's shapes."""
+    from bianet_lib.batches import IdentityBatches
+    from bianet_lib.data.synthvox import WorldConfig, generate_world, per_core_rates
+
+    wc = WorldConfig(n_train=max(2 * cfg.batch_size, 10), n_val=2, n_test=2, faces_per_id_train=2,
+                     voices_per_id_train=2, faces_per_id_eval=1, voices_per_id_eval=1,
+                     face_size=cfg.face_size, clip_seconds=cfg.clip_seconds)
+    t0 = time.perf_counter()
+    train = generate_world(wc, 0, workers)["train"]
+    gen_s = time.perf_counter() - t0
+    batches = IdentityBatches(train, cfg.batch_size, 0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in batches.epoch():
+            n += 1
+    rate = n / (time.perf_counter() - t0)
+    render = per_core_rates(wc, 0, n=8)
+    return {"identity_batches_per_s": rate, "world_identities": wc.n_train,
+            "world_generation_s": gen_s,
+            "synthvox_render_batches_per_s_per_core": min(render["faces_per_s"], render["clips_per_s"]) / cfg.batch_size}
+
+
+def decode_rate(audio_root: str | Path, face_root: str | Path, cfg: BIANetConfig, n: int = 40) -> dict:
+    """Files/s of decoding (load_clip / load_face at cfg's shapes) the first n of each modality."""
+    from bianet_lib.data.audio import load_clip
+    from bianet_lib.data.faces import load_face
+    from bianet_lib.data.voxceleb import AUDIO_EXT, FACE_EXT
+
+    def files(root, exts):
+        return [p for p in sorted(Path(root).rglob("*")) if p.suffix.lower() in exts][:n]
+
+    out = {}
+    for name, paths, fn in (("clips", files(audio_root, AUDIO_EXT), lambda p: load_clip(p, seconds=cfg.clip_seconds)),
+                            ("faces", files(face_root, FACE_EXT), lambda p: load_face(p, cfg.face_size))):
+        if not paths:
+            raise ValueError(f"no {name} found under {audio_root if name == 'clips' else face_root}")
+        t0 = time.perf_counter()
+        for p in paths:
+            fn(p)
+        out[f"{name}_per_s"] = len(paths) / (time.perf_counter() - t0)
+    out["decode_batches_per_s"] = min(out.values()) / cfg.batch_size
+    out["note"] = "one process, no cache; the loader's cache_dir turns this into an array read"
+    return out
+
+
+def run_bench(preset: str = "cpu-small", device: str = "auto", steps: int | None = None,
+              overrides: list[str] | None = None, warmup: int = 1,
+              audio_root: str | None = None, face_root: str | None = None,
+              data_seconds: float = 2.0) -> dict:
+    cfg = bench_config(preset, device, overrides)
+    steps = steps or (10 if preset == "cpu-small" else 3)
+    threads_before = torch.get_num_threads()
+    # baseline first: on CPU the process peak RSS after it is the baseline's own peak
+    base_cfg = dataclasses.replace(cfg, use_pia=False, use_nia=False)
+    baseline = time_train_steps(base_cfg, steps, warmup)
+    bianet = time_train_steps(cfg, steps, warmup)
+    dev = "cuda" if (device == "auto" and torch.cuda.is_available()) or device.startswith("cuda") else "cpu"
+    data = identity_batch_rate(cfg, data_seconds)
+    train_rate = 1.0 / bianet["median_s"]
+    result = {
+        "preset": preset, "device": dev,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name() if dev == "cuda" else None},
+        "shapes": {"batch_size": cfg.batch_size, "k": cfg.k, "face_size": cfg.face_size,
+                   "clip_seconds": cfg.clip_seconds, "face_encoder": cfg.face_encoder,
+                   "audio_encoder": cfg.audio_encoder, "amp": cfg.amp and dev == "cuda"},
+        "inputs": "synthetic random tensors of these shapes for step timing (one fixed batch); "
+                  "a generated SynthVox world for data throughput",
+        "step_time_s": {"bianet": bianet["median_s"], "baseline": baseline["median_s"],
+                        "statistic": f"median over {steps} steps after {warmup} warm-up"},
+        "ratio_bianet_to_baseline": bianet["median_s"] / baseline["median_s"],
+        "target_ratio": 1.15,
+        "params": {"bianet": bianet["params"], "baseline": baseline["params"]},
+        "peak_memory_mb": ({"bianet": bianet["peak_memory_mb"], "baseline": baseline["peak_memory_mb"],
+                            "measure": "torch.cuda.max_memory_allocated"} if dev == "cuda" else
+                           {"after_baseline": baseline["process_peak_rss_mb"],
+                            "after_bianet": bianet["process_peak_rss_mb"],
+                            "measure": "process peak RSS (ru_maxrss), cumulative: baseline ran first"}),
+        "throughput_batches_per_s": {"training": train_rate, **data,
+                                     "data_keeps_up": data["identity_batches_per_s"] >= train_rate},
+        "detail": {"bianet": bianet, "baseline": baseline},
+    }
+    if audio_root and face_root:
+        vox = decode_rate(audio_root, face_root, cfg)
+        result["throughput_batches_per_s"]["voxceleb_decode"] = vox
+    torch.set_num_threads(threads_before)
+    return result

@@ -1,0 +1,69 @@
+"""``bianet bench``: step time of BIANet vs. the two-tower baseline, memory, throughput (JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bianet_lib.cli import UsageError
+
+HELP = "benchmark a training step of BIANet against the plain two-tower baseline; prints JSON"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small",
+                   help="shapes and model: cpu-small, or paper (224x224 faces, 10 s audio, batch 50, K=2)")
+    p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config fields")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one config field (value parsed as YAML); repeatable")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 10 cpu-small, 3 paper)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--audio-root", default=None, help="a VoxCeleb-layout audio tree: also time decoding")
+    p.add_argument("--face-root", default=None, help="its face tree (with --audio-root)")
+    p.add_argument("--out", metavar="FILE", default=None, help="also write the JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from bianet_lib.bench import run_bench
+    from bianet_lib.commands.train import check_override_types, check_types
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    if bool(args.audio_root) != bool(args.face_root):
+        raise UsageError("--audio-root and --face-root go together")
+    for root in (args.audio_root, args.face_root):
+        if root and not Path(root).is_dir():
+            raise UsageError(f"{root}: not a directory")
+    overrides = list(args.overrides)
+    if args.config:
+        try:
+            values = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {args.config}: must hold a mapping of field: value")
+        values.pop("preset", None)
+        overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()] + overrides
+    try:
+        from bianet_lib.bench import bench_config
+
+        check_override_types(overrides)
+        check_types(bench_config(args.preset, args.device, overrides))
+        result = run_bench(args.preset, args.device, args.steps, overrides, args.warmup,
+                           args.audio_root, args.face_root)
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0

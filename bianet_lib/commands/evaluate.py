@@ -1,0 +1,103 @@
+"""``bianet evaluate``: re-evaluate a run's checkpoint on the same world and trial lists.
+
+The config comes from the checkpoint, the world from it (SynthVox: regenerated or read from
+the cache, identical either way), the trials from :func:`bianet_lib.protocols.standard_trials`
+with the fixed protocol seed; so evaluating ``best`` reproduces ``results.json`` exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bianet_lib.cli import UsageError
+
+HELP = "evaluate a run's checkpoint (both routes, every protocol) and write the results as JSON"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="a directory written by bianet train")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                   help="best.pt (chosen on validation; default), latest.pt, or a checkpoint file")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="results file (default DIR/evaluate-<checkpoint>.json)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or auto (default: the device field of the run's config)")
+
+
+def evaluate_checkpoint(path: str | Path, world: dict | None = None, device: str | None = None) -> dict:
+    """The results record of one checkpoint: metrics of both routes, config, seed, versions."""
+    import torch
+
+    from bianet_lib.config import BIANetConfig
+    from bianet_lib.data_sources import load_world
+    from bianet_lib.evaluate import results_record
+    from bianet_lib.protocols import evaluate_model
+    from bianet_lib.train import load_model, resolve_device
+
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = BIANetConfig.from_dict(state["config"])
+    device = str(resolve_device(device or cfg.device))
+    model = load_model(path, device)
+    world = world if world is not None else load_world(cfg)
+    metrics = evaluate_model(model, world["test"], world["val"], device)
+    record = results_record(metrics, cfg.to_dict(), cfg.seed)
+    record["checkpoint"] = {"file": path.name, "epoch": state["epoch"], "step": state["step"],
+                            "best_val_acc": state["best_val"], "selected_on": world["val"].name}
+    return record
+
+
+def print_summary(record: dict) -> None:
+    from bianet_lib.protocols import format_summary
+
+    ck = record["checkpoint"]
+    print(f"{ck['file']}: epoch {ck['epoch']}, validation 1:2 accuracy {ck['best_val_acc']:.3f} "
+          f"(selected on {ck['selected_on']}); test:")
+    print(format_summary(record["metrics"]))
+
+
+def _resolve(run_dir: Path, which: str) -> Path:
+    if which in ("best", "latest"):
+        return run_dir / f"{which}.pt"
+    return Path(which)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bianet_lib.evaluate import write_results_json
+    from bianet_lib.train import resolve_device
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: no such directory")
+    path = _resolve(run_dir, args.checkpoint)
+    if not path.is_file():
+        raise UsageError(f"--checkpoint {args.checkpoint}: {path} not found")
+    device = None
+    if args.device is not None:
+        try:
+            device = str(resolve_device(args.device))
+            if device.startswith("cuda"):
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise ValueError("no CUDA device is available")
+        except (RuntimeError, ValueError) as exc:
+            raise UsageError(f"--device {args.device}: {exc}") from None
+    try:
+        record = evaluate_checkpoint(path, device=device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out) if args.out else run_dir / f"evaluate-{path.stem}.json"
+    write_results_json(record, out)
+    print_summary(record)
+    previous = run_dir / "results.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("checkpoint", {}).get("file") == path.name and old.get("checkpoint", {}).get("epoch") == \
+                record["checkpoint"]["epoch"]:
+            same = json.loads(json.dumps(record["metrics"])) == old["metrics"]
+            print(f"{'identical to' if same else 'DIFFERENT FROM'} the metrics in {previous}")
+    print(f"results written to {out}")
+    return 0

@@ -1,0 +1,193 @@
+"""``bianet train``: train BIANet, then evaluate the best (validation-chosen) checkpoint on test.
+
+Works alone or under torchrun (``torchrun --nproc_per_node N -m bianet_lib train ...``): the
+process group is initialised here (gloo on CPU, nccl on CUDA), every rank trains on its shard
+of each batch, and only rank 0 writes checkpoints, metrics and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bianet_lib.cli import UsageError
+
+HELP = "train BIANet on the configured data, then evaluate its best checkpoint on test"
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("cpu-small", "paper"), default=None,
+                   help="starting config (default: the --config file's preset:, else cpu-small)")
+    p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config fields")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one config field (value parsed as YAML); repeatable")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--run-dir", required=True, metavar="DIR",
+                   help="where config.yaml, metrics.jsonl, latest.pt, best.pt, results.json go")
+    p.add_argument("--resume", action="store_true",
+                   help="continue DIR's run from latest.pt (config from DIR/config.yaml + --set)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# --- config from the command line -------------------------------------------------------------
+def _type_ok(value, annotation: str) -> bool:
+    options = [a.strip() for a in annotation.split("|")]
+    for opt in options:
+        if opt == "None" and value is None:
+            return True
+        if opt == "bool" and isinstance(value, bool):
+            return True
+        if opt == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if opt == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if opt == "str" and isinstance(value, str):
+            return True
+        if opt.startswith("tuple[int") and isinstance(value, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return True
+        if opt == "dict" and isinstance(value, dict):
+            return True
+    return False
+
+
+def check_types(cfg) -> None:
+    """Raise ValueError naming a field whose value has the wrong type (e.g. ``epochs=abc``)."""
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if not _type_ok(value, annotation):
+            raise ValueError(f"config field {f.name}={value!r}: expected {annotation}")
+
+
+def check_override_types(overrides: list[str]) -> None:
+    """Reject ``key=value`` overrides whose YAML value has the wrong type for the field, before
+    the config's own validation compares it (``epochs=abc`` would fail there with a TypeError)."""
+    import dataclasses
+
+    import yaml
+
+    from bianet_lib.config import BIANetConfig
+
+    types = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+             for f in dataclasses.fields(BIANetConfig)}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in types:
+            continue  # load_config names these
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: not a YAML value ({exc.__class__.__name__})") from None
+        if not _type_ok(value, types[key]):
+            raise ValueError(f"override {item!r}: config field {key} expects {types[key]}, got {value!r}")
+
+
+def config_from_args(args: argparse.Namespace, base_file: str | Path | None = None):
+    """The BIANetConfig of --preset/--config/--set (or of ``base_file`` + --set)."""
+    import yaml
+
+    from bianet_lib.config import load_config
+
+    if args.config is not None and not Path(args.config).is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    try:
+        check_override_types(args.overrides)
+        cfg = load_config(args.preset, base_file or args.config, args.overrides)
+        check_types(cfg)
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"config field device={cfg.device!r}: no CUDA device is available")
+    elif cfg.device not in ("auto", "cpu"):
+        raise UsageError(f"config field device={cfg.device!r}: expected auto, cpu or cuda[:N]")
+    return cfg
+
+
+# --- torchrun -----------------------------------------------------------------------------------
+def init_distributed(device: str = "auto") -> bool:
+    """Join the torchrun process group if WORLD_SIZE > 1; True when this call created it.
+
+    Backend: nccl when training on CUDA, else gloo. Call before constructing the Trainer (it
+    wraps the model in DistributedDataParallel when WORLD_SIZE > 1).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return False
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
+
+
+def destroy_distributed(created: bool) -> None:
+    import torch.distributed as dist
+
+    if created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def load_world_ranked(cfg):
+    """load_world on rank 0 first (it fills the cache), then on the other ranks."""
+    import torch.distributed as dist
+
+    from bianet_lib.data_sources import load_world
+
+    distributed = dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    world = load_world(cfg) if rank == 0 else None
+    if distributed:
+        dist.barrier()
+    return world if world is not None else load_world(cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bianet_lib.commands.evaluate import evaluate_checkpoint, print_summary
+    from bianet_lib.evaluate import write_results_json
+    from bianet_lib.train import BEST, LATEST, Distributed, Trainer
+
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        if not (run_dir / LATEST).is_file():
+            raise UsageError(f"--resume: {run_dir / LATEST} not found")
+        if args.preset or args.config:
+            raise UsageError("--resume takes the config from the run directory; use only --set")
+        cfg = config_from_args(args, base_file=run_dir / "config.yaml")
+    else:
+        if (run_dir / LATEST).exists():
+            raise UsageError(f"--run-dir {run_dir} already holds a run; pass --resume or pick a new directory")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UsageError(f"--run-dir {run_dir} is not a directory")
+        cfg = config_from_args(args)
+
+    created = init_distributed(cfg.device)
+    try:
+        try:
+            world = load_world_ranked(cfg)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=not args.no_progress)
+        trainer.fit(resume=args.resume)
+        if not Distributed.from_env().is_main:
+            return 0
+        record = evaluate_checkpoint(run_dir / BEST, world, str(trainer.device))
+        write_results_json(record, run_dir / "results.json")
+        print_summary(record)
+        print(f"results written to {run_dir / 'results.json'}")
+        return 0
+    finally:
+        destroy_distributed(created)
+
+

@@ -1,0 +1,167 @@
+"""The engine: exact resume, atomic checkpoints, NaN guard, validation-only model selection,
+the standard protocols and the world cache."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import bianet_lib.train as train_mod
+from bianet_lib.config import BIANetConfig
+from bianet_lib.data_sources import load_world, world_cache_path
+from bianet_lib.evaluate import OracleScorer, evaluate_protocols
+from bianet_lib.protocols import standard_trials
+from bianet_lib.train import BEST, LATEST, NonFiniteLossError, Trainer, load_model
+from tests.helpers import random_split, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def splits():
+    # 16 identities x 2 samples, batch 8: 4 steps per epoch
+    return (random_split(16, 2, face_size=32, seed=0, name="train"),
+            random_split(6, 2, face_size=32, seed=1, name="val"))
+
+
+def _losses(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    train, val = splits()
+    cfg = tiny_config(epochs=3)
+    a = Trainer(cfg, train, val, tmp_path / "a", progress=False)
+    a.fit()
+
+    b = Trainer(cfg, train, val, tmp_path / "b", progress=False)
+    real_epoch, calls = b._run_epoch, []
+
+    def interrupted():  # dies in the middle of epoch 2, after epoch 1's checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            b.train_step(*[t for t in (train.voices[:8], train.faces[:8], torch.arange(8))])
+            raise KeyboardInterrupt
+        return real_epoch()
+
+    b._run_epoch = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        b.fit()
+    assert json.loads((tmp_path / "b" / "metrics.jsonl").read_text())["epoch"] == 1
+    torch.manual_seed(999)  # a fresh process has other random states; resume must restore them
+    c = Trainer(cfg, train, val, tmp_path / "b", progress=False)
+    c.fit(resume=True)
+
+    assert c.step == a.step == 12
+    for name, ref in a.model.state_dict().items():
+        assert torch.equal(ref, c.model.state_dict()[name]), name
+    for name, ref in a.identity_head.state_dict().items():
+        assert torch.equal(ref, c.identity_head.state_dict()[name]), name
+    assert _losses(tmp_path / "a" / "metrics.jsonl") == _losses(tmp_path / "b" / "metrics.jsonl")
+
+
+def test_crash_while_saving_keeps_the_old_latest(tmp_path, monkeypatch):
+    train, val = splits()
+    trainer = Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False)
+    trainer.fit()
+    before = torch.load(tmp_path / LATEST, weights_only=False)
+
+    def dies_midway(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_mod.torch, "save", dies_midway)
+    trainer.epoch += 1
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint(tmp_path / LATEST)
+    monkeypatch.undo()
+    after = torch.load(tmp_path / LATEST, weights_only=False)
+    assert after["epoch"] == before["epoch"] == 1
+    load_model(tmp_path / LATEST)  # still a usable checkpoint
+
+
+def test_non_finite_loss_names_step_and_term(tmp_path, monkeypatch):
+    train, val = splits()
+    trainer = Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False)
+    real, calls = train_mod.metric_loss, []
+
+    def nan_on_third(*args, **kwargs):
+        calls.append(1)
+        value = real(*args, **kwargs)
+        return value * float("nan") if len(calls) == 3 else value
+
+    monkeypatch.setattr(train_mod, "metric_loss", nan_on_third)
+    with pytest.raises(NonFiniteLossError, match=r"step 2 .*'metric'"):
+        trainer.fit()
+    assert not (tmp_path / LATEST).exists()
+
+
+def test_model_selection_reads_validation_only(tmp_path, monkeypatch):
+    train, val = splits()
+    test = random_split(6, 2, face_size=32, seed=2, name="test")
+    embedded = []
+    real_embed = train_mod.BIANetScorer.embed
+
+    def spy(self, split, modality, batch_size=None):
+        embedded.append(split)
+        return real_embed(self, split, modality, batch_size)
+
+    monkeypatch.setattr(train_mod.BIANetScorer, "embed", spy)
+    trainer = Trainer(tiny_config(epochs=3, lr_encoders=1e-2, lr_heads=1e-2), train, val, tmp_path,
+                      progress=False)
+    trainer.fit()
+    assert embedded and all(s is val for s in embedded)
+    assert not any(s is test for s in embedded)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    accs = [r["val_acc"] for r in rows]
+    best = torch.load(tmp_path / BEST, weights_only=False)
+    assert best["epoch"] == rows[int(np.argmax(accs))]["epoch"]  # first maximum, strict improvement
+    assert best["best_val"] == max(accs)
+
+
+def test_standard_trials_fixed_and_complete():
+    split = random_split(12, 3, face_size=16, samples=100, seed=3, name="test")
+    a, b = standard_trials(split, 5), standard_trials(split, 5)
+    names = {f"{d}_1:{k}" for d in ("vf", "fv") for k in range(2, 11)} | {"verification"}
+    assert set(a) == names
+    for name in names:
+        for field in ("query", "candidates", "target", "voice", "face", "same"):
+            if hasattr(a[name], field):
+                assert np.array_equal(getattr(a[name], field), getattr(b[name], field))
+    assert not np.array_equal(standard_trials(split, 6)["vf_1:2"].candidates, a["vf_1:2"].candidates)
+    val = random_split(6, 3, face_size=16, samples=100, seed=4, name="val")
+    small = standard_trials(val, 5)
+    assert max(t.k for n, t in small.items() if n != "verification") == 6
+    res = evaluate_protocols(OracleScorer(), split, a, val, standard_trials(val, 5, matching=False))
+    assert all(r["accuracy"] == 1.0 for r in res["matching"].values())
+    assert res["verification"]["verification"]["verification_accuracy"] == 1.0
+    assert res["verification"]["verification"]["threshold_source"] == "val"
+
+
+def test_load_world_caches_by_world_config(tmp_path, monkeypatch):
+    import bianet_lib.data.synthvox as synthvox
+
+    cfg = BIANetConfig(face_size=16, clip_seconds=0.25, world_n_train=3, world_n_val=2, world_n_test=2,
+                       world_per_id_train=2, world_per_id_eval=1, cache_dir=str(tmp_path))
+    world = load_world(cfg, workers=1)
+    assert world_cache_path(cfg).is_file()
+    assert [world[s].n_identities for s in ("train", "val", "test")] == [3, 2, 2]
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("regenerated a cached world")
+
+    monkeypatch.setattr(synthvox, "generate_world", no_generation)
+    again = load_world(cfg, workers=1)
+    assert torch.equal(again["test"].faces, world["test"].faces)
+    other = BIANetConfig(**{**cfg.to_dict(), "world_seed": 1})
+    assert world_cache_path(other) != world_cache_path(cfg)
+    with pytest.raises(AssertionError, match="regenerated"):
+        load_world(other, workers=1)
