@@ -39,6 +39,7 @@ class BIANetConfig:
     nia_drop_p: float = 0.1  # not given by the paper; the authors' code default
     # --- embedding and heads (Eq. 20-21) --------------------------------------------------
     embed_dim: int = 128
+    generator: str = "linear"  # "linear" (CPU) | "paper" (flatten -> MLP with BN, spectral norm)
     hidden_dim: int = 256
     matching_head: str = "tied"  # "tied" (one scorer per candidate, any K) | "paper" (K*D -> K)
     k: int = 2
@@ -91,6 +92,7 @@ class BIANetConfig:
             "affinity_axis": ("channels", "tokens"),
             "epsilon_mode": ("fixed", "learned", "adaptive"),
             "matching_head": ("tied", "paper"),
+            "generator": ("linear", "paper"),
             "curriculum": ("cosine", "constant", "paper", "off"),
             "metric_loss": ("lifted", "infonce", "none"),
             "data": ("synthvox", "voxceleb"),
@@ -153,7 +155,7 @@ def paper() -> BIANetConfig:
     return BIANetConfig(
         face_encoder="resnet18", audio_encoder="se-resnet", face_size=224,
         audio_widths=(64, 128, 256, 512), audio_blocks=(3, 4, 6, 3), face_weights="auto",
-        clip_seconds=10.0, attn_channels=128, tau1=10.0, metric_loss="lifted",
+        clip_seconds=10.0, attn_channels=128, tau1=10.0, metric_loss="lifted", generator="paper",
         epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_milestones=(20, 40),
         num_threads=0, data="voxceleb",
     )

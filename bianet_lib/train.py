@@ -205,7 +205,7 @@ class Trainer:
                 self.best_val = max(self.best_val, record["val_acc"])
                 self.save_checkpoint(self.run_dir / LATEST)
                 if improved:
-                    self.save_checkpoint(self.run_dir / BEST)
+                    self.save_checkpoint(self.run_dir / BEST, weights_only=True)
                 with open(self.run_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
         return history
@@ -259,21 +259,29 @@ class Trainer:
         return record
 
     # --- checkpoints ----------------------------------------------------------------------
-    def save_checkpoint(self, path: Path) -> None:
-        """Atomic: write a temporary file, then rename; a crash never leaves a broken file."""
-        state = {
-            "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+    def save_checkpoint(self, path: Path, weights_only: bool = False) -> None:
+        """Atomic: write a temporary file, then rename; a crash never leaves a broken file.
+
+        ``weights_only`` (best.pt) keeps the model and where it was taken, a quarter of the
+        size; only latest.pt carries what resuming needs.
+        """
+        state = {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                 "epoch": self.epoch, "best_val": self.best_val}
+        if not weights_only:
+            state.update(self._training_state())
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _training_state(self) -> dict:
+        return {
             "identity_head": self.identity_head.state_dict(),
             "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
-            "best_val": self.best_val, "batch_rng": self.batches.generator.get_state(),
+            "scheduler": self.scheduler.state_dict(), "step": self.step, "batch_rng": self.batches.generator.get_state(),
             "trial_rng": self.trial_generator.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
 
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=False)
