@@ -6,7 +6,10 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.bianet-installed
 
-.PHONY: venv test course lint
+BIANET      := $(VENV)/bin/bianet
+COURSE_RUNS := results/course
+
+.PHONY: venv test course course-runs experiments lint
 
 venv: $(STAMP)
 
@@ -22,8 +25,20 @@ $(STAMP): pyproject.toml
 test: venv
 	$(PY) -m pytest -q --durations=15 tests/
 
-course: venv
-	$(VENV)/bin/bianet course run --notebooks-dir notebooks
+# The course's main job: retrain the two course runs the notebooks read, then execute every
+# notebook in order (papermill, in place), regenerating figures/.
+course: course-runs
+	$(BIANET) course run --notebooks-dir notebooks
+
+course-runs: venv
+	rm -f $(COURSE_RUNS)/bianet-cpu-small/latest.pt $(COURSE_RUNS)/baseline-cpu-small/latest.pt
+	$(BIANET) train --preset cpu-small --no-progress --run-dir $(COURSE_RUNS)/bianet-cpu-small
+	$(BIANET) train --preset cpu-small --no-progress --set use_pia=false --set use_nia=false \
+	  --run-dir $(COURSE_RUNS)/baseline-cpu-small
+
+# The reduced experiment grid of notebook 07 (resumable; finished runs are kept).
+experiments: venv
+	$(BIANET) experiments reduced
 
 lint: venv
 	$(VENV)/bin/ruff check bianet_lib tests notebooks

@@ -57,6 +57,7 @@ class BIANetConfig:
     batch_size: int = 64
     lr_encoders: float = 2e-3
     lr_heads: float = 2e-3
+    lr_schedule: str = "cosine"  # "cosine" (to zero over the run) | "step" (x lr_gamma at milestones)
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     weight_decay: float = 0.0
@@ -93,6 +94,7 @@ class BIANetConfig:
             "epsilon_mode": ("fixed", "learned", "adaptive"),
             "matching_head": ("tied", "paper"),
             "generator": ("linear", "paper"),
+            "lr_schedule": ("cosine", "step"),
             "curriculum": ("cosine", "constant", "paper", "off"),
             "metric_loss": ("lifted", "infonce", "none"),
             "data": ("synthvox", "voxceleb"),
@@ -156,7 +158,8 @@ def paper() -> BIANetConfig:
         face_encoder="resnet18", audio_encoder="se-resnet", face_size=224,
         audio_widths=(64, 128, 256, 512), audio_blocks=(3, 4, 6, 3), face_weights="auto",
         clip_seconds=10.0, attn_channels=128, tau1=10.0, metric_loss="lifted", generator="paper",
-        epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_milestones=(20, 40),
+        epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_schedule="step",
+        lr_milestones=(20, 40),
         num_threads=0, data="voxceleb",
     )
 

@@ -33,6 +33,7 @@ from bianet_lib.scoring import BIANetScorer
 
 LATEST, BEST = "latest.pt", "best.pt"
 VAL_TRIAL_SEED = 12345
+VAL_TRIALS_PER_ID = 10
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,9 +99,12 @@ class Trainer:
         self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.trial_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.optimizer, self.disc_optimizer = self._optimizers()
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
-        self.val_trials = {d: make_matching_trials(val, d, 2, 4, VAL_TRIAL_SEED) for d in ("vf", "fv")}
+        if cfg.lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
+        self.val_trials = {d: make_matching_trials(val, d, 2, VAL_TRIALS_PER_ID, VAL_TRIAL_SEED) for d in ("vf", "fv")}
         self.epoch, self.step, self.best_val = 0, 0, -1.0
         self.amp = cfg.amp and self.device.type == "cuda"
 
@@ -169,7 +173,7 @@ class Trainer:
         self.disc_optimizer.step()
         self.step += 1
         out = {k: v.item() for k, v in terms.items()}
-        out.update(loss=float(loss), discriminator=float(d_loss), w=w)
+        out.update(loss=loss.item(), discriminator=d_loss.item(), w=w)
         return out
 
     def _average_discriminator_grads(self) -> None:

@@ -41,11 +41,11 @@ class SplitData:
 
     @property
     def face_identity(self) -> torch.Tensor:
-        return torch.as_tensor(self.face_meta["identity"].to_numpy(), dtype=torch.long)
+        return torch.tensor(self.face_meta["identity"].to_numpy(), dtype=torch.long)
 
     @property
     def voice_identity(self) -> torch.Tensor:
-        return torch.as_tensor(self.voice_meta["identity"].to_numpy(), dtype=torch.long)
+        return torch.tensor(self.voice_meta["identity"].to_numpy(), dtype=torch.long)
 
     @property
     def n_identities(self) -> int:
