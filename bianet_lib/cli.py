@@ -34,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="bianet", description="BIANet course library command line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command whose module is not written yet is simply absent
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
