@@ -1,0 +1,46 @@
+"""``bianet experiments GRID``: run a named grid of runs (resumable), one JSON per run."""
+
+from __future__ import annotations
+
+import argparse
+
+from bianet_lib.cli import UsageError
+
+HELP = "run an experiment grid (reduced, full, full-paper, smoke); finished runs are skipped"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", help="grid name: reduced (CPU default), full, full-paper or smoke")
+    p.add_argument("--results-dir", default="results/experiments", metavar="DIR",
+                   help="where <grid>/<run-id>.json go (default results/experiments)")
+    p.add_argument("--only", default=None, metavar="NAME", help="only the runs of this name (or run id)")
+    p.add_argument("--list", action="store_true", help="list the grid's runs and whether each is done")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once in separate processes (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bianet_lib.experiments import GRIDS, pending_runs, result_path, run_grid
+
+    if args.grid not in GRIDS:
+        raise UsageError(f"unknown grid {args.grid!r}: expected one of {', '.join(sorted(GRIDS))}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    grid = GRIDS[args.grid]
+    try:
+        todo = pending_runs(args.grid, args.results_dir, args.only)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if args.list:
+        print(f"grid {grid.name} ({grid.preset}; base {' '.join(grid.base) or '-'}): {grid.description}")
+        for r in grid.runs:
+            if args.only is None or args.only in (r.name, r.run_id):
+                state = "done" if result_path(args.results_dir, grid.name, r).is_file() else "todo"
+                print(f"  {state}  {r.run_id:<28} {' '.join(r.overrides)}")
+        return 0
+    print(f"grid {grid.name}: {len(todo)} run(s) to do")
+    written = run_grid(args.grid, args.results_dir, args.only, progress=not args.no_progress,
+                       workers=args.workers)
+    print(f"{len(written)} result(s) written under {args.results_dir}/{grid.name}")
+    return 0

@@ -1,0 +1,318 @@
+"""The paper's experiments as named, resumable grids of runs on SynthVox.
+
+A grid is a list of :class:`Run` s; a run is ``(name, overrides, seed)`` on top of the grid's
+preset and base overrides (world size, epochs, threads). ``run_grid`` trains and evaluates
+each run that has no result yet and writes ``<results_dir>/<grid>/<run-id>.json`` atomically
+(``results_record``: metrics of both scoring routes, config, seed, versions, wall time). A
+finished run is never repeated; a crashed grid continues where it stopped: each run trains in
+``<results_dir>/<grid>/runs/<run-id>/`` with ``Trainer.fit(resume=True)``, and that scratch
+folder (checkpoints) is deleted once the JSON is written, so ``results/`` stays small.
+
+Grids (``GRIDS``):
+
+* ``"reduced"``: what fits in about 15 minutes on 2 CPU cores (see ``REDUCED_DROPPED``).
+* ``"full"``: every experiment of the paper (Tables 5, 6, 7, Fig. 7's tau_1 and tau_2 over
+  {0.5, 1, 5, 10, 20}, the Fig. 4 curve, the peer comparison, the bias sweep rho in
+  {0, 0.5, 0.9}) at the cpu-small defaults (full SynthVox world, default epochs), 3 seeds.
+* ``"full-paper"``: the same runs with the ``paper`` preset on SynthVox (a GPU job).
+* ``"smoke"``: two tiny runs, for tests and the notebook's FAST mode.
+
+Model variants are config overrides only. Every run of a grid shares the world seed; the
+world differs only by rho (``bias``), and worlds are cached by ``load_world``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SEEDS = (0, 1, 2)
+TAUS = (0.5, 1.0, 5.0, 10.0, 20.0)
+BIAS_LEVELS = (0.0, 0.5, 0.9)
+
+#: Model variants as config overrides. "peer" is a contrastive cosine two-tower (the family of
+#: Wen et al.): no PIA/NIA, no matching head loss, InfoNCE only; it is read on the cosine route.
+VARIANTS: dict[str, list[str]] = {
+    "baseline": ["use_pia=false", "use_nia=false"],
+    "pia": ["use_pia=true", "use_nia=false"],
+    "nia": ["use_pia=false", "use_nia=true"],
+    "bianet": ["use_pia=true", "use_nia=true"],
+    "peer": ["use_pia=false", "use_nia=false", "w_match=0", "metric_loss=infonce"],
+}
+
+#: The paper's numbers (VoxCeleb1, 1:2 V-F / F-V, %) for the tables' side column.
+PAPER_TABLE5 = {"baseline": (94.8, 89.8), "pia": (96.8, 96.6), "nia": (96.6, 93.0), "bianet": (97.3, 96.9)}
+PAPER_TABLE7 = {"constant": (94.9, 96.8), "bianet": (97.3, 96.9)}
+PAPER_TABLE1 = {"peer": (87.2, 86.5, 48.2, 44.8), "baseline": (94.8, 89.8, 48.5, 45.6),
+                "bianet": (97.3, 96.9, 50.2, 47.3)}  # 1:2 V-F, F-V, 1:10 V-F, F-V
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    overrides: tuple[str, ...]
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.name}__s{self.seed}"
+
+
+@dataclass
+class Grid:
+    name: str
+    runs: list[Run]
+    preset: str = "cpu-small"
+    base: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def config(self, run: Run, extra: list[str] | None = None):
+        from bianet_lib.config import load_config
+
+        return load_config(self.preset, overrides=[*self.base, *run.overrides, f"seed={run.seed}",
+                                                   *(extra or [])])
+
+
+def _runs(name: str, overrides: list[str], seeds=SEEDS) -> list[Run]:
+    return [Run(name, tuple(overrides), s) for s in seeds]
+
+
+def _bias_name(variant: str, rho: float) -> str:
+    return variant if rho == 0 else f"{variant}_rho{rho:g}"
+
+
+def paper_runs(seeds=SEEDS) -> list[Run]:
+    """Every experiment of the paper plus the bias sweep (names are the table rows)."""
+    runs: list[Run] = []
+    for v in ("baseline", "pia", "nia", "bianet", "peer"):  # Table 5, Table 1 peer, Fig. 4 (from both)
+        runs += _runs(v, VARIANTS[v], seeds)
+    for rho in BIAS_LEVELS[1:]:  # rho = 0 is the Table 5 rows
+        for v in ("baseline", "bianet"):
+            runs += _runs(_bias_name(v, rho), VARIANTS[v] + [f"bias={rho}"], seeds)
+    for cur in ("constant", "paper", "off"):  # Table 7 (+ the literal Eq. 22, + no negative branch)
+        runs += _runs(f"curriculum_{cur}", VARIANTS["bianet"] + [f"curriculum={cur}"], seeds)
+    for eps in (0.01, 0.1, 0.2):  # Table 6 (self-learned = "bianet")
+        runs += _runs(f"epsilon_{eps:g}", VARIANTS["bianet"] + ["epsilon_mode=fixed", f"epsilon={eps}"], seeds)
+    for which in ("tau1", "tau2"):  # Fig. 7 (the default value's run is "bianet")
+        for tau in TAUS:
+            runs += _runs(f"{which}_{tau:g}", VARIANTS["bianet"] + [f"{which}={tau}"], seeds)
+    # drop runs that duplicate "bianet" (tau1 = 5 and tau2 = 10 are the defaults)
+    from bianet_lib.config import BIANetConfig
+
+    default = BIANetConfig()
+    return [r for r in runs if not (r.name == f"tau1_{default.tau1:g}" or r.name == f"tau2_{default.tau2:g}")]
+
+
+#: The reduced grid's world and budget (measured: see notebook 7 and the README).
+REDUCED_BASE = ["world_n_train=120", "world_n_val=30", "world_n_test=60", "world_per_id_train=8",
+                "world_per_id_eval=4", "epochs=3", "batch_size=32", "num_threads=1", "device=cpu"]
+REDUCED_NAMES = ("baseline", "pia", "nia", "bianet", "baseline_rho0.9", "bianet_rho0.9")
+REDUCED_DROPPED = ("peer", "baseline_rho0.5", "bianet_rho0.5", "curriculum_*", "epsilon_*",
+                   "tau1_*", "tau2_*")
+
+
+def reduced_runs() -> list[Run]:
+    return [r for r in paper_runs() if r.name in REDUCED_NAMES]
+
+
+SMOKE_BASE = ["world_n_train=12", "world_n_val=4", "world_n_test=6", "world_per_id_train=2",
+              "world_per_id_eval=2", "epochs=1", "batch_size=8", "face_size=32", "clip_seconds=0.25",
+              "face_widths=[8, 8, 16, 16]", "audio_widths=[8, 8, 16, 16]", "attn_channels=8",
+              "hidden_dim=32", "embed_dim=16", "n_mels=16", "num_threads=1", "device=cpu"]
+
+GRIDS: dict[str, Grid] = {
+    "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
+                    "CPU default: Table 5 (4 variants) + bias rho=0.9 for baseline and BIANet, 3 seeds, "
+                    "a small world, 3 epochs"),
+    "full": Grid("full", paper_runs(), "cpu-small", [],
+                 "every experiment at the cpu-small defaults (full world, default epochs), 3 seeds"),
+    "full-paper": Grid("full-paper", paper_runs(), "paper", ["data=synthvox"],
+                       "every experiment with the paper preset on SynthVox (GPU)"),
+    "smoke": Grid("smoke", [Run("baseline", tuple(VARIANTS["baseline"]), 0),
+                            Run("bianet", tuple(VARIANTS["bianet"]), 0)], "cpu-small", SMOKE_BASE,
+                  "two tiny runs (tests, FAST notebooks)"),
+}
+
+
+def get_grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise KeyError(f"unknown grid {name!r}: expected one of {sorted(GRIDS)}")
+    return GRIDS[name]
+
+
+# --- running ------------------------------------------------------------------------------------
+def result_path(results_dir: str | Path, grid: str, run: Run) -> Path:
+    return Path(results_dir) / grid / f"{run.run_id}.json"
+
+
+def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = False) -> Path:
+    """Train (resuming a crashed attempt), evaluate best.pt (chosen on val), write the JSON."""
+    from bianet_lib.data_sources import load_world
+    from bianet_lib.evaluate import results_record, write_results_json
+    from bianet_lib.protocols import evaluate_model
+    from bianet_lib.train import BEST, Trainer, load_model
+
+    cfg = grid.config(run)
+    out = result_path(results_dir, grid.name, run)
+    run_dir = Path(results_dir) / grid.name / "runs" / run.run_id
+    start = time.perf_counter()
+    world = load_world(cfg)
+    trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=progress)
+    history = trainer.fit(resume=True)
+    model = load_model(run_dir / BEST, str(trainer.device))
+    metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
+    record = results_record(metrics, cfg.to_dict(), run.seed)
+    record["experiment"] = {"grid": grid.name, "name": run.name, "run_id": run.run_id,
+                            "overrides": list(run.overrides), "base": list(grid.base), "preset": grid.preset,
+                            "wall_s": time.perf_counter() - start, "best_val_acc": trainer.best_val,
+                            "epochs_this_attempt": len(history)}
+    write_results_json(record, out)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+def _execute_in_worker(grid_name: str, run: Run, results_dir: str) -> str:
+    return str(execute_run(get_grid(grid_name), run, results_dir))
+
+
+def pending_runs(grid_name: str, results_dir: str | Path, only: str | None = None) -> list[Run]:
+    grid = get_grid(grid_name)
+    runs = [r for r in grid.runs if only is None or only in (r.name, r.run_id)]
+    if only is not None and not runs:
+        raise KeyError(f"grid {grid_name!r} has no run named {only!r}")
+    return [r for r in runs if not result_path(results_dir, grid_name, r).is_file()]
+
+
+def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, progress: bool = True,
+             workers: int = 1) -> list[Path]:
+    """Run every run of the grid that has no result JSON yet; return the JSONs written.
+
+    ``workers`` > 1 trains that many runs at once in separate processes (give each run
+    ``num_threads=1`` on a small CPU). Worlds are generated once, before any run starts.
+    """
+    from tqdm.auto import tqdm
+
+    from bianet_lib.data_sources import load_world
+
+    grid = get_grid(grid_name)
+    todo = pending_runs(grid_name, results_dir, only)
+    done: list[Path] = []
+    if not todo:
+        return done
+    seen = set()
+    for run in todo:  # fill the world cache once per distinct world (rho)
+        cfg = grid.config(run)
+        key = (cfg.bias, cfg.world_seed, cfg.world_n_train, cfg.face_size)
+        if key not in seen:
+            seen.add(key)
+            load_world(cfg)
+    bar = tqdm(total=len(todo), desc=f"grid {grid_name}", disable=not progress, unit="run")
+    if workers <= 1:
+        for run in todo:
+            bar.set_postfix_str(run.run_id)
+            done.append(execute_run(grid, run, results_dir))
+            bar.update()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_execute_in_worker, grid_name, run, str(results_dir)): run for run in todo}
+            for fut in as_completed(futures):
+                done.append(Path(fut.result()))
+                bar.set_postfix_str(futures[fut].run_id)
+                bar.update()
+    bar.close()
+    return done
+
+
+# --- reading results ----------------------------------------------------------------------------
+def _acc(group: dict | None) -> float:
+    return np.nan if not group or group.get("accuracy") is None else float(group["accuracy"])
+
+
+def flatten_metrics(metrics: dict) -> dict[str, float]:
+    """One flat dict of a results record's metrics. Classifier route: bare names; cosine route:
+    ``cos_`` prefix. Names: ``vf_2``..``vf_10``, ``fv_*`` (1:K accuracy), ``ver_acc``, ``auc``,
+    ``aligned_vf``/``conflicting_vf``/``gap_vf`` (shortcut breakdown of 1:2), ``clean_vf``/
+    ``interfered_vf`` (interference breakdown of 1:2), likewise for fv."""
+    out: dict[str, float] = {}
+    for route, prefix in (("classifier", ""), ("cosine", "cos_")):
+        res = metrics[route]
+        for d in ("vf", "fv"):
+            for k, acc in res["curve"][d].items():
+                out[f"{prefix}{d}_{k}"] = float(acc)
+            b = res["matching"].get(f"{d}_1:2", {}).get("breakdowns", {})
+            sc, it = b.get("shortcut", {}), b.get("interference", {})
+            out[f"{prefix}aligned_{d}"] = _acc(sc.get("aligned"))
+            out[f"{prefix}conflicting_{d}"] = _acc(sc.get("conflicting"))
+            out[f"{prefix}gap_{d}"] = np.nan if sc.get("gap") is None else float(sc["gap"])
+            out[f"{prefix}clean_{d}"] = _acc(it.get("clean"))
+            out[f"{prefix}interfered_{d}"] = _acc(it.get("interfered"))
+        ver = res["verification"].get("verification", {})
+        out[f"{prefix}ver_acc"] = float(ver.get("verification_accuracy", np.nan))
+        out[f"{prefix}auc"] = float(ver.get("roc_auc", np.nan))
+    return out
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run under ``results_dir`` (every grid): grid, name, seed, run_id,
+    bias, variant switches, wall time and every metric of :func:`flatten_metrics`."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*/*.json")):
+        rec = json.loads(path.read_text())
+        exp, cfg = rec.get("experiment", {}), rec.get("config", {})
+        row = {"grid": exp.get("grid", path.parent.name), "name": exp.get("name", path.stem.split("__")[0]),
+               "seed": rec.get("seed"), "run_id": exp.get("run_id", path.stem),
+               "bias": cfg.get("bias"), "use_pia": cfg.get("use_pia"), "use_nia": cfg.get("use_nia"),
+               "curriculum": cfg.get("curriculum"), "epsilon_mode": cfg.get("epsilon_mode"),
+               "epsilon": cfg.get("epsilon"), "tau1": cfg.get("tau1"), "tau2": cfg.get("tau2"),
+               "epochs": cfg.get("epochs"), "wall_s": exp.get("wall_s"), "best_val_acc": exp.get("best_val_acc")}
+        row.update(flatten_metrics(rec["metrics"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_table(df: pd.DataFrame, metrics: list[str], by: str = "name",
+                  order: list[str] | None = None) -> pd.DataFrame:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) of each metric per ``by``
+    group, with the number of seeds. Columns: (metric, "mean"|"std") and ("n", "")."""
+    g = df.groupby(by, sort=False)[metrics]
+    mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+    out = pd.concat({"mean": mean, "std": std}, axis=1).swaplevel(axis=1)
+    out = out[[(m, s) for m in metrics for s in ("mean", "std")]]
+    out[("n", "")] = df.groupby(by, sort=False).size()
+    if order is not None:
+        out = out.loc[[o for o in order if o in out.index]]
+    return out
+
+
+def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``summary_table`` as strings "mean ± std"."""
+    metrics = [m for m in table.columns.get_level_values(0).unique() if m != "n"]
+    out = pd.DataFrame({m: [f"{a:.{digits}f} ± {s:.{digits}f}" for a, s in
+                            zip(table[(m, "mean")], table[(m, "std")], strict=True)] for m in metrics}, index=table.index)
+    out["n"] = table[("n", "")].astype(int)
+    return out
+
+
+def spread_label(diff: float, stds) -> str:
+    """"within spread" when |diff| < max(std) of the groups compared, else "higher"/"lower"."""
+    spread = float(np.nanmax(np.asarray(stds, dtype=float)))
+    if abs(diff) < spread or diff == 0:
+        return "within spread"
+    return "higher" if diff > 0 else "lower"
+
+
+def compare(table: pd.DataFrame, metric: str, a: str, b: str) -> dict:
+    """Row ``a`` against row ``b`` of a ``summary_table``: diff = a - b, and its label."""
+    diff = float(table.loc[a, (metric, "mean")] - table.loc[b, (metric, "mean")])
+    stds = [table.loc[a, (metric, "std")], table.loc[b, (metric, "std")]]
+    return {"metric": metric, "a": a, "b": b, "diff": diff, "spread": float(max(stds)),
+            "label": spread_label(diff, stds)}

@@ -1,0 +1,115 @@
+"""Experiment grids: resumable, never repeating a finished run; mean/std tables; spread labels."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bianet_lib import cli
+from bianet_lib import experiments as ex
+
+TINY_GRID = ex.Grid("tiny", [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), 0),
+                             ex.Run("bianet", tuple(ex.VARIANTS["bianet"]), 0)],
+                    "cpu-small", ex.SMOKE_BASE)
+
+
+@pytest.fixture
+def tiny_grid(monkeypatch, tmp_path):
+    monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(ex.GRIDS, "tiny", TINY_GRID)
+    calls = []
+    real = ex.execute_run
+
+    def counting(grid, run, results_dir, progress=False):
+        calls.append(run.run_id)
+        return real(grid, run, results_dir, progress)
+
+    monkeypatch.setattr(ex, "execute_run", counting)
+    return calls
+
+
+def test_grid_resumes_and_never_repeats(tiny_grid, tmp_path):
+    calls, out = tiny_grid, tmp_path / "results"
+    written = ex.run_grid("tiny", out, progress=False)
+    assert sorted(calls) == ["baseline__s0", "bianet__s0"]
+    assert sorted(p.name for p in written) == ["baseline__s0.json", "bianet__s0.json"]
+    rec = json.loads((out / "tiny" / "bianet__s0.json").read_text())
+    assert rec["seed"] == 0 and rec["config"]["use_pia"] is True and rec["experiment"]["wall_s"] > 0
+    assert "versions" in rec and rec["metrics"]["classifier"]["curve"]["vf"]["2"] >= 0
+    assert not (out / "tiny" / "runs" / "bianet__s0").exists(), "checkpoints must be deleted"
+
+    # a finished grid: nothing runs again
+    calls.clear()
+    assert ex.run_grid("tiny", out, progress=False) == [] and calls == []
+
+    # one result lost (a crash before it was written): only that run executes
+    (out / "tiny" / "baseline__s0.json").unlink()
+    before = (out / "tiny" / "bianet__s0.json").read_bytes()
+    ex.run_grid("tiny", out, progress=False)
+    assert calls == ["baseline__s0"]
+    assert (out / "tiny" / "bianet__s0.json").read_bytes() == before
+
+    df = ex.load_results(out)
+    assert sorted(df["name"]) == ["baseline", "bianet"] and set(df["grid"]) == {"tiny"}
+    for col in ("vf_2", "fv_2", "cos_vf_2", "auc", "ver_acc", "gap_vf", "clean_vf", "interfered_vf"):
+        assert col in df.columns
+
+
+def test_only_filters_and_unknown_name(tiny_grid, tmp_path):
+    ex.run_grid("tiny", tmp_path / "r", only="bianet", progress=False)
+    assert tiny_grid == ["bianet__s0"]
+    with pytest.raises(KeyError):
+        ex.pending_runs("tiny", tmp_path / "r", only="nope")
+
+
+def test_cli_bad_grid_exits_2(capsys):
+    assert cli.main(["experiments", "nope"]) == 2
+    assert "unknown grid" in capsys.readouterr().err
+
+
+def test_cli_list(capsys, tmp_path):
+    assert cli.main(["experiments", "reduced", "--list", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "todo  bianet__s2" in out and "done" not in out
+
+
+def test_grids_are_well_formed():
+    for name, grid in ex.GRIDS.items():
+        ids = [r.run_id for r in grid.runs]
+        assert len(ids) == len(set(ids)), name
+        for run in grid.runs[:3]:
+            grid.config(run)  # every override is a valid config field
+    full = {r.name for r in ex.GRIDS["full"].runs}
+    assert {"baseline", "pia", "nia", "bianet", "peer", "bianet_rho0.5", "baseline_rho0.9",
+            "curriculum_constant", "curriculum_paper", "epsilon_0.01", "tau1_20", "tau2_0.5"} <= full
+    seeds = pd.Series([r.name for r in ex.GRIDS["full"].runs]).value_counts()
+    assert (seeds >= 3).all()
+    assert {r.name for r in ex.GRIDS["reduced"].runs} == set(ex.REDUCED_NAMES)
+
+
+def _frame():
+    return pd.DataFrame({"name": ["a", "a", "a", "b", "b", "b"],
+                         "seed": [0, 1, 2, 0, 1, 2],
+                         "acc": [0.6, 0.7, 0.8, 0.70, 0.72, 0.74]})
+
+
+def test_summary_table_mean_std():
+    t = ex.summary_table(_frame(), ["acc"])
+    assert t.loc["a", ("acc", "mean")] == pytest.approx(0.7)
+    assert t.loc["a", ("acc", "std")] == pytest.approx(0.1)  # sample std, ddof=1
+    assert t.loc["b", ("acc", "std")] == pytest.approx(0.02)
+    assert t.loc["b", ("n", "")] == 3
+    assert ex.format_table(t).loc["a", "acc"] == "0.700 ± 0.100"
+
+
+def test_spread_labels():
+    t = ex.summary_table(_frame(), ["acc"])
+    c = ex.compare(t, "acc", "b", "a")
+    assert c["diff"] == pytest.approx(0.02) and c["spread"] == pytest.approx(0.1)
+    assert c["label"] == "within spread"
+    assert ex.spread_label(0.05, [0.01, 0.02]) == "higher"
+    assert ex.spread_label(-0.05, [0.01, 0.02]) == "lower"
+    assert ex.spread_label(0.015, [0.01, 0.02]) == "within spread"
+    assert ex.spread_label(0.0, [0.0, 0.0]) == "within spread"
+    assert np.isnan(np.nan) and ex.spread_label(0.3, [np.nan, 0.1]) == "higher"
