@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: ipywidgets is not a dependency
 
 from bianet_lib.batches import IdentityBatches, in_batch_trials
 from bianet_lib.config import BIANetConfig
