@@ -71,6 +71,7 @@ class Grid:
     preset: str = "cpu-small"
     base: list[str] = field(default_factory=list)
     description: str = ""
+    workers: int = 1  # runs trained at once by default (processes; give each num_threads=1)
 
     def config(self, run: Run, extra: list[str] | None = None):
         from bianet_lib.config import load_config
@@ -109,7 +110,9 @@ def paper_runs(seeds=SEEDS) -> list[Run]:
     return [r for r in runs if not (r.name == f"tau1_{default.tau1:g}" or r.name == f"tau2_{default.tau2:g}")]
 
 
-#: The reduced grid's world and budget (measured: see notebook 7 and the README).
+#: The reduced grid's world and budget: 72 steps of batch 32 per run. Measured: the 18 runs took
+#: 15.5 min of wall time with 2 workers on a 2-core machine shared with other jobs (load 5-12),
+#: about 1.5 min per run; at this budget every variant stays at chance (see notebook 7).
 REDUCED_BASE = ["world_n_train=120", "world_n_val=30", "world_n_test=60", "world_per_id_train=8",
                 "world_per_id_eval=4", "epochs=3", "batch_size=32", "num_threads=1", "device=cpu"]
 REDUCED_NAMES = ("baseline", "pia", "nia", "bianet", "baseline_rho0.9", "bianet_rho0.9")
@@ -129,7 +132,7 @@ SMOKE_BASE = ["world_n_train=12", "world_n_val=4", "world_n_test=6", "world_per_
 GRIDS: dict[str, Grid] = {
     "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
                     "CPU default: Table 5 (4 variants) + bias rho=0.9 for baseline and BIANet, 3 seeds, "
-                    "a small world, 3 epochs"),
+                    "a small world, 3 epochs", workers=2),
     "full": Grid("full", paper_runs(), "cpu-small", [],
                  "every experiment at the cpu-small defaults (full world, default epochs), 3 seeds"),
     "full-paper": Grid("full-paper", paper_runs(), "paper", ["data=synthvox"],
@@ -190,17 +193,19 @@ def pending_runs(grid_name: str, results_dir: str | Path, only: str | None = Non
 
 
 def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, progress: bool = True,
-             workers: int = 1) -> list[Path]:
+             workers: int | None = None) -> list[Path]:
     """Run every run of the grid that has no result JSON yet; return the JSONs written.
 
     ``workers`` > 1 trains that many runs at once in separate processes (give each run
-    ``num_threads=1`` on a small CPU). Worlds are generated once, before any run starts.
+    ``num_threads=1`` on a small CPU); None takes the grid's default. Worlds are generated
+    once, before any run starts.
     """
     from tqdm.auto import tqdm
 
     from bianet_lib.data_sources import load_world
 
     grid = get_grid(grid_name)
+    workers = grid.workers if workers is None else workers
     todo = pending_runs(grid_name, results_dir, only)
     done: list[Path] = []
     if not todo:

@@ -15,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where <grid>/<run-id>.json go (default results/experiments)")
     p.add_argument("--only", default=None, metavar="NAME", help="only the runs of this name (or run id)")
     p.add_argument("--list", action="store_true", help="list the grid's runs and whether each is done")
-    p.add_argument("--workers", type=int, default=1,
-                   help="runs trained at once in separate processes (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs trained at once in separate processes (default: the grid's, 2 for reduced)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.grid not in GRIDS:
         raise UsageError(f"unknown grid {args.grid!r}: expected one of {', '.join(sorted(GRIDS))}")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     grid = GRIDS[args.grid]
     try:
