@@ -233,6 +233,7 @@ class Trainer:
         record.update(self.validate())
         return self._reduce(record)
 
+    @torch.no_grad()
     def _epsilons(self) -> dict[str, float]:
         out = {}
         for name in ("face", "voice"):

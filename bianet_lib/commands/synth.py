@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-train", type=int, default=300)
     p.add_argument("--n-val", type=int, default=50)
     p.add_argument("--n-test", type=int, default=100)
-    p.add_argument("--per-id-train", type=int, default=12, help="faces and voices per train identity")
+    p.add_argument("--per-id-train", type=int, default=24, help="faces and voices per train identity")
     p.add_argument("--per-id-eval", type=int, default=6, help="faces and voices per val/test identity")
     p.add_argument("--videos-per-id", type=int, default=3)
     p.add_argument("--face-interference", type=float, default=1.0, help="0 clean .. 1 calibrated")

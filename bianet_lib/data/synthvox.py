@@ -44,8 +44,8 @@ class WorldConfig:
     n_train: int = 300
     n_val: int = 50
     n_test: int = 100
-    faces_per_id_train: int = 12
-    voices_per_id_train: int = 12
+    faces_per_id_train: int = 24
+    voices_per_id_train: int = 24
     faces_per_id_eval: int = 6
     voices_per_id_eval: int = 6
     videos_per_id: int = 3
