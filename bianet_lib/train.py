@@ -271,7 +271,7 @@ class Trainer:
         size; only latest.pt carries what resuming needs.
         """
         state = {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                 "epoch": self.epoch, "best_val": self.best_val}
+                 "epoch": self.epoch, "step": self.step, "best_val": self.best_val}
         if not weights_only:
             state.update(self._training_state())
         tmp = path.with_suffix(".tmp")
@@ -282,7 +282,7 @@ class Trainer:
         return {
             "identity_head": self.identity_head.state_dict(),
             "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": self.step, "batch_rng": self.batches.generator.get_state(),
+            "scheduler": self.scheduler.state_dict(), "batch_rng": self.batches.generator.get_state(),
             "trial_rng": self.trial_generator.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
