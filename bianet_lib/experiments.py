@@ -199,7 +199,7 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
     ``num_threads=1`` on a small CPU); None takes the grid's default. Worlds are generated
     once, before any run starts.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from bianet_lib.data_sources import load_world
 
