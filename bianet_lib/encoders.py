@@ -64,7 +64,7 @@ class ResidualTrunk(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         layers, cin = [], widths[0]
-        for i, (width, n) in enumerate(zip(widths, blocks)):
+        for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
             for j in range(n):
                 layers.append(BasicBlock(cin, width, 2 if (j == 0 and i > 0) else 1, se))
                 cin = width

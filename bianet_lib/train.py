@@ -260,7 +260,7 @@ class Trainer:
         keys = sorted(k for k, v in record.items() if isinstance(v, float))
         t = torch.tensor([record[k] for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        record.update({k: float(v) / self.dist.world for k, v in zip(keys, t.tolist())})
+        record.update({k: float(v) / self.dist.world for k, v in zip(keys, t.tolist(), strict=True)})
         return record
 
     # --- checkpoints ----------------------------------------------------------------------

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from bianet_lib.affinity import Threshold, affinity, from_rows, split_affinity, strong_gate_log, to_rows
+from bianet_lib.affinity import (
+    Threshold,
+    affinity,
+    from_rows,
+    split_affinity,
+    strong_gate_log,
+    to_rows,
+)
 from bianet_lib.attention import (
     BidirectionalIntervention,
     bidirectional_attention,

@@ -23,7 +23,7 @@ def test_cosine_weight_endpoints_and_midpoint():
 
 def test_weight_is_monotone_and_clipped():
     ws = [curriculum_weight(e, 20) for e in range(-2, 25)]
-    assert all(a <= b for a, b in zip(ws, ws[1:]))
+    assert all(a <= b for a, b in zip(ws, ws[1:], strict=False))
     assert ws[0] == 0.0 and ws[-1] == pytest.approx(1.0)
 
 

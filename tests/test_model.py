@@ -77,7 +77,7 @@ def test_full_model_overfits_a_tiny_fixed_set(tmp_path):
     ev, ef = scorer.embed(split, "voice"), scorer.embed(split, "face")
     pairs = torch.tensor([(i, j) for i in range(8) for j in range(8) if i != j])
     correct = 0
-    for q, emb_q, emb_c in (("vf", ev, ef), ("fv", ef, ev)):
+    for _direction, emb_q, emb_c in (("vf", ev, ef), ("fv", ef, ev)):
         cands = torch.stack([pairs[:, 0], pairs[:, 1]], dim=1)  # true match in column 0
         logits = scorer.match_logits(emb_q[pairs[:, 0]], emb_c[cands])
         correct += int((logits[:, 0] > logits[:, 1]).sum())
