@@ -187,7 +187,7 @@ class Trainer:
         for name, value in terms.items():
             if not torch.isfinite(value).all():
                 raise NonFiniteLossError(f"step {self.step} (epoch {self.epoch + 1}): loss term "
-                                         f"{name!r} is {float(value)}; lower the learning rate or "
+                                         f"{name!r} is {value.detach().item()}; lower the learning rate or "
                                          "check the input data")
 
     # --- epochs ---------------------------------------------------------------------------
