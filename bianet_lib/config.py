@@ -82,6 +82,10 @@ class BIANetConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _type_ok(value, f.type):  # before any comparison: epochs="abc" must not TypeError
+                raise ValueError(f"config field {f.name}={value!r}: expected {f.type}")
         for name in ("face_widths", "audio_widths", "audio_blocks", "lr_milestones"):
             setattr(self, name, tuple(getattr(self, name)))
         self.validate()
@@ -141,8 +145,27 @@ class BIANetConfig:
                 raise ValueError(f"override {item!r}: expected key=value")
             if key not in values:
                 raise ValueError(f"override {item!r}: unknown config field {key!r}")
-            values[key] = yaml.safe_load(raw)
+            try:
+                values[key] = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"override {item!r}: not a YAML value ({exc.__class__.__name__})") from None
         return BIANetConfig.from_dict(values)
+
+
+def _type_ok(value, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotation such as "float", "str | None", "tuple[int, ...]"."""
+    for option in (a.strip() for a in annotation.split("|")):
+        number = not isinstance(value, bool)
+        if (option == "None" and value is None
+                or option == "bool" and isinstance(value, bool)
+                or option == "int" and isinstance(value, int) and number
+                or option == "float" and isinstance(value, (int, float)) and number
+                or option == "str" and isinstance(value, str)
+                or option == "dict" and isinstance(value, dict)
+                or option.startswith("tuple[int") and isinstance(value, (list, tuple))
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            return True
+    return False
 
 
 def cpu_small() -> BIANetConfig:

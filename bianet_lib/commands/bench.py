@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from bianet_lib.bench import run_bench
-    from bianet_lib.commands.train import check_override_types, check_types
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
@@ -54,10 +53,6 @@ def run(args: argparse.Namespace) -> int:
         values.pop("preset", None)
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()] + overrides
     try:
-        from bianet_lib.bench import bench_config
-
-        check_override_types(overrides)
-        check_types(bench_config(args.preset, args.device, overrides))
         result = run_bench(args.preset, args.device, args.steps, overrides, args.warmup,
                            args.audio_root, args.face_root)
     except (ValueError, TypeError, yaml.YAMLError) as exc:

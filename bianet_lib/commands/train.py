@@ -34,61 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # --- config from the command line -------------------------------------------------------------
-def _type_ok(value, annotation: str) -> bool:
-    options = [a.strip() for a in annotation.split("|")]
-    for opt in options:
-        if opt == "None" and value is None:
-            return True
-        if opt == "bool" and isinstance(value, bool):
-            return True
-        if opt == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if opt == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        if opt == "str" and isinstance(value, str):
-            return True
-        if opt.startswith("tuple[int") and isinstance(value, (list, tuple)) and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return True
-        if opt == "dict" and isinstance(value, dict):
-            return True
-    return False
-
-
-def check_types(cfg) -> None:
-    """Raise ValueError naming a field whose value has the wrong type (e.g. ``epochs=abc``)."""
-    import dataclasses
-
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if not _type_ok(value, annotation):
-            raise ValueError(f"config field {f.name}={value!r}: expected {annotation}")
-
-
-def check_override_types(overrides: list[str]) -> None:
-    """Reject ``key=value`` overrides whose YAML value has the wrong type for the field, before
-    the config's own validation compares it (``epochs=abc`` would fail there with a TypeError)."""
-    import dataclasses
-
-    import yaml
-
-    from bianet_lib.config import BIANetConfig
-
-    types = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-             for f in dataclasses.fields(BIANetConfig)}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in types:
-            continue  # load_config names these
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"override {item!r}: not a YAML value ({exc.__class__.__name__})") from None
-        if not _type_ok(value, types[key]):
-            raise ValueError(f"override {item!r}: config field {key} expects {types[key]}, got {value!r}")
-
-
 def config_from_args(args: argparse.Namespace, base_file: str | Path | None = None):
     """The BIANetConfig of --preset/--config/--set (or of ``base_file`` + --set)."""
     import yaml
@@ -98,9 +43,7 @@ def config_from_args(args: argparse.Namespace, base_file: str | Path | None = No
     if args.config is not None and not Path(args.config).is_file():
         raise UsageError(f"--config {args.config}: no such file")
     try:
-        check_override_types(args.overrides)
         cfg = load_config(args.preset, base_file or args.config, args.overrides)
-        check_types(cfg)
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
     if cfg.device.startswith("cuda"):

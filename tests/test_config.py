@@ -1,0 +1,34 @@
+"""The one configuration object: presets, YAML round trip, overrides, and clear errors."""
+
+import pytest
+
+from bianet_lib.config import BIANetConfig, load_config
+
+
+def test_paper_preset_follows_the_paper_and_cpu_small_differs():
+    paper = load_config("paper")
+    assert (paper.face_encoder, paper.audio_encoder, paper.face_size) == ("resnet18", "se-resnet", 224)
+    assert (paper.clip_seconds, paper.batch_size, paper.epochs, paper.tau1) == (10.0, 50, 50, 10.0)
+    assert paper.lr_milestones == (20, 40) and paper.generator == "paper"
+    assert load_config("cpu-small").face_encoder == "small"
+
+
+def test_yaml_round_trip_and_file_preset(tmp_path):
+    cfg = load_config("paper", overrides=["tau2=5", "lr_milestones=[3, 4]"])
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    assert BIANetConfig.from_yaml(path) == cfg
+    small = tmp_path / "s.yaml"
+    small.write_text("preset: paper\nepochs: 3\n")
+    loaded = load_config(path=small)
+    assert loaded.epochs == 3 and loaded.face_encoder == "resnet18"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("epochs=abc", "epochs"), ("face_widths=[1, x]", "face_widths"), ("k=1", "k=1"),
+    ("bogus=1", "bogus"), ("tau1=[1,", "not a YAML value"), ("curriculum=linear", "curriculum"),
+    ("use_pia=3", "use_pia"),
+])
+def test_bad_overrides_name_the_field(override, needle):
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[")):
+        load_config("cpu-small", overrides=[override])
