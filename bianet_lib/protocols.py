@@ -57,8 +57,10 @@ def evaluate_model(model: torch.nn.Module, test: SplitData, val: SplitData,
     trials = standard_trials(test, seed)
     val_trials = standard_trials(val, seed, matching=False)
     out = {}
+    embeddings: dict = {}  # both routes read the same embeddings of the same model
     for route, cls in (("classifier", BIANetScorer), ("cosine", EmbeddingCosineScorer)):
-        out[route] = evaluate_protocols(cls(model, device), test, trials, val, val_trials, seed=seed)
+        out[route] = evaluate_protocols(cls(model, device, embeddings=embeddings), test, trials,
+                                        val, val_trials, seed=seed)
     out["trial_seed"] = seed
     return out
 

@@ -16,15 +16,26 @@ class BIANetScorer:
     The same inference as training (Eq. 22, "the same architecture during training and
     testing"); the model is always put in eval mode, so BatchNorm uses running statistics and
     neither dropout nor the NIA mask is active.
+
+    ``embeddings``: a dict shared by scorers of one (unchanging) model, so that the classifier
+    and cosine routes embed each split once; keyed by the split object and the modality.
     """
 
-    def __init__(self, model: BIANet, device: str | torch.device = "cpu", batch_size: int = 256):
+    def __init__(self, model: BIANet, device: str | torch.device = "cpu", batch_size: int = 256,
+                 embeddings: dict | None = None):
         self.model, self.device, self.batch_size = model, torch.device(device), batch_size
         cfg = model.cfg
         self.w = curriculum_weight(1, 1, cfg.curriculum) if cfg.use_nia else 0.0
+        self._embeddings = {} if embeddings is None else embeddings
+
+    def embed(self, split: SplitData, modality: str, batch_size: int | None = None) -> torch.Tensor:
+        key = (id(split), modality)
+        if key not in self._embeddings:
+            self._embeddings[key] = (split, self._embed(split, modality, batch_size))
+        return self._embeddings[key][1]
 
     @torch.no_grad()
-    def embed(self, split: SplitData, modality: str, batch_size: int | None = None) -> torch.Tensor:
+    def _embed(self, split: SplitData, modality: str, batch_size: int | None) -> torch.Tensor:
         self.model.eval()
         data = split.voices if modality == "voice" else split.faces
         fn = self.model.embed_voices if modality == "voice" else self.model.embed_faces

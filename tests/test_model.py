@@ -84,3 +84,17 @@ def test_full_model_overfits_a_tiny_fixed_set(tmp_path):
     accuracy = correct / (2 * len(pairs))
     assert trainer.curriculum_w() > 0  # the negative branch was in play
     assert accuracy >= 0.95, accuracy
+
+
+def test_both_scoring_routes_embed_each_split_once():
+    from bianet_lib.protocols import evaluate_model
+
+    torch.manual_seed(0)
+    model = BIANet(tiny_config()).eval()
+    test, val = random_split(4, per_id=2, name="test"), random_split(4, per_id=2, seed=1, name="val")
+    calls = []
+    original = model.embed_voices
+    model.embed_voices = lambda waves: calls.append(len(waves)) or original(waves)
+    out = evaluate_model(model, test, val)
+    assert set(out) >= {"classifier", "cosine"}
+    assert sum(calls) == len(test.voices) + len(val.voices)  # not twice that
