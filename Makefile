@@ -36,9 +36,11 @@ course-runs: venv
 	$(BIANET) train --preset cpu-small --no-progress --set use_pia=false --set use_nia=false \
 	  --run-dir $(COURSE_RUNS)/baseline-cpu-small
 
-# The reduced experiment grid of notebook 07 (resumable; finished runs are kept).
+# An experiment grid of notebook 07 (resumable; finished runs are kept): `make experiments`
+# runs the reduced CPU grid, `make experiments GRID=full` every experiment.
+GRID ?= reduced
 experiments: venv
-	$(BIANET) experiments reduced
+	$(BIANET) experiments $(GRID)
 
 lint: venv
 	$(VENV)/bin/ruff check bianet_lib tests notebooks

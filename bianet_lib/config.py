@@ -7,7 +7,7 @@ Every switch the paper ablates is a field: ``use_pia``, ``use_nia``, ``curriculu
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -79,7 +79,6 @@ class BIANetConfig:
     world_n_test: int = 100
     world_per_id_train: int = 24  # faces and voices per train identity (12 plateaued at ~0.78)
     world_per_id_eval: int = 6  # faces and voices per val/test identity
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -126,6 +125,8 @@ class BIANetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> BIANetConfig:
+        if values.get("extra") == {}:  # configs saved before 2026-11-26 carry this unused field
+            values = {k: v for k, v in values.items() if k != "extra"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

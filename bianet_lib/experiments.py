@@ -10,10 +10,13 @@ folder (checkpoints) is deleted once the JSON is written, so ``results/`` stays 
 
 Grids (``GRIDS``):
 
-* ``"reduced"``: what fits in about 15 minutes on 2 CPU cores (see ``REDUCED_DROPPED``).
+* ``"reduced"``: the CPU default, what fits in about 15 minutes on 2 cores: Table 5's rows (a)
+  and (d) at rho = 0 and rho = 0.9 (see ``REDUCED_NAMES``).
 * ``"full"``: every experiment of the paper (Tables 5, 6, 7, Fig. 7's tau_1 and tau_2 over
-  {0.5, 1, 5, 10, 20}, the Fig. 4 curve, the peer comparison, the bias sweep rho in
-  {0, 0.5, 0.9}) at the cpu-small defaults (full SynthVox world, default epochs), 3 seeds.
+  {0.5, 1, 5, 10, 20}, the Fig. 4 curve, the peer comparison) plus the bias sweep rho in
+  {0, 0.5, 0.9} and each component at rho = 0.9, at the same CPU scale as ``reduced``, 3 seeds.
+  ``reduced`` and ``full`` share one results folder (``store``), so ``full`` reuses the
+  reduced runs and is "one parameter away".
 * ``"full-paper"``: the same runs with the ``paper`` preset on SynthVox (a GPU job).
 * ``"smoke"``: two tiny runs, for tests and the notebook's FAST mode.
 
@@ -72,6 +75,10 @@ class Grid:
     base: list[str] = field(default_factory=list)
     description: str = ""
     workers: int = 1  # runs trained at once by default (processes; give each num_threads=1)
+    store: str = ""  # results sub-folder; grids with the same base share it (default: the name)
+
+    def __post_init__(self):
+        self.store = self.store or self.name
 
     def config(self, run: Run, extra: list[str] | None = None):
         from bianet_lib.config import load_config
@@ -89,15 +96,23 @@ def _bias_name(variant: str, rho: float) -> str:
 
 
 def paper_runs(seeds=SEEDS) -> list[Run]:
-    """Every experiment of the paper plus the bias sweep (names are the table rows)."""
+    """Every experiment of the paper plus the bias study (names are the table rows), in the
+    order a partly finished grid is most useful: Table 5 and the peer, Table 7, the bias sweep,
+    Table 6, then Fig. 7."""
     runs: list[Run] = []
-    for v in ("baseline", "pia", "nia", "bianet", "peer"):  # Table 5, Table 1 peer, Fig. 4 (from both)
+    for v in ("baseline", "pia", "nia", "bianet", "peer"):  # Table 5, Table 1 peer, Fig. 4 (from all)
         runs += _runs(v, VARIANTS[v], seeds)
+    for cur in ("constant", "paper"):  # Table 7: without the curriculum, and the literal Eq. 22
+        runs += _runs(f"curriculum_{cur}", VARIANTS["bianet"] + [f"curriculum={cur}"], seeds)
     for rho in BIAS_LEVELS[1:]:  # rho = 0 is the Table 5 rows
         for v in ("baseline", "bianet"):
             runs += _runs(_bias_name(v, rho), VARIANTS[v] + [f"bias={rho}"], seeds)
-    for cur in ("constant", "paper", "off"):  # Table 7 (+ the literal Eq. 22, + no negative branch)
-        runs += _runs(f"curriculum_{cur}", VARIANTS["bianet"] + [f"curriculum={cur}"], seeds)
+    # which part shrinks the gap, if any: each component alone, and BIANet without the curriculum
+    rho = BIAS_LEVELS[-1]
+    for v in ("pia", "nia"):
+        runs += _runs(_bias_name(v, rho), VARIANTS[v] + [f"bias={rho}"], seeds)
+    runs += _runs(_bias_name("curriculum_constant", rho),
+                  VARIANTS["bianet"] + ["curriculum=constant", f"bias={rho}"], seeds)
     for eps in (0.01, 0.1, 0.2):  # Table 6 (self-learned = "bianet")
         runs += _runs(f"epsilon_{eps:g}", VARIANTS["bianet"] + ["epsilon_mode=fixed", f"epsilon={eps}"], seeds)
     for which in ("tau1", "tau2"):  # Fig. 7 (the default value's run is "bianet")
@@ -110,13 +125,12 @@ def paper_runs(seeds=SEEDS) -> list[Run]:
     return [r for r in runs if not (r.name == f"tau1_{default.tau1:g}" or r.name == f"tau2_{default.tau2:g}")]
 
 
-#: The reduced grid: the default world (300/50/100 identities, 24 train samples each) drawn at
-#: 32x32 faces and 0.5 s clips, 4 epochs (384 steps of batch 64) per run. A first version with
-#: 72 steps per run left every variant at chance, so this budget is the smallest that learns.
+#: The CPU scale of ``reduced`` and ``full``: the default world (300/50/100 identities, 24 train
+#: samples each) drawn at 32x32 faces and 0.5 s clips, 4 epochs (384 steps of batch 64) per run.
+#: A first version with 72 steps per run left every variant at chance, so this budget is the
+#: smallest that learns.
 REDUCED_BASE = ["face_size=32", "clip_seconds=0.5", "epochs=4", "num_threads=1", "device=cpu"]
 REDUCED_NAMES = ("baseline", "bianet", "baseline_rho0.9", "bianet_rho0.9")
-REDUCED_DROPPED = ("pia", "nia", "peer", "baseline_rho0.5", "bianet_rho0.5", "curriculum_*", "epsilon_*",
-                   "tau1_*", "tau2_*")
 
 
 def reduced_runs() -> list[Run]:
@@ -131,9 +145,10 @@ SMOKE_BASE = ["world_n_train=12", "world_n_val=4", "world_n_test=6", "world_per_
 GRIDS: dict[str, Grid] = {
     "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
                     "CPU default: baseline and BIANet at rho = 0 and rho = 0.9, 3 seeds, "
-                    "the full-size world drawn at 32x32 faces and 0.5 s clips, 4 epochs", workers=2),
-    "full": Grid("full", paper_runs(), "cpu-small", [],
-                 "every experiment at the cpu-small defaults (full world, default epochs), 3 seeds"),
+                    "the full-size world drawn at 32x32 faces and 0.5 s clips, 4 epochs", workers=2, store="cpu"),
+    "full": Grid("full", paper_runs(), "cpu-small", REDUCED_BASE,
+                 "every experiment of the paper plus the bias study, 3 seeds, at the reduced grid's "
+                 "CPU scale (its runs are shared)", workers=2, store="cpu"),
     "full-paper": Grid("full-paper", paper_runs(), "paper", ["data=synthvox"],
                        "every experiment with the paper preset on SynthVox (GPU)"),
     "smoke": Grid("smoke", [Run("baseline", tuple(VARIANTS["baseline"]), 0),
@@ -149,8 +164,9 @@ def get_grid(name: str) -> Grid:
 
 
 # --- running ------------------------------------------------------------------------------------
-def result_path(results_dir: str | Path, grid: str, run: Run) -> Path:
-    return Path(results_dir) / grid / f"{run.run_id}.json"
+def result_path(results_dir: str | Path, grid: Grid | str, run: Run) -> Path:
+    store = (grid if isinstance(grid, Grid) else get_grid(grid)).store
+    return Path(results_dir) / store / f"{run.run_id}.json"
 
 
 def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = False) -> Path:
@@ -161,8 +177,8 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     from bianet_lib.train import BEST, Trainer, load_model
 
     cfg = grid.config(run)
-    out = result_path(results_dir, grid.name, run)
-    run_dir = Path(results_dir) / grid.name / "runs" / run.run_id
+    out = result_path(results_dir, grid, run)
+    run_dir = Path(results_dir) / grid.store / "runs" / run.run_id
     start = time.perf_counter()
     world = load_world(cfg)
     trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=progress)
@@ -265,11 +281,24 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
-def load_results(results_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run under ``results_dir`` (every grid): grid, name, seed, run_id,
-    bias, variant switches, wall time and every metric of :func:`flatten_metrics`."""
+def store_runs(grid: str) -> list[Run]:
+    """Every run of every grid that shares ``grid``'s results folder, once each, in grid order
+    (the largest grid first): what ``load_results(..., grid)`` can find there."""
+    store = get_grid(grid).store
+    grids = sorted((g for g in GRIDS.values() if g.store == store), key=lambda g: -len(g.runs))
+    return list({r.run_id: r for g in grids for r in g.runs}.values())
+
+
+def load_results(results_dir: str | Path, grid: str | None = None) -> pd.DataFrame:
+    """One row per finished run under ``results_dir``: grid (the one that ran it), name, seed,
+    run_id, bias, variant switches, wall time and every metric of :func:`flatten_metrics`.
+    With ``grid``, the finished runs of its results folder (``store_runs``, so a reduced grid
+    also shows the full grid's finished runs), in grid order."""
     rows = []
-    for path in sorted(Path(results_dir).glob("*/*.json")):
+    paths = sorted(Path(results_dir).glob("*/*.json"))
+    if grid is not None:
+        paths = [p for p in (result_path(results_dir, grid, r) for r in store_runs(grid)) if p.is_file()]
+    for path in paths:
         rec = json.loads(path.read_text())
         exp, cfg = rec.get("experiment", {}), rec.get("config", {})
         row = {"grid": exp.get("grid", path.parent.name), "name": exp.get("name", path.stem.split("__")[0]),

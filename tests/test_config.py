@@ -32,3 +32,10 @@ def test_yaml_round_trip_and_file_preset(tmp_path):
 def test_bad_overrides_name_the_field(override, needle):
     with pytest.raises(ValueError, match=needle.replace("[", r"\[")):
         load_config("cpu-small", overrides=[override])
+
+
+def test_configs_saved_with_the_retired_extra_field_still_load():
+    old = {**BIANetConfig().to_dict(), "extra": {}}  # what configs and checkpoints before 2026-11-26 hold
+    assert BIANetConfig.from_dict(old) == BIANetConfig()
+    with pytest.raises(ValueError, match="unknown config field.*extra"):
+        BIANetConfig.from_dict({**old, "extra": {"x": 1}})  # a non-empty one was never written: refuse

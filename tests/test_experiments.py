@@ -52,6 +52,7 @@ def test_grid_resumes_and_never_repeats(tiny_grid, tmp_path):
 
     df = ex.load_results(out)
     assert sorted(df["name"]) == ["baseline", "bianet"] and set(df["grid"]) == {"tiny"}
+    assert list(ex.load_results(out, "tiny")["run_id"]) == ["baseline__s0", "bianet__s0"]  # grid order
     for col in ("vf_2", "fv_2", "cos_vf_2", "auc", "ver_acc", "gap_vf", "clean_vf", "interfered_vf"):
         assert col in df.columns
 
@@ -86,6 +87,29 @@ def test_grids_are_well_formed():
     seeds = pd.Series([r.name for r in ex.GRIDS["full"].runs]).value_counts()
     assert (seeds >= 3).all()
     assert {r.name for r in ex.GRIDS["reduced"].runs} == set(ex.REDUCED_NAMES)
+    assert {"pia_rho0.9", "nia_rho0.9", "curriculum_constant_rho0.9"} <= full
+    assert not {"tau1_5", "tau2_10"} & full, "the default taus are the 'bianet' row"
+
+
+def test_reduced_runs_are_full_runs_in_one_store():
+    reduced, full = ex.GRIDS["reduced"], ex.GRIDS["full"]
+    assert reduced.store == full.store != "reduced"
+    by_id = {r.run_id: r for r in full.runs}
+    for run in reduced.runs:  # same id must mean the same training run, or sharing would lie
+        assert reduced.config(run).to_dict() == full.config(by_id[run.run_id]).to_dict()
+    assert [r.run_id for r in ex.store_runs("reduced")] == [r.run_id for r in full.runs]
+
+
+def test_a_run_finished_by_one_grid_is_not_repeated_by_another(monkeypatch, tmp_path):
+    runs = [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), s) for s in (0, 1)]
+    monkeypatch.setitem(ex.GRIDS, "small", ex.Grid("small", runs[:1], "cpu-small", ex.SMOKE_BASE, store="shared"))
+    monkeypatch.setitem(ex.GRIDS, "big", ex.Grid("big", runs, "cpu-small", ex.SMOKE_BASE, store="shared"))
+    path = ex.result_path(tmp_path, "small", runs[0])
+    assert path == tmp_path / "shared" / "baseline__s0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    assert ex.pending_runs("big", tmp_path) == [runs[1]]
+    assert ex.pending_runs("small", tmp_path) == []
 
 
 def _frame():
