@@ -213,7 +213,9 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
 
     ``workers`` > 1 trains that many runs at once in separate processes (give each run
     ``num_threads=1`` on a small CPU); None takes the grid's default. Worlds are generated
-    once, before any run starts.
+    once, before any run starts. A run that fails is reported and skipped so that one bad run
+    does not cost the rest of a long grid; :class:`GridRunError` then names every failure
+    (their runs stay pending, so the next call retries them).
     """
     from tqdm import tqdm
 
@@ -233,11 +235,20 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
             seen.add(key)
             load_world(cfg)
     bar = tqdm(total=len(todo), desc=f"grid {grid_name}", disable=not progress, unit="run")
+    failed: dict[str, str] = {}
+
+    def finished(run: Run, get_path) -> None:
+        try:
+            done.append(Path(get_path()))
+        except Exception as exc:  # noqa: BLE001 - any failure of one run is reported, not fatal
+            failed[run.run_id] = f"{type(exc).__name__}: {exc}"
+            bar.write(f"run {run.run_id} failed: {failed[run.run_id]}")
+        bar.set_postfix_str(run.run_id)
+        bar.update()
+
     if workers <= 1:
         for run in todo:
-            bar.set_postfix_str(run.run_id)
-            done.append(execute_run(grid, run, results_dir))
-            bar.update()
+            finished(run, lambda run=run: execute_run(grid, run, results_dir))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -245,11 +256,21 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(_execute_in_worker, grid_name, run, str(results_dir)): run for run in todo}
             for fut in as_completed(futures):
-                done.append(Path(fut.result()))
-                bar.set_postfix_str(futures[fut].run_id)
-                bar.update()
+                finished(futures[fut], fut.result)
     bar.close()
+    if failed:
+        raise GridRunError(grid_name, done, failed)
     return done
+
+
+class GridRunError(RuntimeError):
+    """Some runs of a grid failed; ``written`` holds the results the others wrote."""
+
+    def __init__(self, grid: str, written: list[Path], failed: dict[str, str]):
+        self.written, self.failed = written, failed
+        lines = "\n".join(f"  {run_id}: {why}" for run_id, why in failed.items())
+        super().__init__(f"grid {grid!r}: {len(failed)} run(s) failed ({len(written)} written; "
+                         f"rerun to retry the failed ones):\n{lines}")
 
 
 # --- reading results ----------------------------------------------------------------------------

@@ -57,6 +57,24 @@ def test_grid_resumes_and_never_repeats(tiny_grid, tmp_path):
         assert col in df.columns
 
 
+def test_a_failing_run_is_reported_and_the_others_finish(tiny_grid, tmp_path, monkeypatch):
+    counting = ex.execute_run
+
+    def broken_baseline(grid, run, results_dir, progress=False):
+        if run.name == "baseline":
+            raise ValueError("corrupt world")
+        return counting(grid, run, results_dir, progress)
+
+    monkeypatch.setattr(ex, "execute_run", broken_baseline)
+    out = tmp_path / "results"
+    with pytest.raises(ex.GridRunError) as err:
+        ex.run_grid("tiny", out, progress=False, workers=1)
+    assert err.value.failed == {"baseline__s0": "ValueError: corrupt world"}
+    assert [p.name for p in err.value.written] == ["bianet__s0.json"]
+    assert "baseline__s0: ValueError: corrupt world" in str(err.value)
+    assert [r.run_id for r in ex.pending_runs("tiny", out)] == ["baseline__s0"]  # retried next time
+
+
 def test_only_filters_and_unknown_name(tiny_grid, tmp_path):
     ex.run_grid("tiny", tmp_path / "r", only="bianet", progress=False)
     assert tiny_grid == ["bianet__s0"]

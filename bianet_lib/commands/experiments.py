@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bianet_lib.cli import UsageError
 
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bianet_lib.experiments import GRIDS, pending_runs, result_path, run_grid
+    from bianet_lib.experiments import GRIDS, GridRunError, pending_runs, result_path, run_grid
 
     if args.grid not in GRIDS:
         raise UsageError(f"unknown grid {args.grid!r}: expected one of {', '.join(sorted(GRIDS))}")
@@ -40,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {state}  {r.run_id:<28} {' '.join(r.overrides)}")
         return 0
     print(f"grid {grid.name}: {len(todo)} run(s) to do")
-    written = run_grid(args.grid, args.results_dir, args.only, progress=not args.no_progress,
-                       workers=args.workers)
+    try:
+        written = run_grid(args.grid, args.results_dir, args.only, progress=not args.no_progress,
+                           workers=args.workers)
+    except GridRunError as exc:
+        print(f"bianet experiments: {exc}", file=sys.stderr)
+        return 1
     print(f"{len(written)} result(s) written under {args.results_dir}/{grid.name}")
     return 0
