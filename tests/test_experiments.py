@@ -155,3 +155,16 @@ def test_spread_labels():
     assert ex.spread_label(0.015, [0.01, 0.02]) == "within spread"
     assert ex.spread_label(0.0, [0.0, 0.0]) == "within spread"
     assert np.isnan(np.nan) and ex.spread_label(0.3, [np.nan, 0.1]) == "higher"
+
+
+def test_welch_p_from_the_table_equals_the_test_on_raw_seeds():
+    from scipy.stats import ttest_ind
+
+    t = ex.summary_table(_frame(), ["acc"])
+    raw = ttest_ind([0.70, 0.72, 0.74], [0.6, 0.7, 0.8], equal_var=False).pvalue
+    assert ex.compare(t, "acc", "b", "a")["p"] == pytest.approx(raw, rel=1e-9)
+    assert 0.7 < raw < 0.8  # t = 0.02 / sqrt(0.01/3 + 0.0004/3) = 0.34 on ~2.2 degrees of freedom
+    far = ex.welch_p(0.9, 0.01, 3, 0.5, 0.01, 3)  # t = 49 on 4 df
+    assert far < 1e-5
+    assert np.isnan(ex.welch_p(0.9, 0.0, 1, 0.5, 0.01, 3))  # one seed: no test
+    assert np.isnan(ex.welch_p(0.9, 0.0, 3, 0.9, 0.0, 3))  # no spread anywhere: undefined
