@@ -52,6 +52,9 @@ class BIANetConfig:
     w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
     metric_margin: float = 1.2
+    # validation route that picks best.pt: "classifier" (C_m) | "cosine" (for models trained
+    # without the matching loss, whose classifier stays at chance)
+    select_route: str = "classifier"
     # --- optimisation ---------------------------------------------------------------------
     epochs: int = 8
     batch_size: int = 64
@@ -100,6 +103,7 @@ class BIANetConfig:
             "lr_schedule": ("cosine", "step"),
             "curriculum": ("cosine", "constant", "paper", "off"),
             "metric_loss": ("lifted", "infonce", "none"),
+            "select_route": ("classifier", "cosine"),
             "data": ("synthvox", "voxceleb"),
         }
         for name, allowed in choices.items():

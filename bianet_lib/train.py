@@ -29,7 +29,7 @@ from bianet_lib.data.types import SplitData
 from bianet_lib.losses import discriminator_loss, generator_adversarial_loss, metric_loss
 from bianet_lib.metrics import matching_accuracy
 from bianet_lib.model import BIANet
-from bianet_lib.scoring import BIANetScorer
+from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
 
 LATEST, BEST = "latest.pt", "best.pt"
 VAL_TRIAL_SEED = 12345
@@ -243,8 +243,10 @@ class Trainer:
         return out
 
     def validate(self) -> dict[str, float]:
-        """1:2 accuracy on the validation split's fixed trials (model selection reads this)."""
-        scorer = BIANetScorer(self.model, self.device)
+        """1:2 accuracy on the validation split's fixed trials (model selection reads this),
+        scored by the route ``cfg.select_route`` names."""
+        route = EmbeddingCosineScorer if self.cfg.select_route == "cosine" else BIANetScorer
+        scorer = route(self.model, self.device)
         emb = {"voice": scorer.embed(self.val_split, "voice"), "face": scorer.embed(self.val_split, "face")}
         accs = {}
         for direction, trials in self.val_trials.items():

@@ -165,3 +165,26 @@ def test_load_world_caches_by_world_config(tmp_path, monkeypatch):
     assert world_cache_path(other) != world_cache_path(cfg)
     with pytest.raises(AssertionError, match="regenerated"):
         load_world(other, workers=1)
+
+
+def test_select_route_cosine_validates_on_the_cosine_of_the_embeddings(tmp_path):
+    from bianet_lib.metrics import matching_accuracy
+    from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
+
+    train, val = splits()
+    accs = {}
+    for route, scorer_cls in (("classifier", BIANetScorer), ("cosine", EmbeddingCosineScorer)):
+        trainer = Trainer(tiny_config(select_route=route), train, val, tmp_path / route, progress=False)
+        scorer = scorer_cls(trainer.model, trainer.device)
+        emb = {m: scorer.embed(val, m) for m in ("voice", "face")}
+        by_hand = {}
+        for d, trials in trainer.val_trials.items():
+            q, c = ("voice", "face") if d == "vf" else ("face", "voice")
+            by_hand[d] = matching_accuracy(scorer.match_logits(emb[q][trials.query], emb[c][trials.candidates]),
+                                           trials.target)
+        got = trainer.validate()
+        assert got["val_acc_vf"] == by_hand["vf"] and got["val_acc_fv"] == by_hand["fv"], route
+        accs[route] = got
+    assert accs["classifier"] != accs["cosine"]  # same seed and weights, two different routes
+    with pytest.raises(ValueError, match="select_route"):
+        tiny_config(select_route="test-set")

@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     except GridRunError as exc:
         print(f"bianet experiments: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(written)} result(s) written under {args.results_dir}/{grid.name}")
+    print(f"{len(written)} result(s) written under {args.results_dir}/{grid.store}")
     return 0
