@@ -203,7 +203,7 @@ class ScoreHintScorer(OracleScorer):
 
     def embed(self, split, modality, batch_size=256):
         if modality == "voice":
-            return torch.as_tensor(split.voice_meta["hint"].to_numpy(), dtype=torch.float32)
+            return torch.tensor(split.voice_meta["hint"].to_numpy(), dtype=torch.float32)  # a copy: pandas arrays are read-only
         return torch.zeros(len(split.faces))
 
     def verify_scores(self, voice_emb, face_emb):
