@@ -105,6 +105,11 @@ def test_grids_are_well_formed():
     seeds = pd.Series([r.name for r in ex.GRIDS["full"].runs]).value_counts()
     assert (seeds >= 3).all()
     assert {r.name for r in ex.GRIDS["reduced"].runs} == set(ex.REDUCED_NAMES)
+    assert {n: seeds[n] for n in ex.HEADLINE_NAMES} == dict.fromkeys(ex.HEADLINE_NAMES, 5)
+    assert seeds.drop(list(ex.HEADLINE_NAMES)).eq(3).all()
+    assert sorted(r.seed for r in ex.GRIDS["reduced"].runs if r.name == "bianet") == [0, 1, 2]  # stays small
+    full_ids = [r.run_id for r in ex.GRIDS["full"].runs]
+    assert full_ids.index("bianet__s3") > full_ids.index("tau2_20__s2")  # extra seeds come last
     assert {"pia_rho0.9", "nia_rho0.9", "curriculum_constant_rho0.9"} <= full
     assert not {"tau1_5", "tau2_10"} & full, "the default taus are the 'bianet' row"
 
