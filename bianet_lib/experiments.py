@@ -392,3 +392,8 @@ def compare(table: pd.DataFrame, metric: str, a: str, b: str) -> dict:
     diff = ma - mb
     return {"metric": metric, "a": a, "b": b, "diff": diff, "spread": max(sa, sb),
             "label": spread_label(diff, [sa, sb]), "p": welch_p(ma, sa, na, mb, sb, nb)}
+
+
+def describe_comparison(c: dict) -> str:
+    """One :func:`compare` result as a table cell: "-0.023 (lower, p=0.01)"."""
+    return f"{c['diff']:+.3f} ({c['label']}, p={c['p']:.2f})"

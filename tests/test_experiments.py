@@ -168,6 +168,7 @@ def test_welch_p_from_the_table_equals_the_test_on_raw_seeds():
     t = ex.summary_table(_frame(), ["acc"])
     raw = ttest_ind([0.70, 0.72, 0.74], [0.6, 0.7, 0.8], equal_var=False).pvalue
     assert ex.compare(t, "acc", "b", "a")["p"] == pytest.approx(raw, rel=1e-9)
+    assert ex.describe_comparison(ex.compare(t, "acc", "b", "a")) == f"+0.020 (within spread, p={raw:.2f})"
     assert 0.7 < raw < 0.8  # t = 0.02 / sqrt(0.01/3 + 0.0004/3) = 0.34 on ~2.2 degrees of freedom
     far = ex.welch_p(0.9, 0.01, 3, 0.5, 0.01, 3)  # t = 49 on 4 df
     assert far < 1e-5
