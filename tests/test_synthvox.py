@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -182,3 +184,31 @@ def test_oracle_is_an_evaluator_scorer(tiny_world):
     res = evaluate_protocols(oracle, test, trials)
     for d, t in trials.items():  # same decisions through both interfaces
         assert res["matching"][d]["accuracy"] == pytest.approx(matching_accuracy(oracle, test, t))
+
+
+def world_digest(world) -> str:
+    """sha256 over every split's sample bytes and metadata (CSV text, full float precision)."""
+    h = hashlib.sha256()
+    for name in sorted(world):
+        s = world[name]
+        for part in (s.faces.numpy().tobytes(), s.voices.numpy().tobytes(),
+                     s.face_meta.to_csv().encode(), s.voice_meta.to_csv().encode(),
+                     s.identities.to_csv().encode()):
+            h.update(part)
+    return h.hexdigest()
+
+
+# Computed BEFORE the local-interference knobs were added (commit "reference hashes"): the
+# default world must stay byte-identical while those knobs are off. The default WorldConfig's
+# full test split (seed 0, 1,200 samples) hashed to 178ff860...c35ba7 at the same commit.
+DEFAULT_DIGESTS = {
+    "tiny": "3ab00580e362596b8f48c87bc1031fed2d01389ff295a62c59bad5d4ae3335f1",
+    "small64": "7d1644d7bb87c4403a4f6842b8b79e2341d6d01d67adf69bf3c2efb6cb4b29cf",
+}
+
+
+def test_default_world_bytes_unchanged(tiny_world):
+    assert world_digest(tiny_world) == DEFAULT_DIGESTS["tiny"]
+    small = S.WorldConfig(n_train=3, n_val=2, n_test=2, faces_per_id_train=2, voices_per_id_train=2,
+                          faces_per_id_eval=2, voices_per_id_eval=2, rho=0.5)  # 64 px, 1 s
+    assert world_digest(S.generate_world(small, seed=3)) == DEFAULT_DIGESTS["small64"]
