@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
+
 import librosa
 import numpy as np
 import pytest
@@ -10,9 +14,11 @@ import torch
 from PIL import Image
 
 from bianet_lib.data.audio import (
+    MIN_SECONDS,
     LogMelFrontEnd,
     load_clip,
     loop_pad,
+    mel_filterbank,
     paper_spectrogram,
     random_crop,
 )
@@ -52,7 +58,7 @@ def test_short_clip_pads_to_exact_length_and_long_clip_is_cut(tmp_path):
 
 @pytest.mark.parametrize("name, wave, reason", [
     ("silent.wav", np.zeros(SR, np.float32), "silent"),
-    ("short.wav", _sine(0.2), "too short"),
+    ("short.wav", _sine(0.05), "too short"),
     ("nan.wav", np.full(SR, np.nan, np.float32), "NaN"),
 ])
 def test_bad_audio_is_rejected_with_reason(tmp_path, name, wave, reason):
@@ -71,6 +77,66 @@ def test_empty_and_corrupt_audio(tmp_path):
         load_clip(tmp_path / "c.wav")
     with pytest.raises(BadInputError, match="missing file"):
         load_clip(tmp_path / "nope.wav")
+
+
+def test_short_clip_loop_padded_down_to_the_minimum_option(tmp_path):
+    # a valid 0.2 s clip is loop-padded (it used to be refused by a fixed 0.5 s minimum)
+    short = _wav(tmp_path, "short.wav", _sine(0.2), subtype="PCM_16")
+    out = load_clip(short, seconds=1.0)
+    assert len(out) == SR and np.array_equal(out[:3200], out[3200:6400])
+    assert MIN_SECONDS == 0.1
+    with pytest.raises(BadInputError, match=r"too short \(0.20 s < 0.5 s\)"):
+        load_clip(short, seconds=1.0, min_seconds=0.5)
+    with pytest.raises(ValueError, match="min_seconds"):
+        load_clip(short, min_seconds=0)
+
+
+def test_text_file_and_truncated_header_say_so(tmp_path):
+    (tmp_path / "t.wav").write_text("hello, this is not audio\n")
+    with pytest.raises(BadInputError, match=r"cannot decode \(not a WAV file: starts with b'hello, t'\)"):
+        load_clip(tmp_path / "t.wav")
+    full = _wav(tmp_path, "f.wav", _sine(0.5), subtype="PCM_16").read_bytes()
+    (tmp_path / "h.wav").write_bytes(full[:30])  # RIFF/WAVE, then the fmt chunk cut short
+    with pytest.raises(BadInputError, match="cannot decode") as exc:
+        load_clip(tmp_path / "h.wav")
+    assert "NoBackendError" not in str(exc.value) and "header" in str(exc.value)
+    (tmp_path / "x.flac").write_text("not flac either")  # librosa's path: no warning leaks
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BadInputError, match="no decoder could read it"):
+            load_clip(tmp_path / "x.flac")
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "PCM_U8"])
+def test_stdlib_wav_reader_equals_librosa(tmp_path, subtype):
+    rng = np.random.default_rng(1)
+    stereo = (0.3 * rng.standard_normal((4000, 2))).clip(-1, 1).astype(np.float32)
+    p = tmp_path / "s.wav"
+    soundfile.write(p, stereo, SR, subtype=subtype)
+    ours = load_clip(p, seconds=None)
+    ref, _ = librosa.load(p, sr=SR, mono=True)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-7)
+
+
+def test_pcm_wav_and_the_front_end_need_no_librosa(tmp_path):
+    p = _wav(tmp_path, "a.wav", _sine(0.5), subtype="PCM_16")
+    code = ("import sys; sys.modules['librosa'] = None\n"  # any import of librosa now fails
+            "from bianet_lib.data.audio import load_clip, LogMelFrontEnd\n"
+            "import torch\n"
+            f"x = load_clip({str(p)!r}, seconds=1.0)\n"
+            "print(x.shape[0], tuple(LogMelFrontEnd()(torch.from_numpy(x)[None]).shape))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["16000", "(1,", "1,", "40,", "101)"]
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels", [(16000, 512, 40), (16000, 512, 64), (22050, 2048, 128)])
+def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels):
+    ours = mel_filterbank(sr, n_fft, n_mels)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-8)
 
 
 def test_random_crop_is_a_window():

@@ -15,8 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small",
                    help="shapes and model: cpu-small, or paper (224x224 faces, 10 s audio, batch 50, K=2)")
     p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config fields")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override one config field (value parsed as YAML); repeatable")
+    # extend + nargs: `--set a=1 b=2` (several after one flag, as people write it) and repeated
+    # `--set a=1 --set b=2` both give ["a=1", "b=2"]
+    p.add_argument("--set", metavar="KEY=VALUE", action="extend", nargs="+", default=[],
+                   dest="overrides",
+                   help="override config fields (values parsed as YAML): --set a=1 b=2; repeatable")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 10 cpu-small, 3 paper)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")

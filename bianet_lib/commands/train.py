@@ -20,8 +20,11 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=("cpu-small", "paper"), default=None,
                    help="starting config (default: the --config file's preset:, else cpu-small)")
     p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config fields")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override one config field (value parsed as YAML); repeatable")
+    # extend + nargs: `--set a=1 b=2` (several after one flag, as people write it) and repeated
+    # `--set a=1 --set b=2` both give ["a=1", "b=2"]
+    p.add_argument("--set", metavar="KEY=VALUE", action="extend", nargs="+", default=[],
+                   dest="overrides",
+                   help="override config fields (values parsed as YAML): --set a=1 b=2; repeatable")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,22 +101,45 @@ def load_world_ranked(cfg):
 
 def run(args: argparse.Namespace) -> int:
     from bianet_lib.commands.evaluate import evaluate_checkpoint, print_summary
+    from bianet_lib.config import load_config
     from bianet_lib.evaluate import write_results_json
-    from bianet_lib.train import BEST, LATEST, Distributed, Trainer
+    from bianet_lib.safeio import CheckpointError, LockBusy
+    from bianet_lib.train import (
+        BEST,
+        CONFIG,
+        LATEST,
+        ConfigMismatchError,
+        Distributed,
+        Trainer,
+        config_changes,
+    )
 
     run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir} is not a directory")
     if args.resume:
-        if not (run_dir / LATEST).is_file():
-            raise UsageError(f"--resume: {run_dir / LATEST} not found")
         if args.preset or args.config:
             raise UsageError("--resume takes the config from the run directory; use only --set")
-        cfg = config_from_args(args, base_file=run_dir / "config.yaml")
+        if not (run_dir / CONFIG).is_file():
+            raise UsageError(f"--resume: {run_dir / LATEST} not found (no run started in {run_dir})")
+        cfg = config_from_args(args, base_file=run_dir / CONFIG)
+        try:
+            saved = load_config(path=run_dir / CONFIG)
+        except ValueError as exc:
+            raise UsageError(" ".join(str(exc).split())) from None
+        changes = config_changes(saved.to_dict(), cfg.to_dict())
+        if changes:  # refused: a run resumed under another config would be neither run
+            raise UsageError(f"--resume keeps the run's config ({run_dir / CONFIG}); --set changes "
+                             f"{', '.join(changes)}: start a new --run-dir to train with it")
+        if not (run_dir / LATEST).is_file():
+            print(f"{run_dir}: no checkpoint yet (stopped before epoch 1 ended): training from the start")
     else:
         if (run_dir / LATEST).exists():
             raise UsageError(f"--run-dir {run_dir} already holds a run; pass --resume or pick a new directory")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UsageError(f"--run-dir {run_dir} is not a directory")
         cfg = config_from_args(args)
+    if cfg.data == "synthvox" and cfg.batch_size > cfg.world_n_train:
+        raise UsageError(f"config field batch_size={cfg.batch_size}: must be <= world_n_train="
+                         f"{cfg.world_n_train} (a batch holds distinct identities)")
 
     created = init_distributed(cfg.device)
     try:
@@ -121,8 +147,14 @@ def run(args: argparse.Namespace) -> int:
             world = load_world_ranked(cfg)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=not args.no_progress)
-        trainer.fit(resume=args.resume)
+        try:  # bad combinations the data reveals (batch_size > identities) are refused here
+            trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=not args.no_progress)
+        except ValueError as exc:
+            raise UsageError(f"config field batch_size={cfg.batch_size}: {exc}") from None
+        try:
+            trainer.fit(resume=args.resume)
+        except (CheckpointError, ConfigMismatchError, LockBusy) as exc:
+            raise UsageError(" ".join(str(exc).split())) from None
         if not Distributed.from_env().is_main:
             return 0
         record = evaluate_checkpoint(run_dir / BEST, world, str(trainer.device))
@@ -132,5 +164,3 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         destroy_distributed(created)
-
-
