@@ -115,6 +115,50 @@ class BIANetConfig:
             raise ValueError(f"config field nia_drop_p={self.nia_drop_p}: must lie in [0, 1)")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("config fields epochs >= 1 and batch_size >= 2 are required")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Every number in its meaningful range: one line naming the field and the range."""
+        def bad(name: str, allowed: str):
+            raise ValueError(f"config field {name}={getattr(self, name)!r}: must be {allowed}")
+
+        for name in ("tau1", "tau2", "lr_encoders", "lr_heads", "lr_gamma", "clip_seconds", "gate_sharpness"):
+            if not getattr(self, name) > 0 or getattr(self, name) == float("inf"):
+                bad(name, "> 0 (and finite)")
+        for name in ("w_match", "w_adv", "w_metric", "w_identity", "weight_decay", "metric_margin"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                bad(name, ">= 0 (and finite)")
+        for name in ("face_size", "n_mels", "attn_channels", "embed_dim", "hidden_dim", "world_n_train",
+                     "world_per_id_train", "world_per_id_eval"):
+            if getattr(self, name) < 1:
+                bad(name, ">= 1")
+        for name in ("world_n_val", "world_n_test"):
+            if getattr(self, name) < self.k:
+                bad(name, f">= k={self.k} (a 1:k trial needs k identities)")
+        if self.num_threads < 0:
+            bad("num_threads", ">= 0 (0: torch's default)")
+        if self.epsilon_mode in ("fixed", "learned") and not 0 <= self.epsilon < 1:
+            bad("epsilon", f"in [0, 1) (a threshold on |cosine affinity|; epsilon_mode={self.epsilon_mode})")
+        if not 0 <= self.bias <= 1:
+            bad("bias", "in [0, 1] (the train-split shortcut rate rho)")
+        for name in ("face_widths", "audio_widths", "audio_blocks"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                bad(name, "a non-empty list of integers >= 1")
+        face_out = self.face_widths[-1] if self.face_encoder == "small" else 512  # ResNet-18 ends in 512
+        if face_out != self.audio_widths[-1]:
+            raise ValueError(f"config fields face_widths={list(self.face_widths)} (face_encoder={self.face_encoder}, "
+                             f"{face_out} channels) and audio_widths={list(self.audio_widths)}: must end in the "
+                             "same width (one shared generator)")
+        if len(self.audio_blocks) != len(self.audio_widths):
+            raise ValueError(f"config field audio_blocks={list(self.audio_blocks)}: needs one entry per "
+                             f"audio_widths entry ({len(self.audio_widths)})")
+        ms = list(self.lr_milestones)
+        if any(m < 1 for m in ms) or ms != sorted(set(ms)):
+            bad("lr_milestones", "strictly increasing epochs >= 1")
+        if self.k > self.batch_size:
+            raise ValueError(f"config field k={self.k}: must be <= batch_size={self.batch_size} "
+                             "(the candidates of a training trial come from one batch)")
+
 
     # --- I/O ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -125,7 +169,9 @@ class BIANetConfig:
         return out
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from bianet_lib.safeio import atomic_write_text  # a kill leaves the old file or the new
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, values: dict) -> BIANetConfig:

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
@@ -317,17 +316,13 @@ def results_record(metrics: dict, config: dict, seed: int) -> dict:
 
 
 def write_results_json(record: dict, path: str | os.PathLike) -> Path:
-    """Write ``record`` as JSON atomically: a crash never leaves a half-written results file."""
+    """Write ``record`` as JSON atomically and durably (``safeio.atomic_write_text``: unique
+    temporary file, fsync, rename, normal permissions): a crash never leaves a half-written
+    results file."""
+    from bianet_lib.safeio import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: a NaN metric is a bug to surface, not a value to store.
     text = json.dumps(record, indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, text + "\n")

@@ -178,20 +178,39 @@ def result_path(results_dir: str | Path, grid: Grid | str, run: Run) -> Path:
     return Path(results_dir) / store / f"{run.run_id}.json"
 
 
+def lock_path(results_dir: str | Path, grid: Grid | str, run: Run) -> Path:
+    """The lock file of one run (held while the run trains; removed when it is released)."""
+    store = (grid if isinstance(grid, Grid) else get_grid(grid)).store
+    return Path(results_dir) / store / "runs" / f".{run.run_id}.lock"
+
+
+def _scratch(results_dir: str | Path, grid: Grid, run: Run) -> Path:
+    return Path(results_dir) / grid.store / "runs" / run.run_id
+
+
 def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = False) -> Path:
-    """Train (resuming a crashed attempt), evaluate best.pt (chosen on val), write the JSON."""
+    """Train (resuming a crashed attempt), evaluate best.pt (chosen on val), write the JSON.
+
+    The caller holds the run's lock (:func:`claim_and_execute`). A scratch folder left by an
+    attempt under another config (the grid's definition changed) is discarded, not mixed in.
+    """
     from bianet_lib.data_sources import load_world
     from bianet_lib.evaluate import results_record, write_results_json
     from bianet_lib.protocols import evaluate_model
-    from bianet_lib.train import BEST, Trainer, load_model
+    from bianet_lib.train import BEST, ConfigMismatchError, Trainer, load_model
 
     cfg = grid.config(run)
     out = result_path(results_dir, grid, run)
-    run_dir = Path(results_dir) / grid.store / "runs" / run.run_id
+    run_dir = _scratch(results_dir, grid, run)
     start = time.perf_counter()
     world = load_world(cfg)
     trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=progress)
-    history = trainer.fit(resume=True)
+    try:
+        history = trainer.fit(resume=True)
+    except ConfigMismatchError:
+        shutil.rmtree(run_dir)
+        trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=progress)
+        history = trainer.fit(resume=True)
     model = load_model(run_dir / BEST, str(trainer.device))
     metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
     record = results_record(metrics, cfg.to_dict(), run.seed)
@@ -204,8 +223,35 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     return out
 
 
-def _execute_in_worker(grid_name: str, run: Run, results_dir: str) -> str:
-    return str(execute_run(get_grid(grid_name), run, results_dir))
+BUSY = "busy"  # claim_and_execute: another process holds the run
+
+
+def claim_and_execute(grid: Grid, run: Run, results_dir: str | Path, wait: bool = False,
+                      progress: bool = False) -> Path | str | None:
+    """Run ``run`` unless another process is on it or it is done; safe across processes.
+
+    Takes the run's lock (``fcntl.flock``: released by the kernel when a holder dies, so a
+    killed grid never leaves a stale lock), then re-checks the result under the lock. Returns
+    the JSON written, None when it was already done (by anyone), or :data:`BUSY` when another
+    process holds the lock and ``wait`` is False.
+    """
+    from bianet_lib.safeio import FileLock
+
+    lock = FileLock(lock_path(results_dir, grid, run))
+    if not lock.acquire(blocking=wait):
+        return BUSY
+    try:
+        if result_path(results_dir, grid, run).is_file():  # finished meanwhile (or by a killed
+            shutil.rmtree(_scratch(results_dir, grid, run), ignore_errors=True)  # run's leftovers)
+            return None
+        return execute_run(grid, run, results_dir, progress)
+    finally:
+        lock.release()
+
+
+def _execute_in_worker(grid_name: str, run: Run, results_dir: str, wait: bool) -> str | None:
+    out = claim_and_execute(get_grid(grid_name), run, results_dir, wait)
+    return None if out is None else str(out)
 
 
 def pending_runs(grid_name: str, results_dir: str | Path, only: str | None = None) -> list[Run]:
@@ -218,7 +264,12 @@ def pending_runs(grid_name: str, results_dir: str | Path, only: str | None = Non
 
 def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, progress: bool = True,
              workers: int | None = None) -> list[Path]:
-    """Run every run of the grid that has no result JSON yet; return the JSONs written.
+    """Run every run of the grid that has no result JSON yet; return the JSONs this call wrote.
+
+    Several processes may run one grid on one results folder: each run is claimed under a
+    lock and re-checked before it starts (:func:`claim_and_execute`), so every run is trained
+    exactly once; runs another process holds are skipped first and waited for at the end (and
+    taken over if that process died), so a call returns only when every run is done or failed.
 
     ``workers`` > 1 trains that many runs at once in separate processes (give each run
     ``num_threads=1`` on a small CPU); None takes the grid's default. Worlds are generated
@@ -245,27 +296,41 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
             load_world(cfg)
     bar = tqdm(total=len(todo), desc=f"grid {grid_name}", disable=not progress, unit="run")
     failed: dict[str, str] = {}
+    busy: list[Run] = []
 
     def finished(run: Run, get_path) -> None:
         try:
-            done.append(Path(get_path()))
+            out = get_path()
         except Exception as exc:  # noqa: BLE001 - any failure of one run is reported, not fatal
             failed[run.run_id] = f"{type(exc).__name__}: {exc}"
             bar.write(f"run {run.run_id} failed: {failed[run.run_id]}")
+        else:
+            if out == BUSY:
+                busy.append(run)
+                return
+            if out is not None:
+                done.append(Path(out))
         bar.set_postfix_str(run.run_id)
         bar.update()
 
-    if workers <= 1:
-        for run in todo:
-            finished(run, lambda run=run: execute_run(grid, run, results_dir))
-    else:
+    def run_all(runs: list[Run], wait: bool) -> None:
+        if workers <= 1:
+            for run in runs:
+                finished(run, lambda run=run: claim_and_execute(grid, run, results_dir, wait))
+            return
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_execute_in_worker, grid_name, run, str(results_dir)): run for run in todo}
+            futures = {pool.submit(_execute_in_worker, grid_name, run, str(results_dir), wait): run
+                       for run in runs}
             for fut in as_completed(futures):
                 finished(futures[fut], fut.result)
+
+    run_all(todo, wait=False)
+    if busy:  # held by another process: wait for it, then take over what it did not finish
+        waiting, busy = busy, []
+        run_all(waiting, wait=True)
     bar.close()
     if failed:
         raise GridRunError(grid_name, done, failed)

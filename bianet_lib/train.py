@@ -29,9 +29,18 @@ from bianet_lib.data.types import SplitData
 from bianet_lib.losses import discriminator_loss, generator_adversarial_loss, metric_loss
 from bianet_lib.metrics import matching_accuracy
 from bianet_lib.model import BIANet
+from bianet_lib.safeio import (
+    CheckpointError,
+    FileLock,
+    LockBusy,
+    atomic_write_text,
+    read_checkpoint,
+    remove_stale_temps,
+    write_checkpoint,
+)
 from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
 
-LATEST, BEST = "latest.pt", "best.pt"
+LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config.yaml"
 VAL_TRIAL_SEED = 12345
 VAL_TRIALS_PER_ID = 10
 
@@ -51,6 +60,17 @@ def seed_everything(seed: int) -> None:
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming with a config that differs from the one the run was started with."""
+
+
+def config_changes(saved: dict, new: dict) -> list[str]:
+    """``field=new (run: old)`` for every field where ``new`` differs from ``saved``."""
+    saved = BIANetConfig.from_dict(dict(saved)).to_dict()  # older files: migrated defaults
+    return [f"{k}={new.get(k)!r} (run: {saved.get(k)!r})" for k in sorted(set(saved) | set(new))
+            if saved.get(k) != new.get(k)]
 
 
 @dataclass
@@ -106,6 +126,8 @@ class Trainer:
                 self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
         self.val_trials = {d: make_matching_trials(val, d, 2, VAL_TRIALS_PER_ID, VAL_TRIAL_SEED) for d in ("vf", "fv")}
         self.epoch, self.step, self.best_val = 0, 0, -1.0
+        self.records: list[dict] = []  # every epoch's record so far (metrics.jsonl is derived)
+        self.best_state: dict | None = None  # the validation-selected weights and where
         self.amp = cfg.amp and self.device.type == "cuda"
 
     def _optimizers(self):
@@ -192,27 +214,62 @@ class Trainer:
 
     # --- epochs ---------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict]:
-        """Train to ``cfg.epochs``; with ``resume`` continue exactly from ``latest.pt``."""
+        """Train to ``cfg.epochs``; with ``resume`` continue exactly from ``latest.pt``.
+
+        ``latest.pt`` is the run's one commit point: it holds the training state, the best
+        (validation-selected) weights and every epoch's record. ``best.pt``, ``metrics.jsonl``
+        and ``config.yaml`` are derived from it after each commit and again on resume, so a
+        kill at any instant (even inside a write) resumes to the bits of an uninterrupted run.
+        A second process training in the same folder is refused (:class:`LockBusy`).
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (self.run_dir / LATEST).exists():
-            self.load_checkpoint(self.run_dir / LATEST)
+        lock = FileLock(self.run_dir / ".lock") if self.dist.is_main else None
+        if lock is not None and not lock.acquire(blocking=False):
+            raise LockBusy(f"{self.run_dir}: another process is training in this run folder "
+                           f"(pid {lock.holder()})")
+        try:
+            return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, resume: bool) -> list[dict]:
+        latest = self.run_dir / LATEST
+        if self.dist.is_main:
+            remove_stale_temps(self.run_dir)  # a killed writer's half files
+        if resume and latest.exists():
+            self.load_checkpoint(latest)
+            if self.dist.is_main:
+                self._write_derived(best=True, config=True)
         elif self.dist.is_main:
-            self.cfg.to_yaml(self.run_dir / "config.yaml")
-            (self.run_dir / "metrics.jsonl").write_text("")
+            (self.run_dir / BEST).unlink(missing_ok=True)  # an earlier attempt's, not this run's
+            self.cfg.to_yaml(self.run_dir / CONFIG)
+            atomic_write_text(self.run_dir / METRICS, "")
         history = []
         while self.epoch < self.cfg.epochs:
             record = self._run_epoch()
             history.append(record)
+            self.records.append(record)
             self.epoch += 1
+            improved = record["val_acc"] > self.best_val
+            if improved:
+                self.best_val = record["val_acc"]
+                if self.dist.is_main:
+                    self.best_state = {"epoch": self.epoch, "step": self.step, "best_val": self.best_val,
+                                       "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
             if self.dist.is_main:
-                improved = record["val_acc"] > self.best_val
-                self.best_val = max(self.best_val, record["val_acc"])
-                self.save_checkpoint(self.run_dir / LATEST)
-                if improved:
-                    self.save_checkpoint(self.run_dir / BEST, weights_only=True)
-                with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                self.save_checkpoint(latest)  # the commit point
+                self._write_derived(best=improved)
         return history
+
+    def _write_derived(self, best: bool, config: bool = False) -> None:
+        """best.pt (when ``best``), metrics.jsonl, and config.yaml (when ``config``) from the
+        committed state."""
+        if best and self.best_state is not None:
+            write_checkpoint(self.run_dir / BEST, {"config": self.cfg.to_dict(), **self.best_state})
+        atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in self.records))
+        if config:
+            self.cfg.to_yaml(self.run_dir / CONFIG)
 
     def _run_epoch(self) -> dict:
         start = time.perf_counter()
@@ -267,21 +324,24 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, path: Path, weights_only: bool = False) -> None:
-        """Atomic: write a temporary file, then rename; a crash never leaves a broken file.
+        """Atomic and checksummed (``safeio.write_checkpoint``): a unique temporary file, fsync,
+        rename; a crash never leaves a broken file, and a damaged one is refused on load.
 
-        ``weights_only`` (best.pt) keeps the model and where it was taken, a quarter of the
-        size; only latest.pt carries what resuming needs.
+        ``weights_only`` keeps the model and where it was taken (the content of best.pt); the
+        full state adds what resuming needs, the best weights and the metrics history.
         """
         state = {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
                  "epoch": self.epoch, "step": self.step, "best_val": self.best_val}
         if not weights_only:
             state.update(self._training_state())
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        write_checkpoint(path, state)
 
     def _training_state(self) -> dict:
+        best = self.best_state
+        if best is not None and best["epoch"] == self.epoch:
+            best = {**best, "model": None}  # the current weights: not stored twice
         return {
+            "records": list(self.records), "best": best,
             "identity_head": self.identity_head.state_dict(),
             "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "batch_rng": self.batches.generator.get_state(),
@@ -291,7 +351,18 @@ class Trainer:
         }
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Restore the full training state of ``path`` (written by ``save_checkpoint``).
+
+        Refuses (:class:`ConfigMismatchError`) a checkpoint whose config differs from this
+        trainer's: resuming under another config would silently mix two runs.
+        """
+        state = read_checkpoint(path, map_location=self.device)
+        if "optimizer" not in state:
+            raise CheckpointError(f"{path}: holds weights only (a best.pt?); resuming needs a latest.pt")
+        changes = config_changes(state["config"], self.cfg.to_dict())
+        if changes:
+            raise ConfigMismatchError(f"{path}: the run was started with another config; changed: "
+                                      + ", ".join(changes))
         self.model.load_state_dict(state["model"])
         self.identity_head.load_state_dict(state["identity_head"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -305,14 +376,38 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
+        if "records" in state:
+            self.records = list(state["records"])
+        else:  # a latest.pt written before the history moved into it
+            self.records = [r for r in _read_jsonl(self.run_dir / METRICS) if r.get("epoch", 0) <= self.epoch]
+        best = state.get("best")
+        self.best_state = None if best is None else {
+            **best, "model": state["model"] if best["model"] is None else best["model"]}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_checkpoint_model(path: str | Path, device: str = "cpu") -> tuple[BIANet, dict]:
+    """A trained BIANet (eval mode) and the checkpoint's state; :class:`CheckpointError` with
+    one line when the file is missing, damaged, or not a checkpoint of a BIANet."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    state = read_checkpoint(path, map_location=device)
+    try:
+        cfg = BIANetConfig.from_dict(dict(state["config"]))
+        model = BIANet(cfg).to(device)
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a checkpoint of this BIANet ({first[:200]})") from None
+    return model.eval(), state
 
 
 def load_model(path: str | Path, device: str = "cpu") -> BIANet:
     """A trained BIANet from a checkpoint written by :class:`Trainer`, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = BIANet(BIANetConfig.from_dict(state["config"])).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return load_checkpoint_model(path, device)[0]

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 import bianet_lib.train as train_mod
+from bianet_lib import safeio
 from bianet_lib.config import BIANetConfig
 from bianet_lib.data_sources import load_world, world_cache_path
 from bianet_lib.evaluate import OracleScorer, evaluate_protocols
 from bianet_lib.protocols import standard_trials
+from bianet_lib.safeio import read_checkpoint
 from bianet_lib.train import BEST, LATEST, NonFiniteLossError, Trainer, load_model
 from tests.helpers import random_split, tiny_config
 
@@ -71,20 +73,20 @@ def test_crash_while_saving_keeps_the_old_latest(tmp_path, monkeypatch):
     train, val = splits()
     trainer = Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False)
     trainer.fit()
-    before = torch.load(tmp_path / LATEST, weights_only=False)
+    before = read_checkpoint(tmp_path / LATEST)
 
-    def dies_midway(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 half a checkpoint")
-        raise OSError("disk full")
+    def disk_full(stage, path):
+        if stage == "write":  # half the new bytes are in the temporary file
+            raise OSError("disk full")
 
-    monkeypatch.setattr(train_mod.torch, "save", dies_midway)
+    monkeypatch.setattr(safeio, "crash_hook", disk_full)
     trainer.epoch += 1
     with pytest.raises(OSError, match="disk full"):
         trainer.save_checkpoint(tmp_path / LATEST)
     monkeypatch.undo()
-    after = torch.load(tmp_path / LATEST, weights_only=False)
+    after = read_checkpoint(tmp_path / LATEST)
     assert after["epoch"] == before["epoch"] == 1
+    assert not list(tmp_path.glob(".*.tmp")), "the failed write's temporary file is removed"
     load_model(tmp_path / LATEST)  # still a usable checkpoint
 
 
@@ -122,7 +124,7 @@ def test_model_selection_reads_validation_only(tmp_path, monkeypatch):
     assert not any(s is test for s in embedded)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     accs = [r["val_acc"] for r in rows]
-    best = torch.load(tmp_path / BEST, weights_only=False)
+    best = read_checkpoint(tmp_path / BEST)
     assert best["epoch"] == rows[int(np.argmax(accs))]["epoch"]  # first maximum, strict improvement
     assert best["best_val"] == max(accs)
 

@@ -27,22 +27,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate_checkpoint(path: str | Path, world: dict | None = None, device: str | None = None) -> dict:
-    """The results record of one checkpoint: metrics of both routes, config, seed, versions."""
+    """The results record of one checkpoint: metrics of both routes, config, seed, versions.
+
+    Evaluated under the run's own settings (its ``num_threads``: float sums depend on the
+    thread count), so the numbers equal those written at training time bit for bit. Raises
+    ``safeio.CheckpointError`` (one line) for a damaged or foreign checkpoint file.
+    """
     import torch
 
     from bianet_lib.config import BIANetConfig
     from bianet_lib.data_sources import load_world
     from bianet_lib.evaluate import results_record
     from bianet_lib.protocols import evaluate_model
-    from bianet_lib.train import load_model, resolve_device
+    from bianet_lib.safeio import read_checkpoint
+    from bianet_lib.train import load_checkpoint_model, resolve_device
 
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = BIANetConfig.from_dict(state["config"])
+    cfg = BIANetConfig.from_dict(dict(read_checkpoint(path)["config"]))
     device = str(resolve_device(device or cfg.device))
-    model = load_model(path, device)
+    model, state = load_checkpoint_model(path, device)
     world = world if world is not None else load_world(cfg)
-    metrics = evaluate_model(model, world["test"], world["val"], device)
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        metrics = evaluate_model(model, world["test"], world["val"], device)
+    finally:
+        torch.set_num_threads(threads)
     record = results_record(metrics, cfg.to_dict(), cfg.seed)
     record["checkpoint"] = {"file": path.name, "epoch": state["epoch"], "step": state["step"],
                             "best_val_acc": state["best_val"], "selected_on": world["val"].name}
@@ -85,11 +96,14 @@ def run(args: argparse.Namespace) -> int:
                     raise ValueError("no CUDA device is available")
         except (RuntimeError, ValueError) as exc:
             raise UsageError(f"--device {args.device}: {exc}") from None
+    from bianet_lib.safeio import check_out_file
+
+    out = Path(args.out) if args.out else run_dir / f"evaluate-{path.stem}.json"
     try:
+        check_out_file(out, "--out")
         record = evaluate_checkpoint(path, device=device)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    out = Path(args.out) if args.out else run_dir / f"evaluate-{path.stem}.json"
+        raise UsageError(" ".join(str(exc).split())) from None
     write_results_json(record, out)
     print_summary(record)
     previous = run_dir / "results.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bianet_lib.cli import UsageError
 
@@ -12,8 +13,9 @@ HELP = "run an experiment grid (reduced, full, full-paper, smoke); finished runs
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="grid name: reduced (CPU default), full, full-paper or smoke")
-    p.add_argument("--results-dir", default="results/experiments", metavar="DIR",
-                   help="where <grid>/<run-id>.json go (default results/experiments)")
+    p.add_argument("--results-dir", default=None, metavar="DIR",
+                   help="where <grid>/<run-id>.json go (default: results/experiments of the repository, "
+                        "wherever the command runs from)")
     p.add_argument("--only", default=None, metavar="NAME", help="only the runs of this name (or run id)")
     p.add_argument("--list", action="store_true", help="list the grid's runs and whether each is done")
     p.add_argument("--workers", type=int, default=None,
@@ -29,6 +31,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     grid = GRIDS[args.grid]
+    if args.results_dir is None:
+        from bianet_lib.safeio import repo_relative
+
+        args.results_dir = str(repo_relative("results/experiments"))
+    elif Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
+        raise UsageError(f"--results-dir {args.results_dir}: not a folder")
     try:
         todo = pending_runs(args.grid, args.results_dir, args.only)
     except KeyError as exc:
