@@ -31,8 +31,16 @@ def from_rows(rows: torch.Tensor, axis: str, shape: torch.Size) -> torch.Tensor:
     return flat.reshape(shape)
 
 
-def affinity(q_rows: torch.Tensor, k_rows: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: A = X X^T, here between query and key rows, cosine-normalised (see module doc)."""
+def affinity(q_rows: torch.Tensor, k_rows: torch.Tensor, center: bool = False) -> torch.Tensor:
+    """Eq. 9: A = X X^T, here between query and key rows, cosine-normalised (see module doc).
+
+    ``center`` subtracts each matrix's mean row first (departure, why: post-ReLU maps share one
+    direction that dominates every row, so the uncentred cosines all pile near +-1 and the
+    thresholds of Eq. 10-11 only split by sign; centred, A compares how rows differ).
+    """
+    if center:
+        q_rows = q_rows - q_rows.mean(dim=1, keepdim=True)
+        k_rows = k_rows - k_rows.mean(dim=1, keepdim=True)
     return F.normalize(q_rows, dim=-1, eps=1e-6) @ F.normalize(k_rows, dim=-1, eps=1e-6).transpose(1, 2)
 
 

@@ -45,22 +45,24 @@ def nia_drop_mask(a: torch.Tensor, p: float, generator: torch.Generator | None =
 
 
 def negative_attention(a: torch.Tensor, epsilon: torch.Tensor, sharpness: float,
-                       drop: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 11 + 15: softmax(A_tilde + d) over the weak entries only.
+                       drop: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
+    """Eq. 11 + 15: softmax(tau A_tilde + d) over the weak entries only.
 
     A_tilde is Eq. 11 literally; the strong entries are dropped with the complement of PIA's
     gate, because the literal A_tilde is 0 there and softmax would still give them weight 1.
+    ``tau`` is not in the paper (Eq. 15 has no temperature; tau = 1 is literal): A_tilde lies
+    in [0, eps], so with tau = 1 the weights differ by at most a factor exp(eps), near uniform.
     """
     a_tilde = F.relu(-(F.relu(a) - epsilon))
-    logits = a_tilde + weak_gate_log(a, epsilon, sharpness)
+    logits = tau * a_tilde + weak_gate_log(a, epsilon, sharpness)
     if drop is not None:
         logits = logits + drop
     return torch.softmax(logits, dim=-1)
 
 
-def bidirectional_attention(x_rows: torch.Tensor, tau2: float) -> torch.Tensor:
+def bidirectional_attention(x_rows: torch.Tensor, tau2: float, center: bool = False) -> torch.Tensor:
     """Eq. 18-19: A' = X~ X~^T, then softmax(+tau_2 A') X~ + softmax(-tau_2 A') X~."""
-    a2 = affinity(x_rows, x_rows)
+    a2 = affinity(x_rows, x_rows, center)
     return torch.softmax(tau2 * a2, dim=-1) @ x_rows + torch.softmax(-tau2 * a2, dim=-1) @ x_rows
 
 
@@ -101,18 +103,24 @@ class BidirectionalIntervention(nn.Module):
     def __init__(self, channels: int, attn_channels: int, *, axis: str = "channels",
                  epsilon_mode: str = "learned", epsilon: float = 0.1, gate_sharpness: float = 0.05,
                  tau1: float = 5.0, tau2: float = 10.0, drop_p: float = 0.1,
-                 use_pia: bool = True, use_nia: bool = True):
+                 use_pia: bool = True, use_nia: bool = True, center: bool = False,
+                 tau_nia: float = 1.0, pia_norm: str = "instance"):
         super().__init__()
-        self.axis, self.tau1, self.tau2 = axis, tau1, tau2
+        self.axis, self.tau1, self.tau2, self.tau_nia, self.center = axis, tau1, tau2, tau_nia, center
         self.sharpness, self.drop_p = gate_sharpness, drop_p
         self.use_pia, self.use_nia = use_pia, use_nia
-        self.query = nn.Conv2d(channels, attn_channels, 1)
-        self.key = nn.Conv2d(channels, attn_channels, 1)
+        # centred token rows: a bias adds one vector to every row, which the centring removes
+        qk_bias = not (center and axis == "tokens")
+        self.query = nn.Conv2d(channels, attn_channels, 1, bias=qk_bias)
+        self.key = nn.Conv2d(channels, attn_channels, 1, bias=qk_bias)
         self.value = nn.Conv2d(channels, attn_channels, 1)
         self.threshold = Threshold(epsilon_mode, epsilon)
         if use_pia:
-            self.pia_out = nn.Conv2d(attn_channels, channels, 1)
-            self.pia_norm = nn.InstanceNorm2d(channels)
+            # IN removes any per-channel constant, so a bias before it would get no gradient
+            self.pia_out = nn.Conv2d(attn_channels, channels, 1, bias=pia_norm != "instance")
+            # "instance": the paper's IN; "layer": one group over the whole map (see config.pia_norm)
+            self.pia_norm = (nn.InstanceNorm2d(channels) if pia_norm == "instance"
+                             else nn.GroupNorm(1, channels))
             self.pia_mask = ChannelMask(channels)
         if use_nia:
             self.nia_out = nn.Conv2d(attn_channels, channels, 1)
@@ -120,7 +128,7 @@ class BidirectionalIntervention(nn.Module):
     def forward(self, x: torch.Tensor) -> InterventionOutput:
         q, k, v = self.query(x), self.key(x), self.value(x)
         v_rows = to_rows(v, self.axis)
-        a = affinity(to_rows(q, self.axis), to_rows(k, self.axis))  # Eq. 9
+        a = affinity(to_rows(q, self.axis), to_rows(k, self.axis), self.center)  # Eq. 9
         eps = self.threshold(a)
         positive, pos_attn = x, None
         if self.use_pia:
@@ -131,7 +139,7 @@ class BidirectionalIntervention(nn.Module):
         negative, neg_attn = None, None
         if self.use_nia:
             drop = nia_drop_mask(a, self.drop_p) if self.training and self.drop_p > 0 else None
-            neg_attn = negative_attention(a, eps, self.sharpness, drop)
-            x_tilde = bidirectional_attention(neg_attn @ v_rows, self.tau2)  # Eq. 15, 18-19
+            neg_attn = negative_attention(a, eps, self.sharpness, drop, self.tau_nia)
+            x_tilde = bidirectional_attention(neg_attn @ v_rows, self.tau2, self.center)  # Eq. 15, 18-19
             negative = self.nia_out(from_rows(x_tilde, self.axis, v.shape))
         return InterventionOutput(positive, negative, a, eps, pos_attn, neg_attn)

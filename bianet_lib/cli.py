@@ -15,6 +15,7 @@ COMMANDS = {
     "index": "bianet_lib.commands.index",
     "train": "bianet_lib.commands.train",
     "evaluate": "bianet_lib.commands.evaluate",
+    "diagnose": "bianet_lib.commands.diagnose",
     "bench": "bianet_lib.commands.bench",
     "experiments": "bianet_lib.commands.experiments",
     "course": "bianet_lib.commands.course",

@@ -23,6 +23,12 @@ class BIANetConfig:
     audio_widths: tuple[int, ...] = (16, 32, 64, 128)
     audio_blocks: tuple[int, ...] = (1, 1, 1, 1)  # paper: (3, 4, 6, 3), "SE-ResNet-34"
     face_weights: str | None = None  # ImageNet ResNet-18 weights: None, "auto" (local cache) or a path
+    # stride of the first block of each small face stage: (1, 2, 2, 1) ends 64 px faces in an
+    # 8 x 8 map (stride 8), 32 px faces in 4 x 4; the first version's (1, 2, 2, 2) ended in 4 x 4
+    face_strides: tuple[int, ...] = (1, 2, 2, 1)
+    # "native": the trunk's own map (faces h x w, voices 1 x T time tokens) | "pool3": pooled to
+    # 3 x 3 as the paper (never upsampled); see encoders.py
+    encoder_map: str = "native"
     n_mels: int = 40
     clip_seconds: float = 1.0
     # --- affinity and disentangling (Eq. 9-11) --------------------------------------------
@@ -31,12 +37,20 @@ class BIANetConfig:
     epsilon_mode: str = "learned"  # "fixed" | "learned" (scalar) | "adaptive" (per row)
     epsilon: float = 0.1  # fixed value, or the initial value when learned
     gate_sharpness: float = 0.05  # width of the soft threshold that lets epsilon learn
+    # subtract the mean row before the cosine of Eq. 9: without it one shared direction dominates
+    # every row (post-ReLU features), |A| piles near 1 and epsilon only splits by sign
+    affinity_center: bool = True
     # --- PIA / NIA (Eq. 12-19) ------------------------------------------------------------
     use_pia: bool = True
     use_nia: bool = True
     tau1: float = 5.0  # Fig. 7's best value; the text's 10 is kept in the "paper" preset
     tau2: float = 10.0  # not given by the paper; Fig. 7 favours large values
     nia_drop_p: float = 0.1  # not given by the paper; the authors' code default
+    tau_nia: float = 1.0  # temperature of Eq. 15's softmax; the paper gives none (1 = literal)
+    # normalisation of PIA's attended map in Eq. 14: "instance" (the paper's IN) zeroes every
+    # channel's spatial mean, so a pooling generator averages PIA away; "layer" (one group over
+    # the whole map, with affine) keeps it
+    pia_norm: str = "layer"
     # --- embedding and heads (Eq. 20-21) --------------------------------------------------
     embed_dim: int = 128
     generator: str = "linear"  # "linear" (CPU) | "paper" (flatten -> MLP with BN, spectral norm)
@@ -88,7 +102,7 @@ class BIANetConfig:
             value = getattr(self, f.name)
             if not _type_ok(value, f.type):  # before any comparison: epochs="abc" must not TypeError
                 raise ValueError(f"config field {f.name}={value!r}: expected {f.type}")
-        for name in ("face_widths", "audio_widths", "audio_blocks", "lr_milestones"):
+        for name in ("face_widths", "face_strides", "audio_widths", "audio_blocks", "lr_milestones"):
             setattr(self, name, tuple(getattr(self, name)))
         self.validate()
 
@@ -97,6 +111,8 @@ class BIANetConfig:
             "face_encoder": ("small", "resnet18"),
             "audio_encoder": ("small", "se-resnet"),
             "affinity_axis": ("channels", "tokens"),
+            "encoder_map": ("native", "pool3"),
+            "pia_norm": ("layer", "instance"),
             "epsilon_mode": ("fixed", "learned", "adaptive"),
             "matching_head": ("tied", "paper"),
             "generator": ("linear", "paper"),
@@ -109,6 +125,11 @@ class BIANetConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name}={getattr(self, name)!r}: expected one of {allowed}")
+        if self.generator == "paper" and self.encoder_map != "pool3":
+            raise ValueError("config field generator='paper' flattens a 3 x 3 map: it needs encoder_map='pool3'")
+        if len(self.face_strides) != len(self.face_widths):
+            raise ValueError(f"config field face_strides={list(self.face_strides)}: needs one stride per "
+                             f"face_widths entry ({len(self.face_widths)})")
         if self.k < 2:
             raise ValueError(f"config field k={self.k}: matching needs at least 2 candidates")
         if not 0.0 <= self.nia_drop_p < 1.0:
@@ -159,7 +180,6 @@ class BIANetConfig:
             raise ValueError(f"config field k={self.k}: must be <= batch_size={self.batch_size} "
                              "(the candidates of a training trial come from one batch)")
 
-
     # --- I/O ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -177,6 +197,8 @@ class BIANetConfig:
     def from_dict(cls, values: dict) -> BIANetConfig:
         if values.get("extra") == {}:  # configs saved before 2026-11-26 carry this unused field
             values = {k: v for k, v in values.items() if k != "extra"}
+        if "encoder_map" not in values and values:  # saved before the mechanism fix (issue 10)
+            values = {**LEGACY_MECHANISM, **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -201,6 +223,12 @@ class BIANetConfig:
             except yaml.YAMLError as exc:
                 raise ValueError(f"override {item!r}: not a YAML value ({exc.__class__.__name__})") from None
         return BIANetConfig.from_dict(values)
+
+
+#: What a config saved before the mechanism fix (issue 10) meant by the fields it lacks: the
+#: first version's 3 x 3 maps, uncentred affinity, the paper's IN in Eq. 14, literal Eq. 15.
+LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affinity_center": False,
+                    "tau_nia": 1.0, "pia_norm": "instance"}
 
 
 def _type_ok(value, annotation: str) -> bool:
@@ -232,6 +260,7 @@ def paper() -> BIANetConfig:
         face_encoder="resnet18", audio_encoder="se-resnet", face_size=224,
         audio_widths=(64, 128, 256, 512), audio_blocks=(3, 4, 6, 3), face_weights="auto",
         clip_seconds=10.0, attn_channels=128, tau1=10.0, metric_loss="lifted", generator="paper",
+        encoder_map="pool3", affinity_axis="channels", pia_norm="instance",
         epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_schedule="step",
         lr_milestones=(20, 40),
         num_threads=0, data="voxceleb",

@@ -1,4 +1,12 @@
-"""Feature extractors that end in a C x 3 x 3 map (Sec. 5.1: "uniformly adjusted to 512x3x3").
+"""Feature extractors that end in a C x H x W map the attention reads.
+
+Two map modes (``encoder_map``):
+- "pool3": adaptively pooled to 3 x 3, as the paper (Sec. 5.1: "uniformly adjusted to 512x3x3").
+  The map must have at least 3 x 3 positions before pooling: it is never upsampled.
+- "native" (cpu-small): the trunk's own map. Faces keep an H x W grid (64 px at stride 8 ->
+  8 x 8 = 64 tokens); voices are averaged over frequency into 1 x T time tokens (1 s -> 13).
+  Departure, why: on a 3 x 3 map (and worse, a 2 x 2 map upsampled to 3 x 3) attention has
+  no positions to choose between, so it cannot down-weight a local occluder or a noise burst.
 
 - Face, paper preset: torchvision ResNet-18 without pooling/fc, on 224x224 RGB (512 x 7 x 7),
   adaptively pooled to 3 x 3. ImageNet weights are read from a local file only, never fetched.
@@ -54,38 +62,59 @@ class BasicBlock(nn.Module):
 
 
 class ResidualTrunk(nn.Module):
-    """A ResNet of basic blocks: a stem, four stages (stride 1, 2, 2, 2), pooled to 3 x 3."""
+    """A ResNet of basic blocks: a stem, then one stage per width (first block of stage i at
+    ``strides[i]``, default 1, 2, 2, 2), ending in the map mode's shape (see module doc)."""
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], blocks: tuple[int, ...],
-                 se: bool, stem_stride: int = 2):
+                 se: bool, stem_stride: int = 2, strides: tuple[int, ...] | None = None,
+                 map_mode: str = "pool3", pool_frequency: bool = False):
         super().__init__()
-        if len(widths) != len(blocks):
-            raise ValueError(f"widths {widths} and blocks {blocks} must have the same length")
+        strides = strides or (1,) + (2,) * (len(widths) - 1)
+        if not len(widths) == len(blocks) == len(strides):
+            raise ValueError(f"widths {widths}, blocks {blocks} and strides {strides} must have the "
+                             "same length")
+        self.map_mode, self.pool_frequency = map_mode, pool_frequency
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         layers, cin = [], widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
             for j in range(n):
-                layers.append(BasicBlock(cin, width, 2 if (j == 0 and i > 0) else 1, se))
+                layers.append(BasicBlock(cin, width, strides[i] if j == 0 else 1, se))
                 cin = width
         self.stages = nn.Sequential(*layers)
         self.out_channels = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.stages(self.stem(x)), MAP_SIZE)
+        return to_map(self.stages(self.stem(x)), self.map_mode, self.pool_frequency)
+
+
+def to_map(x: torch.Tensor, map_mode: str, pool_frequency: bool = False) -> torch.Tensor:
+    """A trunk's output [B, C, H, W] -> the attention's map (see the module doc).
+
+    "pool3" refuses a map smaller than 3 x 3 instead of upsampling it (an upsampled 2 x 2 map
+    has 4 distinct positions, which attention cannot tell apart from 9).
+    """
+    if map_mode == "native":
+        return x.mean(dim=2, keepdim=True) if pool_frequency else x
+    if x.shape[-2] < MAP_SIZE or x.shape[-1] < MAP_SIZE:
+        raise ValueError(f"the encoder's map is {tuple(x.shape[-2:])}, smaller than {MAP_SIZE}x{MAP_SIZE}: "
+                         "use larger inputs or encoder_map='native' (maps are never upsampled)")
+    return F.adaptive_avg_pool2d(x, MAP_SIZE)
 
 
 class FaceEncoder(nn.Module):
-    """uint8-normalised RGB faces [B, 3, S, S] -> [B, C, 3, 3]."""
+    """uint8-normalised RGB faces [B, 3, S, S] -> [B, C, h, w] (3 x 3 with "pool3")."""
 
     def __init__(self, kind: str = "small", widths: tuple[int, ...] = (16, 32, 64, 128),
-                 weights: str | None = None):
+                 weights: str | None = None, strides: tuple[int, ...] | None = None,
+                 map_mode: str = "pool3"):
         super().__init__()
         if kind == "small":
-            self.net = ResidualTrunk(3, widths, (1,) * len(widths), se=False)
+            self.net = ResidualTrunk(3, widths, (1,) * len(widths), se=False, strides=strides,
+                                     map_mode=map_mode)
             self.out_channels = widths[-1]
         elif kind == "resnet18":
-            self.net = resnet18_trunk(weights)
+            self.net = resnet18_trunk(weights, map_mode)
             self.out_channels = 512
         else:
             raise ValueError(f"unknown face encoder {kind!r}: expected small or resnet18")
@@ -94,15 +123,24 @@ class FaceEncoder(nn.Module):
         return self.net(faces)
 
 
-def resnet18_trunk(weights: str | None) -> nn.Module:
-    """torchvision ResNet-18 up to layer4, then pooled to 3 x 3; weights from disk only."""
+class _MapHead(nn.Module):
+    def __init__(self, map_mode: str):
+        super().__init__()
+        self.map_mode = map_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_map(x, self.map_mode)
+
+
+def resnet18_trunk(weights: str | None, map_mode: str = "pool3") -> nn.Module:
+    """torchvision ResNet-18 up to layer4 (7 x 7 at 224 px), then the map mode; weights from disk only."""
     import torchvision
 
     net = torchvision.models.resnet18(weights=None)
     path = find_resnet18_weights(weights)
     if path is not None:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    trunk = nn.Sequential(*list(net.children())[:-2], nn.AdaptiveAvgPool2d(MAP_SIZE))
+    trunk = nn.Sequential(*list(net.children())[:-2], _MapHead(map_mode))
     return trunk
 
 
@@ -131,15 +169,17 @@ def find_resnet18_weights(weights: str | None) -> Path | None:
 
 
 class AudioEncoder(nn.Module):
-    """Waveforms [B, L] at 16 kHz -> log-mel [B, 1, n_mels, T] -> [B, C, 3, 3]."""
+    """Waveforms [B, L] at 16 kHz -> log-mel [B, 1, n_mels, T] -> [B, C, 3, 3] ("pool3") or
+    time tokens [B, C, 1, T'] ("native": frequency averaged out)."""
 
     def __init__(self, kind: str = "small", widths: tuple[int, ...] = (16, 32, 64, 128),
-                 blocks: tuple[int, ...] = (1, 1, 1, 1), n_mels: int = 40):
+                 blocks: tuple[int, ...] = (1, 1, 1, 1), n_mels: int = 40, map_mode: str = "pool3"):
         super().__init__()
         if kind not in ("small", "se-resnet"):
             raise ValueError(f"unknown audio encoder {kind!r}: expected small or se-resnet")
         self.frontend = LogMelFrontEnd(n_mels=n_mels)
-        self.net = ResidualTrunk(1, widths, blocks, se=(kind == "se-resnet"), stem_stride=1)
+        self.net = ResidualTrunk(1, widths, blocks, se=(kind == "se-resnet"), stem_stride=1,
+                                 map_mode=map_mode, pool_frequency=True)
         self.out_channels = widths[-1]
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:

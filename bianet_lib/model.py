@@ -25,7 +25,7 @@ class SharedEmbedding(nn.Module):
     """The "generator" that maps both modalities' C x 3 x 3 maps into the shared space H.
 
     "paper": flatten -> 256 (BN, LeakyReLU 0.2, dropout 0.1) -> 128 (BN, Tanh), spectral norm
-    on the linears, as the authors' related code.
+    on the linears, as the authors' related code (without biases: batch norm removes them).
     "linear": global average pool -> linear C -> 128 -> Tanh. Departure for the CPU preset:
     on SynthVox the batch-normalised layers kept the contrastive loss at chance for the first
     hundreds of steps (measured), while this head learns at once.
@@ -38,9 +38,9 @@ class SharedEmbedding(nn.Module):
         super().__init__()
         if kind == "paper":
             self.net = nn.Sequential(
-                nn.Flatten(), spectral_norm(nn.Linear(channels * map_size * map_size, hidden)),
+                nn.Flatten(), spectral_norm(nn.Linear(channels * map_size * map_size, hidden, bias=False)),
                 nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout),
-                spectral_norm(nn.Linear(hidden, out)), nn.BatchNorm1d(out), nn.Tanh())
+                spectral_norm(nn.Linear(hidden, out, bias=False)), nn.BatchNorm1d(out), nn.Tanh())
         elif kind == "linear":
             self.net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, out),
                                      nn.Tanh())
@@ -52,7 +52,12 @@ class SharedEmbedding(nn.Module):
 
 
 class ModalityDiscriminator(nn.Module):
-    """Linear 128 -> 2 after batch norm; class 1 = voice, 0 = face (authors' code)."""
+    """Linear 128 -> 2 after batch norm; class 1 = voice, 0 = face (authors' code).
+
+    Call it on ONE batch holding both modalities (:meth:`BIANet.discriminate`): batch norm over a
+    voice-only and then a face-only batch standardises each modality on its own and erases the
+    very difference it must see (the first version's loss sat at 2 ln 2 in every epoch).
+    """
 
     def __init__(self, dim: int = 128):
         super().__init__()
@@ -115,9 +120,10 @@ class BIANet(nn.Module):
     def __init__(self, cfg: BIANetConfig):
         super().__init__()
         self.cfg = cfg
-        self.face_encoder = FaceEncoder(cfg.face_encoder, cfg.face_widths, cfg.face_weights)
+        self.face_encoder = FaceEncoder(cfg.face_encoder, cfg.face_widths, cfg.face_weights,
+                                        cfg.face_strides, cfg.encoder_map)
         self.voice_encoder = AudioEncoder(cfg.audio_encoder, cfg.audio_widths, cfg.audio_blocks,
-                                          cfg.n_mels)
+                                          cfg.n_mels, cfg.encoder_map)
         channels = self.face_encoder.out_channels
         if self.voice_encoder.out_channels != channels:
             raise ValueError("face and voice encoders must end in the same width for the shared "
@@ -135,17 +141,27 @@ class BIANet(nn.Module):
         return BidirectionalIntervention(
             channels, cfg.attn_channels, axis=cfg.affinity_axis, epsilon_mode=cfg.epsilon_mode,
             epsilon=cfg.epsilon, gate_sharpness=cfg.gate_sharpness, tau1=cfg.tau1, tau2=cfg.tau2,
-            drop_p=cfg.nia_drop_p, use_pia=cfg.use_pia, use_nia=cfg.use_nia)
+            drop_p=cfg.nia_drop_p, use_pia=cfg.use_pia, use_nia=cfg.use_nia,
+            center=cfg.affinity_center, tau_nia=cfg.tau_nia, pia_norm=cfg.pia_norm)
 
     def forward(self, voices: torch.Tensor, faces: torch.Tensor) -> tuple[Embedding, Embedding]:
         """Both modalities of a training batch (one call, so DistributedDataParallel sees it)."""
         return self.embed_voices(voices), self.embed_faces(faces)
 
-    def discriminate_frozen(self, h: torch.Tensor) -> torch.Tensor:
-        """The discriminator with its parameters detached: the generator's adversarial loss
-        reaches the embeddings but never moves the discriminator."""
-        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        return torch.func.functional_call(self.discriminator, params, (h,))
+    def discriminate(self, h_voice: torch.Tensor, h_face: torch.Tensor, frozen: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality logits of voices and faces, from one joint batch (see ModalityDiscriminator).
+
+        ``frozen`` detaches the discriminator's parameters: the generator's adversarial loss
+        reaches the embeddings but never moves the discriminator.
+        """
+        h = torch.cat([h_voice, h_face])
+        if frozen:
+            params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+            logits = torch.func.functional_call(self.discriminator, params, (h,))
+        else:
+            logits = self.discriminator(h)
+        return logits[:len(h_voice)], logits[len(h_voice):]
 
     def _embed(self, feature_map: torch.Tensor, intervention: BidirectionalIntervention | None) -> Embedding:
         if intervention is None:

@@ -116,7 +116,9 @@ class Trainer:
                 self.model, ignored)
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
+        # in memory (SynthVox) or streamed from a feature store by DataLoader workers (VoxCeleb)
+        self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world,
+                                       pin_memory=self.device.type == "cuda")
         self.trial_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.optimizer, self.disc_optimizer = self._optimizers()
         if cfg.lr_schedule == "cosine":
@@ -175,8 +177,7 @@ class Trainer:
             if cfg.w_identity > 0:
                 terms["identity"] = (F.cross_entropy(self.identity_head(ev.positive.float()), identity)
                                      + F.cross_entropy(self.identity_head(ef.positive.float()), identity)) / 2
-            d_v = self.model.discriminate_frozen(ev.positive)
-            d_f = self.model.discriminate_frozen(ef.positive)
+            d_v, d_f = self.model.discriminate(ev.positive, ef.positive, frozen=True)
             terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float())
         loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
                 + cfg.w_metric * terms.get("metric", 0.0) + cfg.w_adv * terms["adversarial"]
@@ -186,8 +187,8 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         # the discriminator's own step, on embeddings detached from the generator
-        d_loss = discriminator_loss(self.model.discriminator(ev.positive.detach().float()),
-                                    self.model.discriminator(ef.positive.detach().float()))
+        d_loss = discriminator_loss(*self.model.discriminate(ev.positive.detach().float(),
+                                                             ef.positive.detach().float()))
         self._check_finite({"discriminator": d_loss})
         self.disc_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()

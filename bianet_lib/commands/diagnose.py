@@ -1,0 +1,48 @@
+"""``bianet diagnose``: is each part of a trained run's BIANet doing anything? (diagnostics.py)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bianet_lib.cli import UsageError
+
+HELP = "the mechanism's health of a run's checkpoint: mask, threshold, entropies, ablations, probes"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="a directory written by bianet train")
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                   help="best.pt (default), latest.pt, or a checkpoint file")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="held-out split (default test)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="JSON report (default DIR/diagnose-<checkpoint>.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bianet_lib.data_sources import load_world
+    from bianet_lib.diagnostics import diagnose, format_report
+    from bianet_lib.train import load_model
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: no such directory")
+    path = run_dir / f"{args.checkpoint}.pt" if args.checkpoint in ("best", "latest") else Path(args.checkpoint)
+    if not path.is_file():
+        raise UsageError(f"--checkpoint {args.checkpoint}: {path} not found")
+    out = Path(args.out) if args.out else run_dir / f"diagnose-{path.stem}.json"
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    try:
+        model = load_model(path)
+        world = load_world(model.cfg)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    report = diagnose(model, world[args.split])
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out)
+    print(format_report(report))
+    print(f"report written to {out}")
+    return 0

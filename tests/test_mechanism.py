@@ -1,0 +1,196 @@
+"""Is the mechanism alive? Every part reaches the loss and changes what the model does.
+
+These tests fail on the first version's model (commit 6c467a7), where PIA's attended map was
+averaged away (InstanceNorm then global average pooling), the discriminator was blinded by
+per-modality batch norm, and the uncentred affinity split only by sign.
+"""
+
+import math
+
+import pytest
+import torch
+
+from bianet_lib.config import load_config
+from bianet_lib.diagnostics import ablated, diagnose, mechanism_health
+from bianet_lib.experiments import VARIANTS
+from bianet_lib.losses import discriminator_loss
+from bianet_lib.model import BIANet
+from bianet_lib.train import Trainer
+from tests.helpers import random_split, tiny_config
+
+#: Parameters that legitimately get no gradient, with the reason.
+ALWAYS_EXEMPT = {
+    "classifier.slot.bias": "one bias shared by every candidate slot cancels in the softmax over "
+                            "candidates (it only offsets verification scores)",
+}
+#: A gradient this small is float noise: the first version's pia_out got 5e-7 to 2e-6.
+GRAD_FLOOR = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny(overrides=(), **kw):
+    return tiny_config(**kw).with_overrides(list(overrides))
+
+
+#: Every preset and every variant the experiment grids train (names as in experiments.VARIANTS).
+CASES = {
+    **{name: (_tiny, VARIANTS[name]) for name in VARIANTS},
+    "bianet-channels": (_tiny, VARIANTS["bianet"] + ["affinity_axis=channels"]),
+    "bianet-tokens": (_tiny, VARIANTS["bianet"] + ["affinity_axis=tokens"]),
+    "epsilon-fixed": (_tiny, ["epsilon_mode=fixed", "epsilon=0.1"]),
+    "epsilon-adaptive": (_tiny, ["epsilon_mode=adaptive"]),
+    "curriculum-constant": (_tiny, ["curriculum=constant"]),
+    "curriculum-paper": (_tiny, ["curriculum=paper"]),
+    "tau_nia-10": (_tiny, ["tau_nia=10"]),
+    "preset-cpu-small": (lambda o: load_config("cpu-small", overrides=["batch_size=8", "num_threads=1",
+                                                                        "device=cpu", *o]), []),
+    "preset-paper": (lambda o: load_config("paper", overrides=[
+        "face_size=96", "clip_seconds=0.5", "batch_size=4", "face_weights=null", "data=synthvox",
+        "num_threads=1", "device=cpu", *o]), []),
+}
+
+
+def _exempt(cfg) -> dict[str, str]:
+    out = dict(ALWAYS_EXEMPT)
+    if cfg.generator == "paper":
+        out.update({f"{m}_intervention.nia_out.bias": "a constant over the batch, removed by the paper "
+                    "generator's batch norm (BN follows its first linear)" for m in ("face", "voice")})
+    if cfg.w_match == 0:
+        out.update({n: "trained without the matching loss (w_match = 0): the classifier is unused"
+                    for n in ("classifier.slot.weight", "classifier.slot.bias")})
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_parameter_gets_a_gradient(case):
+    make, overrides = CASES[case]
+    cfg = make(overrides)
+    face_size = cfg.face_size
+    samples = int(cfg.clip_seconds * 16000)
+    train = random_split(2 * cfg.batch_size, 2, face_size=face_size, samples=samples, seed=0)
+    val = random_split(4, 2, face_size=face_size, samples=samples, seed=1, name="val")
+    trainer = Trainer(cfg, train, val, "unused-run-dir", progress=False)
+    trainer.step = trainer.total_steps // 2  # mid-curriculum: w > 0, so NIA's branch is in the loss
+    batch = next(iter(trainer.batches.epoch()))
+    trainer.train_step(batch.voices, batch.faces, batch.identity)
+    exempt = _exempt(cfg)
+    named = list(trainer.model.named_parameters()) + [
+        (f"identity_head.{n}", p) for n, p in trainer.identity_head.named_parameters()]
+    dead = {n: (0.0 if p.grad is None else float(p.grad.norm())) for n, p in named
+            if n not in exempt and (p.grad is None or p.grad.norm() < GRAD_FLOOR)}
+    assert not dead, f"{case}: parameters without a gradient from the loss: {dead}"
+    for name in exempt:  # an exemption must still be true, or it hides nothing and should go
+        grads = dict(named)
+        if name in grads and grads[name].grad is not None:
+            assert grads[name].grad.norm() < GRAD_FLOOR, f"{name} is exempt but gets a gradient"
+
+
+@pytest.mark.parametrize("axis", ["channels", "tokens"])
+def test_pia_attended_branch_changes_the_pooled_embedding(axis):
+    torch.manual_seed(0)
+    model = BIANet(tiny_config(affinity_axis=axis)).eval()
+    split = random_split(8, 2, face_size=32, seed=3)
+    with torch.no_grad():
+        full = model.embed_faces(split.faces).positive
+        with ablated(model, "attended_zero"):
+            gate_only = model.embed_faces(split.faces).positive
+        with ablated(model, "mask_zero"):
+            no_pia = model.embed_faces(split.faces).positive
+    assert (full - gate_only).norm() / full.norm() > 0.01  # the attended term m * N(X_hat) counts
+    assert (full - no_pia).norm() / full.norm() > 0.01
+    health = mechanism_health(model, split, "face", n=16)
+    assert health["pia_contribution"] > 0.01
+
+
+def test_instance_norm_before_average_pooling_erases_pia():
+    """The first version's bug, kept as a constructed case: the paper's IN zeroes each channel's
+    spatial mean, so a generator that average-pools sees nothing of the attended map."""
+    torch.manual_seed(0)
+    model = BIANet(tiny_config(pia_norm="instance")).eval()
+    split = random_split(8, 2, face_size=32, seed=3)
+    health = mechanism_health(model, split, "face", n=16)
+    assert health["pia_contribution"] < 1e-5
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny BIANet trained for 4 epochs on random-template identities (about 20 s)."""
+    torch.set_num_threads(1)
+    train = random_split(24, 4, face_size=32, seed=0)
+    val = random_split(8, 2, face_size=32, seed=1, name="val")
+    cfg = tiny_config(epochs=4, affinity_axis="tokens")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        trainer = Trainer(cfg, train, val, d, progress=False)
+        history = trainer.fit()
+    return trainer.model.eval(), history, random_split(8, 4, face_size=32, seed=0, name="test")
+
+
+def test_discriminator_loss_leaves_2ln2_in_training(trained):
+    _, history, _ = trained
+    losses = [h["discriminator"] for h in history]
+    assert min(losses) < 2 * math.log(2) - 0.05, losses
+
+
+def test_discriminator_alone_separates_the_modalities():
+    torch.manual_seed(0)
+    model = BIANet(tiny_config())
+    split = random_split(32, 4, face_size=32, seed=5)
+    with torch.no_grad():
+        model.eval()
+        hv, hf = model.embed_voices(split.voices).positive, model.embed_faces(split.faces).positive
+    train, test = slice(0, 96), slice(96, 128)
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    model.discriminator.train()
+    for _ in range(200):
+        i = torch.randint(0, 96, (16,), generator=g)
+        loss = discriminator_loss(*model.discriminate(hv[train][i], hf[train][i]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.discriminator.eval()
+    with torch.no_grad():
+        lv, lf = model.discriminate(hv[test], hf[test])
+    acc = torch.cat([lv.argmax(1) == 1, lf.argmax(1) == 0]).float().mean()
+    assert acc >= 0.9
+
+
+def test_per_modality_batch_norm_blinds_the_discriminator():
+    """Constructed case with a known answer: two modalities that differ only by an offset are
+    indistinguishable after batch norm over each modality's own batch (the first version's
+    bug), and perfectly separable after batch norm over the joint batch."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(4).train()
+    voice, face = torch.randn(64, 4) + 3.0, torch.randn(64, 4) - 3.0
+    assert (bn(voice).mean(0) - bn(face).mean(0)).abs().max() < 1e-5
+    joint = bn(torch.cat([voice, face]))
+    assert (joint[:64].mean(0) - joint[64:].mean(0)).abs().min() > 1.0
+
+
+def test_threshold_split_moves_with_epsilon(trained):
+    model, _, test = trained
+    health = mechanism_health(model, test, "face", n=32)
+    assert health["strong_share@0.01"] - health["strong_share@0.2"] > 0.05, health
+    assert health["saturated_share"] < 0.5
+
+
+def test_diagnose_report_is_complete(trained):
+    model, _, test = trained
+    report = diagnose(model, test, n_health=16)
+    ab = report["ablations"]
+    for key in ("full", "mask_zero", "attended_zero", "w_zero", "neg_only", "neg_shuffled"):
+        assert 0.0 <= ab[key]["vf"] <= 1.0 and 0.0 <= ab[key]["fv"] <= 1.0
+    assert set(report["probes"]) == {"voice/h_hat", "voice/h_tilde", "face/h_hat", "face/h_tilde"}
+    for modality in ("face", "voice"):
+        h = report["health"][modality]
+        for key in ("pia_entropy", "nia_entropy", "eq19_pos_entropy"):
+            assert 0.0 < h[key] <= 1.0 + 1e-6
