@@ -201,23 +201,28 @@ def linear_probe(x: torch.Tensor, y: np.ndarray, groups: np.ndarray, folds: int 
             continue
         mu, sd = x[tr].mean(0), x[tr].std(0).clamp_min(1e-6)
         xtr, xte = (x[tr] - mu) / sd, (x[te] - mu) / sd
-        ytr = torch.tensor(y_idx[tr])
-        lin = torch.nn.Linear(x.shape[1], len(classes)).double()
-        opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = F.cross_entropy(lin(xtr.double()), ytr) + l2 * lin.weight.square().sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
+        lin = _fit_logistic(xtr.double(), torch.tensor(y_idx[tr]), len(classes), steps, l2)
         with torch.no_grad():
             correct += int((lin(xte.double()).argmax(1).numpy() == y_idx[te]).sum())
         chance += int((y_idx[te] == np.bincount(y_idx[tr]).argmax()).sum())
     n = int((fold < folds).sum())
     return {"accuracy": correct / n, "chance": chance / n, "classes": int(len(classes))}
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, l2: float) -> torch.nn.Linear:
+    """Multinomial logistic regression with an L2 penalty, fitted by LBFGS (deterministic)."""
+    lin = torch.nn.Linear(x.shape[1], n_classes).double()
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(lin(x), y) + l2 * lin.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return lin
 
 
 def interference_labels(split: SplitData, modality: str) -> dict[str, np.ndarray]:
