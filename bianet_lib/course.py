@@ -19,13 +19,26 @@ What :func:`run_notebook` does to the executed notebook before writing it:
   (timestamps) are stripped, as are papermill's empty ``tags`` lists;
 * execution counts and outputs are kept (nbval never compares a cell whose count is null).
 
-A failing cell raises :class:`NotebookExecutionError` naming the notebook, the cell index (in
-the notebook as committed) and the cell's first source line; the destination is not touched and
-the half-executed notebook is left in a temporary folder for inspection.
+A parameter the notebook's ``parameters`` cell does not assign is refused before anything runs
+(:class:`UnknownParameterError`, with the closest declared name). A failing cell raises
+:class:`NotebookExecutionError` naming the notebook, the cell index (in the notebook as
+committed) and the failing line of that cell (its number and text, read from the traceback; the
+cell's first line when the traceback names none); the destination is not touched and the
+half-executed notebook is left in a temporary folder for inspection.
+
+Redirections for tests and checks, read by the notebooks' setup cells through
+:func:`figures_dir` and :func:`course_run_dir`: ``$BIANET_FIGURES_DIR`` replaces every
+notebook's ``FIGURES_DIR`` (the test suite points it at a temporary folder, so neither papermill
+nor nbval writes into ``figures/``), and ``$BIANET_COURSE_RUNS`` replaces the folder of the
+course runs (``RUN_DIR``, ``BASELINE_RUN_DIR``): nbval can then check the committed outputs
+against freshly trained runs (``tests/planted_regression.py``).
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
+import os
 import re
 import subprocess
 import sys
@@ -40,18 +53,107 @@ NOTEBOOK_RE = re.compile(r"^\d{2}_[A-Za-z0-9_\-]+\.ipynb$")
 KERNEL_NAME = "python3"
 INJECTED_TAG = "injected-parameters"
 ERROR_TAG = "papermill-error-cell-tag"
+FIGURES_ENV = "BIANET_FIGURES_DIR"
+RUNS_ENV = "BIANET_COURSE_RUNS"
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CELL_FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")
+
+
+def figures_dir(default: str | Path) -> Path:
+    """A notebook's figure folder: ``$BIANET_FIGURES_DIR`` when set (the tests), else ``default``."""
+    return Path(os.environ.get(FIGURES_ENV) or default)
+
+
+def course_run_dir(default: str | Path) -> Path:
+    """A course run's folder; ``$BIANET_COURSE_RUNS`` (when set) replaces its parent folder."""
+    root = os.environ.get(RUNS_ENV)
+    return Path(root) / Path(default).name if root else Path(default)
+
+
+def text_progress_bars() -> None:
+    """Make ``tqdm.auto`` mean tqdm's plain text bars when ipywidgets is not installed.
+
+    librosa (through pooch) imports ``tqdm.auto``; inside a Jupyter kernel without ipywidgets
+    that import warns "IProgress not found" (naming the venv's path) and then falls back to
+    the text bars anyway. Selecting the text bars first removes the cause of the warning; with
+    ipywidgets installed nothing changes.
+    """
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("ipywidgets") is not None or "tqdm.auto" in sys.modules:
+        return
+    import tqdm
+    import tqdm.std
+
+    auto = types.ModuleType("tqdm.auto", "tqdm's text bars (bianet_lib.course.text_progress_bars)")
+    auto.tqdm, auto.trange = tqdm.std.tqdm, tqdm.std.trange
+    auto.__all__ = ["tqdm", "trange"]
+    for name in ("tqdm.auto", "tqdm.autonotebook"):
+        sys.modules[name] = auto
+        setattr(tqdm, name.split(".")[1], auto)
+
+
+class UnknownParameterError(ValueError):
+    """A papermill parameter that the notebook's parameters cell does not declare."""
+
+
+def declared_parameters(notebook) -> list[str]:
+    """Names the ``parameters``-tagged cell assigns (empty when the notebook has none)."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            names = []
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    return []
+
+
+def check_parameters(notebook_path: str | Path, parameters: dict[str, Any]) -> None:
+    """Raise :class:`UnknownParameterError` for a parameter ``notebook_path`` does not declare."""
+    import nbformat
+
+    declared = declared_parameters(nbformat.read(notebook_path, as_version=4))
+    for name in parameters:
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UnknownParameterError(
+                f"{Path(notebook_path).name}: parameter {name!r} is not declared in its parameters cell{hint}; "
+                f"declared: {', '.join(declared) or 'none'}")
+
+
+def failing_line(source: str, traceback: list[str] | None) -> tuple[int | None, str]:
+    """The 1-based number and text of the line of ``source`` that raised.
+
+    IPython's traceback names cell frames "Cell In[n], line k"; the first such frame is the
+    failing cell, and its deepest frame with the same n is the line that raised (inside a
+    function defined in that cell, when there is one). Falls back to the first non-blank line.
+    """
+    lines = source.splitlines()
+    frames = [(int(n), int(k)) for n, k in CELL_FRAME.findall(ANSI.sub("", "\n".join(traceback or [])))]
+    if frames:
+        cell = frames[0][0]
+        number = [k for n, k in frames if n == cell][-1]
+        if 1 <= number <= len(lines):
+            return number, lines[number - 1].strip()
+    return None, next((line.strip() for line in lines if line.strip()), "")
 
 
 class NotebookExecutionError(RuntimeError):
     """A notebook cell raised; the message names the notebook and the cell."""
 
-    def __init__(self, notebook: Path, cell_index: int | None, first_line: str, detail: str, failed_copy: Path | None):
+    def __init__(self, notebook: Path, cell_index: int | None, line_number: int | None, line: str, detail: str,
+                 failed_copy: Path | None):
         self.notebook = notebook
         self.cell_index = cell_index
-        self.first_line = first_line
+        self.line_number = line_number
+        self.line = line
         self.failed_copy = failed_copy
         where = f"cell {cell_index}" if cell_index is not None else "an unknown cell"
-        msg = f"{notebook}: {where} failed (first line: {first_line!r}): {detail}"
+        at = f"line {line_number}: {line!r}" if line_number is not None else f"first line: {line!r}"
+        msg = f"{notebook}: {where} failed at {at}: {detail}"
         if failed_copy is not None:
             msg += f" [executed copy: {failed_copy}]"
         super().__init__(msg)
@@ -123,7 +225,8 @@ def run_notebook(
 ) -> NotebookRun:
     """Execute ``notebook`` with papermill (cwd = its folder) and write the cleaned result.
 
-    ``output`` defaults to the notebook itself (in place). Raises :class:`NotebookExecutionError`.
+    ``output`` defaults to the notebook itself (in place). Raises :class:`UnknownParameterError`
+    (before running anything) and :class:`NotebookExecutionError`.
     """
     import nbformat
     import papermill as pm
@@ -131,6 +234,7 @@ def run_notebook(
 
     notebook = Path(notebook).resolve()
     output = notebook if output is None else Path(output).resolve()
+    check_parameters(notebook, dict(parameters or {}))
     tmp_dir = Path(tempfile.mkdtemp(prefix="bianet-course-"))
     executed = tmp_dir / notebook.name
     start = time.perf_counter()
@@ -145,12 +249,12 @@ def run_notebook(
             log_output=log_output,
         )
     except PapermillExecutionError as exc:
-        first = next((line for line in (exc.source or "").splitlines() if line.strip()), "")
+        number, line = failing_line(exc.source or "", exc.traceback)
         index = exc.cell_index
         if executed.exists():
             index = _committed_cell_index(nbformat.read(executed, as_version=4), exc.cell_index)
         raise NotebookExecutionError(
-            notebook, index, first, f"{exc.ename}: {exc.evalue}", executed if executed.exists() else None
+            notebook, index, number, line, f"{exc.ename}: {exc.evalue}", executed if executed.exists() else None
         ) from exc
     seconds = time.perf_counter() - start
     nb = nbformat.read(executed, as_version=4)
@@ -176,6 +280,8 @@ def run_course(
     notebooks = discover_notebooks(notebooks_dir, only)
     if not notebooks:
         raise FileNotFoundError(f"no NN_slug.ipynb notebook in {notebooks_dir}" + (f" matching {only!r}" if only else ""))
+    for nb_path in notebooks:  # a misspelt parameter fails before any notebook runs
+        check_parameters(nb_path, dict(parameters or {}))
     ensure_kernel()
     runs = []
     for nb_path in notebooks:
@@ -187,3 +293,175 @@ def run_course(
     total = sum(r.seconds for r in runs)
     echo(f"== {len(runs)} notebook(s) in {total:.1f} s")
     return runs
+
+
+# --- regeneration check (make verify-course) ------------------------------------------------
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+#: printed text that legitimately changes between runs: wall times and rates
+VOLATILE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:s|ms|min|sec|seconds|it/s|s/it|runs?/s)\b")
+#: printed folders that the check redirects
+MACHINE = re.compile(r"\b(FIGURES_DIR)=\S+")
+#: per-epoch and run-record keys that are wall times or machine descriptions, not results
+VOLATILE_KEYS = {"seconds", "wall_s", "timestamp", "versions", "code", "epochs_this_attempt"}
+
+
+def printed_text(cell) -> str:
+    """What a code cell printed (stdout and text/plain results; not stderr, not images)."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stdout":
+            parts.append(out.get("text", ""))
+        elif out.get("output_type") in ("execute_result", "display_data"):
+            data = out.get("data", {})
+            if "text/plain" in data and not any(k.startswith("image/") for k in data):
+                parts.append(data["text/plain"])
+    return "".join(parts)
+
+
+def compare_printed(committed: str, fresh: str, tolerance: float) -> list[str]:
+    """Differences between two printed texts: numbers beyond ``tolerance`` (absolute), or text.
+
+    Wall times and rates are masked first; the rest must agree word for word, and each number
+    within ``tolerance``.
+    """
+    a, b = (MACHINE.sub(r"\1=PATH", VOLATILE.sub("TIME", t)) for t in (committed, fresh))
+    if NUMBER.sub("#", a) != NUMBER.sub("#", b):
+        la, lb = NUMBER.sub("#", a).splitlines(), NUMBER.sub("#", b).splitlines()
+        first = next((i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y), min(len(la), len(lb)))
+        show = lambda lines, i: lines[i].strip()[:100] if i < len(lines) else "<end>"  # noqa: E731
+        return [f"text differs at printed line {first + 1}: {show(a.splitlines(), first)!r} -> "
+                f"{show(b.splitlines(), first)!r}"]
+    diffs = []
+    for x, y in zip(NUMBER.findall(a), NUMBER.findall(b), strict=True):
+        if abs(float(x) - float(y)) > tolerance:
+            diffs.append(f"{x} -> {y}")
+    return diffs
+
+
+def flatten_numbers(value, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a JSON value as ``{"a.b.0": x}``, skipping :data:`VOLATILE_KEYS`."""
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k not in VOLATILE_KEYS:
+                out.update(flatten_numbers(v, f"{prefix}{k}."))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out.update(flatten_numbers(v, f"{prefix}{i}."))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix.rstrip(".")] = float(value)
+    elif value is not None and not isinstance(value, bool):
+        out[prefix.rstrip(".")] = value  # strings must match exactly
+    return out
+
+
+def compare_json(committed, fresh, tolerance: float, label: str) -> list[str]:
+    a, b = flatten_numbers(committed), flatten_numbers(fresh)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if x is None or y is None:
+            diffs.append(f"{label}: {key} only in the {'fresh' if x is None else 'committed'} run")
+        elif isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > tolerance:
+                diffs.append(f"{label}: {key} {x:.6g} -> {y:.6g} (diff {y - x:+.2e})")
+        elif x != y:
+            diffs.append(f"{label}: {key} {x!r} -> {y!r}")
+    return diffs
+
+
+def compare_runs(committed_dir: Path, fresh_dir: Path, tolerance: float) -> list[str]:
+    """Every number of ``results.json`` and ``metrics.jsonl``, ``config.yaml`` and the weights."""
+    import json
+
+    import yaml
+
+    diffs = []
+    for run in sorted(p for p in committed_dir.iterdir() if p.is_dir()):
+        fresh = fresh_dir / run.name
+        if not fresh.is_dir():
+            diffs.append(f"{run.name}: no fresh run in {fresh_dir}")
+            continue
+        for name in ("results.json",):
+            diffs += compare_json(json.loads((run / name).read_text()), json.loads((fresh / name).read_text()),
+                                  tolerance, f"{run.name}/{name}")
+        lines = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+                 for d in (run, fresh)]
+        diffs += compare_json(lines[0], lines[1], tolerance, f"{run.name}/metrics.jsonl")
+        if yaml.safe_load((run / "config.yaml").read_text()) != yaml.safe_load((fresh / "config.yaml").read_text()):
+            diffs.append(f"{run.name}/config.yaml: differs (the runs were not made with the same settings)")
+        diffs += _compare_weights(run / "best.pt", fresh / "best.pt", tolerance, run.name)
+    return diffs
+
+
+def _compare_weights(a: Path, b: Path, tolerance: float, label: str) -> list[str]:
+    import torch
+
+    sa = torch.load(a, map_location="cpu", weights_only=False)["model"]
+    sb = torch.load(b, map_location="cpu", weights_only=False)["model"]
+    if set(sa) != set(sb):
+        return [f"{label}/best.pt: different parameter names"]
+    worst = max(((sa[k].double() - sb[k].double()).abs().max().item() if sa[k].numel() else 0.0, k)
+                for k in sa if sa[k].shape == sb[k].shape and sa[k].is_floating_point())
+    shapes = [k for k in sa if sa[k].shape != sb[k].shape]
+    if shapes:
+        return [f"{label}/best.pt: shapes differ in {', '.join(shapes[:3])}"]
+    return [] if worst[0] <= tolerance else [f"{label}/best.pt: weights differ, largest |diff| {worst[0]:.2e} in {worst[1]}"]
+
+
+def compare_notebooks(committed_dir: Path, fresh_dir: Path, tolerance: float) -> tuple[list[str], int]:
+    """Printed differences cell by cell; also returns how many numbers were compared."""
+    import nbformat
+
+    diffs, n_numbers = [], 0
+    for fresh_path in sorted(fresh_dir.glob("*.ipynb")):
+        committed = nbformat.read(committed_dir / fresh_path.name, as_version=4)
+        fresh = nbformat.read(fresh_path, as_version=4)
+        code = [(i, c) for i, c in enumerate(committed.cells) if c.cell_type == "code"]
+        fresh_code = [c for c in fresh.cells if c.cell_type == "code"]
+        if len(code) != len(fresh_code):
+            diffs.append(f"{fresh_path.name}: {len(code)} code cells committed, {len(fresh_code)} fresh")
+            continue
+        for (i, a), b in zip(code, fresh_code, strict=True):
+            text = printed_text(a)
+            n_numbers += len(NUMBER.findall(MACHINE.sub("", VOLATILE.sub("TIME", text))))
+            diffs += [f"{fresh_path.name} cell {i}: {d}" for d in compare_printed(text, printed_text(b), tolerance)]
+    return diffs, n_numbers
+
+
+def compare_figures(committed_dir: Path, fresh_dir: Path) -> list[str]:
+    """Figures whose PNG bytes differ (reported, not failed: fonts and libpng vary by machine)."""
+    return [f"{p.name}: PNG differs" for p in sorted(fresh_dir.glob("*.png"))
+            if not (committed_dir / p.name).is_file() or (committed_dir / p.name).read_bytes() != p.read_bytes()]
+
+
+def verify_course(runs_dir: str | Path, work_dir: str | Path, root: str | Path = ".", tolerance: float = 0.0,
+                  notebooks: bool = True, echo=print) -> int:
+    """Compare freshly trained course runs (``runs_dir``) and notebooks re-executed on them with
+    the committed ones; print each difference; return the number of differences."""
+    import nbformat
+
+    root, runs_dir, work_dir = Path(root).resolve(), Path(runs_dir).resolve(), Path(work_dir).resolve()
+    diffs = compare_runs(root / "results" / "course", runs_dir, tolerance)
+    echo(f"== course runs: {len(diffs)} difference(s) beyond {tolerance:g}")
+    n_numbers, figure_diffs = 0, []
+    if notebooks:
+        out_dir, fig_dir = work_dir / "notebooks", work_dir / "figures"
+        ensure_kernel()
+        for nb_path in discover_notebooks(root / "notebooks"):
+            declared = declared_parameters(nbformat.read(nb_path, as_version=4))
+            params = {"FIGURES_DIR": str(fig_dir), "RUN_DIR": str(runs_dir / "bianet-cpu-small"),
+                      "BASELINE_RUN_DIR": str(runs_dir / "baseline-cpu-small")}
+            run = run_notebook(nb_path, out_dir / nb_path.name, {k: v for k, v in params.items() if k in declared},
+                               progress_bar=False, log_output=False)
+            echo(f"== {nb_path.name}: {run.seconds:.1f} s")
+        nb_diffs, n_numbers = compare_notebooks(root / "notebooks", out_dir, tolerance)
+        diffs += nb_diffs
+        figure_diffs = compare_figures(root / "figures", fig_dir)
+    for d in diffs:
+        echo(f"DIFF {d}")
+    for d in figure_diffs:
+        echo(f"note: {d}")
+    echo(f"== {len(diffs)} difference(s) beyond {tolerance:g} ({n_numbers} printed numbers compared); "
+         f"{len(figure_diffs)} figure(s) not byte-identical")
+    return len(diffs)

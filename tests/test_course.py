@@ -1,4 +1,5 @@
-"""bianet course run: discovery, parameter parsing, cleaning, and failures that name the cell."""
+"""bianet course run / verify: discovery, parameters (undeclared ones refused), cleaning, failures
+that quote the failing line, and the regeneration check's comparisons."""
 
 from __future__ import annotations
 
@@ -6,12 +7,20 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from bianet_lib.cli import UsageError
+from bianet_lib.cli import UsageError, main
 from bianet_lib.commands.course import parse_params
 from bianet_lib.course import (
     NotebookExecutionError,
+    UnknownParameterError,
     clean_executed,
+    compare_json,
+    compare_notebooks,
+    compare_printed,
+    course_run_dir,
+    declared_parameters,
     discover_notebooks,
+    failing_line,
+    figures_dir,
     run_notebook,
 )
 
@@ -36,9 +45,10 @@ def test_parse_params_types_and_errors():
     assert parse_params(["FAST=True", "SEED=3", "LR=0.5", "DEVICE=cpu"]) == {
         "FAST": True, "SEED": 3, "LR": 0.5, "DEVICE": "cpu",
     }
-    for bad in ["FAST", "1x=2", "=3"]:
-        with pytest.raises(UsageError):
+    for bad in ["FAST", "1x=2", "=3", "A=[1,"]:
+        with pytest.raises(UsageError) as info:
             parse_params([bad])
+        assert "\n" not in str(info.value)
 
 
 def test_clean_executed_drops_injected_cell_and_papermill_metadata():
@@ -69,11 +79,84 @@ def test_run_notebook_parameters_and_failure(tmp_path):
 
     bad = _write(tmp_path / "02_bad.ipynb", [
         new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
-        new_code_cell("y = 2\nraise ValueError('boom')"),
+        new_code_cell("def f(v):\n    return 1 / v\n\n\ny = 2\nz = f(0)\nprint(z)"),
     ])
     before = bad.read_bytes()
     with pytest.raises(NotebookExecutionError) as info:
         run_notebook(bad, None, {"X": 2}, progress_bar=False, log_output=False)
-    assert info.value.cell_index == 1 and info.value.first_line == "y = 2"
-    assert "02_bad.ipynb" in str(info.value) and "ValueError: boom" in str(info.value)
+    # the line that raised (inside f, defined in the failing cell), not the cell's first line
+    assert info.value.cell_index == 1 and info.value.line_number == 2 and info.value.line == "return 1 / v"
+    assert "02_bad.ipynb" in str(info.value) and "ZeroDivisionError" in str(info.value)
     assert bad.read_bytes() == before  # a failed run never overwrites the notebook
+
+    # a parameter the notebook does not declare is refused before anything runs
+    with pytest.raises(UnknownParameterError, match="'XX'.*did you mean X"):
+        run_notebook(good, tmp_path / "never.ipynb", {"XX": 4}, progress_bar=False, log_output=False)
+    assert not (tmp_path / "never.ipynb").exists()
+
+
+def test_failing_line_reads_the_cell_frame_of_the_traceback():
+    tb = ["\x1b[0;31m---------\x1b[0m", "Cell \x1b[0;32mIn[7], line 3\x1b[0m\n----> 3 g()",
+          "Cell \x1b[0;32mIn[5], line 2\x1b[0m, in g()", "Cell \x1b[0;32mIn[7], line 1\x1b[0m, in h()"]
+    source = "def h():\n    raise KeyError\ng()"
+    # first frame names the failing cell (In[7]); its deepest frame is line 1; In[5] is another cell
+    assert failing_line(source, tb) == (1, "def h():")
+    assert failing_line("\n  a = 1\nb", None) == (None, "a = 1")
+    assert failing_line("a = 1", ["Cell In[2], line 9"]) == (None, "a = 1")  # out of range
+
+
+def test_course_run_refuses_an_undeclared_parameter(tmp_path, capsys):
+    _write(tmp_path / "01_ok.ipynb", [new_code_cell("FAST = False\nSEED: int = 0", metadata={"tags": ["parameters"]})])
+    assert declared_parameters(nbformat.read(tmp_path / "01_ok.ipynb", as_version=4)) == ["FAST", "SEED"]
+    code = main(["course", "run", "--notebooks-dir", str(tmp_path), "--param", "FAAST=True",
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "'FAAST'" in err and "did you mean FAST" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_redirections_for_tests(monkeypatch):
+    monkeypatch.delenv("BIANET_FIGURES_DIR", raising=False)
+    monkeypatch.delenv("BIANET_COURSE_RUNS", raising=False)
+    assert str(figures_dir("../figures")) == "../figures"
+    assert str(course_run_dir("../results/course/bianet-cpu-small")) == "../results/course/bianet-cpu-small"
+    monkeypatch.setenv("BIANET_FIGURES_DIR", "/tmp/f")
+    monkeypatch.setenv("BIANET_COURSE_RUNS", "/tmp/runs")
+    assert str(figures_dir("../figures")) == "/tmp/f"
+    assert str(course_run_dir("../results/course/bianet-cpu-small")) == "/tmp/runs/bianet-cpu-small"
+
+
+def test_compare_printed_numbers_text_and_times():
+    a = "BIANet  0.853  0.882 (12.8 min of training)\nFIGURES_DIR=../figures\n"
+    assert compare_printed(a, "BIANet  0.853  0.882 (3.1 min of training)\nFIGURES_DIR=/tmp/x\n", 0.0) == []
+    assert compare_printed(a, a.replace("0.882", "0.884"), 0.0) == ["0.882 -> 0.884"]
+    assert compare_printed(a, a.replace("0.882", "0.884"), 0.005) == []
+    diff = compare_printed(a, a.replace("BIANet", "baseline"), 0.0)
+    assert len(diff) == 1 and "printed line 1" in diff[0]
+    assert compare_printed("n = 3", "n = 3\nextra 4", 0.0)[0].startswith("text differs at printed line 2")
+
+
+def test_compare_json_skips_times_and_names_each_difference():
+    a = {"metrics": {"vf": {"accuracy": 0.853, "n": 1000}}, "timestamp": "t1", "seconds": 3.0, "route": "c"}
+    b = {"metrics": {"vf": {"accuracy": 0.854, "n": 1000}}, "timestamp": "t2", "seconds": 9.0, "route": "c"}
+    assert compare_json(a, a, 0.0, "r") == []
+    assert compare_json(a, b, 0.0, "r") == ["r: metrics.vf.accuracy 0.853 -> 0.854 (diff +1.00e-03)"]
+    assert compare_json(a, b, 0.002, "r") == []
+    assert compare_json(a, {**b, "route": "x"}, 0.01, "r") == ["r: route 'c' -> 'x'"]
+    assert compare_json([{"e": 1}], [{"e": 1}, {"e": 2}], 0.0, "m") == ["m: 1.e only in the fresh run"]
+
+
+def test_compare_notebooks_cell_by_cell(tmp_path):
+    from nbformat.v4 import new_output
+
+    def nb(folder, value):
+        folder.mkdir()
+        cell = new_code_cell("print(x)", execution_count=1,
+                             outputs=[new_output("stream", name="stdout", text=f"acc {value}\n"),
+                                      new_output("stream", name="stderr", text="noise 123\n")])
+        _write(folder / "06_x.ipynb", [new_code_cell("X = 1", metadata={"tags": ["parameters"]}), cell])
+
+    nb(tmp_path / "a", "0.853")
+    nb(tmp_path / "b", "0.861")
+    diffs, n = compare_notebooks(tmp_path / "a", tmp_path / "b", 0.0)
+    assert diffs == ["06_x.ipynb cell 1: 0.853 -> 0.861"] and n == 1  # stderr is not compared

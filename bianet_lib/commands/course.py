@@ -1,4 +1,10 @@
-"""``bianet course run``: execute the course notebooks in order with papermill."""
+"""``bianet course run``: execute the course notebooks in order with papermill.
+
+``bianet course verify --runs DIR``: the regeneration check behind ``make verify-course``:
+compare course runs trained afresh into DIR (and the notebooks re-executed on them into a work
+folder) with the committed ones, number by number; exit 1 when anything differs beyond
+``--tolerance``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import yaml
 
 from bianet_lib.cli import UsageError
 
-HELP = "run the course notebooks (notebooks/NN_*.ipynb) in order with papermill"
+HELP = "run the course notebooks (notebooks/NN_*.ipynb) in order with papermill, or verify a regeneration"
 
 
 def add_arguments(parser) -> None:
@@ -24,6 +30,15 @@ def add_arguments(parser) -> None:
     run.add_argument("--figures-dir", help="sets the FIGURES_DIR parameter (made absolute)")
     run.add_argument("--output-dir", help="write executed notebooks here instead of in place")
     run.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
+    verify = sub.add_parser("verify", help="compare freshly trained course runs and re-executed notebooks "
+                                           "with the committed ones")
+    verify.add_argument("--runs", required=True, help="folder holding freshly trained bianet-cpu-small/ "
+                                                      "and baseline-cpu-small/")
+    verify.add_argument("--work-dir", required=True, help="where re-executed notebooks and figures go")
+    verify.add_argument("--root", default=".", help="repository root (committed results/, notebooks/, figures/)")
+    verify.add_argument("--tolerance", type=float, default=0.0,
+                        help="largest absolute difference accepted for any number (default 0: bit-identical)")
+    verify.add_argument("--runs-only", action="store_true", help="compare the run folders only, no notebooks")
 
 
 def parse_params(items: list[str]) -> dict:
@@ -35,12 +50,21 @@ def parse_params(items: list[str]) -> dict:
         try:
             params[key.strip()] = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError as exc:
-            raise UsageError(f"--param {key}: cannot read value {value!r}: {exc}") from None
+            problem = str(getattr(exc, "problem", "") or exc.__class__.__name__)
+            raise UsageError(f"--param {key}: cannot read value {value!r} as YAML ({problem})") from None
     return params
 
 
 def run(args) -> int:
-    from bianet_lib.course import NotebookExecutionError, discover_notebooks, run_course
+    from bianet_lib.course import (
+        NotebookExecutionError,
+        UnknownParameterError,
+        discover_notebooks,
+        run_course,
+    )
+
+    if args.action == "verify":
+        return _verify(args)
 
     folder = Path(args.notebooks_dir)
     if not folder.is_dir():
@@ -58,7 +82,26 @@ def run(args) -> int:
         )
     try:
         run_course(folder, args.only, params, args.output_dir, progress_bar=not args.no_progress)
+    except UnknownParameterError as exc:
+        raise UsageError(str(exc)) from None
     except NotebookExecutionError as exc:
         print(f"bianet course: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _verify(args) -> int:
+    from bianet_lib.course import NotebookExecutionError, verify_course
+
+    runs = Path(args.runs)
+    for name in ("bianet-cpu-small", "baseline-cpu-small"):
+        if not (runs / name / "best.pt").is_file():
+            raise UsageError(f"--runs {runs}: no trained {name}/best.pt there (run `make verify-course`)")
+    if args.tolerance < 0:
+        raise UsageError(f"--tolerance {args.tolerance}: must be >= 0")
+    try:
+        n = verify_course(runs, args.work_dir, args.root, args.tolerance, notebooks=not args.runs_only)
+    except NotebookExecutionError as exc:
+        print(f"bianet course: error: {exc}", file=sys.stderr)
+        return 1
+    return 1 if n else 0
