@@ -11,6 +11,7 @@ import torch
 
 from bianet_lib.cli import main
 from bianet_lib.data import synthvox as S
+from bianet_lib.data.interference import fade, split_face_masks, split_voice_masks
 from bianet_lib.data.oracle import VOICE_OBS, OracleMatcher, matching_accuracy, oracle_ceilings
 from bianet_lib.data.trials import make_matching_trials
 
@@ -212,3 +213,135 @@ def test_default_world_bytes_unchanged(tiny_world):
     small = S.WorldConfig(n_train=3, n_val=2, n_test=2, faces_per_id_train=2, voices_per_id_train=2,
                           faces_per_id_eval=2, voices_per_id_eval=2, rho=0.5)  # 64 px, 1 s
     assert world_digest(S.generate_world(small, seed=3)) == DEFAULT_DIGESTS["small64"]
+
+
+# --- local interference with ground truth ----------------------------------------------------
+
+LOCAL = S.WorldConfig.preset("local", **TINY | {"n_test": 5, "faces_per_id_eval": 4,
+                                                "voices_per_id_eval": 4},
+                             face_local_p=0.75, voice_local_p=0.75)
+
+
+@pytest.fixture(scope="module")
+def local_test():
+    return S.generate_split(LOCAL, 3, "test")
+
+
+@pytest.fixture(scope="module")
+def local_twin():
+    return S.regenerate_split(LOCAL, 3, "test", 0.0)
+
+
+def test_local_world_stores_masks_and_kinds(local_test):
+    s = local_test
+    assert s.face_boxes.shape == (20, 4) and s.voice_intervals.shape == (20, 2, 2)
+    assert set(s.face_meta.local_kind) == {"none", "face", "texture"}
+    assert set(s.voice_meta.local_kind) == {"none", "speaker", "noise"}
+    for meta, masks in ((s.face_meta, split_face_masks(s)), (s.voice_meta, split_voice_masks(s))):
+        share = masks.flatten(1).float().mean(1).numpy()
+        assert np.allclose(share, meta.local_share)
+        assert (share[meta.local_kind == "none"] == 0).all()
+    on = s.face_meta.local_kind != "none"
+    assert np.allclose(s.face_meta.local_share[on], 0.3, atol=0.02)
+    assert np.allclose(s.voice_meta.local_share[s.voice_meta.local_kind != "none"], 0.4, atol=1e-3)
+    # distractors: another identity of the split for faces/speakers, none for texture/noise
+    for meta, kind in ((s.face_meta, "face"), (s.voice_meta, "speaker")):
+        rows = meta[meta.local_kind == kind]
+        assert len(rows) and (rows.local_source != rows.identity).all() and rows.local_source.between(0, 4).all()
+        assert (meta[meta.local_kind != kind].local_source == -1).all()
+    # the local world has no unmasked local nuisance: no old occluder, no whole-clip speaker
+    assert (s.face_meta.occluded == 0).all() and np.isneginf(s.voice_meta.overlap_db).all()
+
+
+def test_clean_twin_differs_only_inside_the_mask(local_test, local_twin):
+    s, t = local_test, local_twin
+    assert torch.equal(t.face_boxes[:, 2:] - t.face_boxes[:, :2], torch.zeros(20, 2, dtype=torch.int32))
+    fm, vm = split_face_masks(s), split_voice_masks(s)
+    face_diff = (s.faces != t.faces).any(1)
+    voice_diff = s.voices != t.voices
+    assert not (face_diff & ~fm).any() and not (voice_diff & ~vm).any()
+    # ... and inside it the interference is really there
+    assert (face_diff & fm).sum() > 0.9 * fm.sum() > 0
+    assert (voice_diff & vm).sum() > 0.8 * vm.sum() > 0
+    # the global nuisance is the same: metadata other than the local columns is unchanged
+    for a, b in ((s.face_meta, t.face_meta), (s.voice_meta, t.voice_meta)):
+        cols = [c for c in a if not c.startswith("local_share")]
+        pd.testing.assert_frame_equal(a[cols], b[cols])
+    pd.testing.assert_frame_equal(s.identities, t.identities)
+
+
+def test_clean_samples_byte_identical_to_their_twins(local_test, local_twin):
+    for data, twin, meta in ((local_test.faces, local_twin.faces, local_test.face_meta),
+                             (local_test.voices, local_twin.voices, local_test.voice_meta)):
+        clean = torch.tensor((meta.local_kind == "none").to_numpy())
+        assert 0 < clean.sum() < len(clean)
+        assert data[clean].numpy().tobytes() == twin[clean].numpy().tobytes()
+    # a clean twin of a clean twin is itself; dose 1 reproduces the world
+    again = S.regenerate_split(S.replace(LOCAL, local_scale=0.0), 3, "test", 1.0)
+    assert torch.equal(again.faces, local_twin.faces) and torch.equal(again.voices, local_twin.voices)
+    same = S.regenerate_split(LOCAL, 3, "test", 1.0)
+    assert torch.equal(same.faces, local_test.faces) and torch.equal(same.voices, local_test.voices)
+
+
+def test_patch_lies_where_its_box_says():
+    """Without global nuisance the face inside the box is the distractor's pixels, and the
+    clip minus its twin is the distractor's burst, exactly where the interval says."""
+    cfg = S.replace(LOCAL, face_interference=0.0, voice_interference=0.0, face_local_p=1.0,
+                    voice_local_p=1.0, face_local_kinds="face", voice_local_kinds="speaker")
+    s = S.generate_split(cfg, 4, "test")
+    twin = S.regenerate_split(cfg, 4, "test", 0.0)
+    for j in (0, 5, 11):
+        i = int(s.face_meta.identity[j])
+        patch, box, kind, src = S._local_face(cfg, 4, "test", i, j % 4)
+        assert kind == "face" and src == s.face_meta.local_source[j] and tuple(s.face_boxes[j].tolist()) == box
+        y0, x0, y1, x1 = box
+        expect = np.clip(patch[y0:y1, x0:x1] + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+        assert np.array_equal(s.faces[j, :, y0:y1, x0:x1].numpy(), expect)
+        assert not np.array_equal(twin.faces[j, :, y0:y1, x0:x1].numpy(), expect)
+        # outside the box the face is the clean rendering, identical to the twin's
+        outside = ~split_face_masks(s, [j])[0]
+        assert torch.equal(s.faces[j][:, outside], twin.faces[j][:, outside])
+    diff = (s.voices - twin.voices).numpy()
+    for j in (0, 7):
+        iv = s.voice_intervals[j].numpy()
+        source, _, _, _ = S._local_voice(cfg, 4, "test", int(s.voice_meta.identity[j]), j % 4, 8000)
+        burst = np.zeros(8000)
+        mask = np.zeros(8000, dtype=bool)
+        for a, b in iv:
+            burst[a:b] = source[a:b] * fade(b - a)
+            mask[a:b] = True
+        scale = diff[j][mask] @ burst[mask] / (burst[mask] @ burst[mask])  # = gain / peak
+        assert np.allclose(diff[j], scale * burst, atol=1e-5) and scale > 0
+
+
+def test_local_knobs_deterministic_by_seed_and_dose_scales_shares(local_test):
+    again = S.generate_world(S.replace(LOCAL, n_train=2, n_val=1), seed=3, workers=2)["test"]
+    assert torch.equal(again.faces, local_test.faces) and torch.equal(again.voices, local_test.voices)
+    assert torch.equal(again.face_boxes, local_test.face_boxes)
+    assert torch.equal(again.voice_intervals, local_test.voice_intervals)
+    other = S.generate_split(LOCAL, 4, "test")
+    assert not torch.equal(other.face_boxes, local_test.face_boxes)
+    assert not torch.equal(other.voice_intervals, local_test.voice_intervals)
+    on = (local_test.voice_meta.local_kind != "none").to_numpy()
+    for dose in (0.5, 1.5):
+        d = S.regenerate_split(LOCAL, 3, "test", dose)
+        assert np.allclose(d.voice_meta.local_share[on], 0.4 * dose, atol=1e-3)
+        f_on = (local_test.face_meta.local_kind != "none").to_numpy()
+        assert np.allclose(d.face_meta.local_share[f_on], 0.3 * dose, atol=0.02)
+        assert (d.face_meta.local_kind == local_test.face_meta.local_kind).all()
+        assert (d.voice_meta.local_source == local_test.voice_meta.local_source).all()
+        fm = split_face_masks(d)
+        assert not ((d.faces != local_test.faces).any(1) & ~(fm | split_face_masks(local_test))).any()
+    with pytest.raises(ValueError, match="dose"):
+        S.regenerate_split(LOCAL, 3, "test", -1.0)
+
+
+def test_local_config_validation_names_the_field():
+    for bad in ({"face_local": 1.5}, {"voice_local_p": -0.1}, {"voice_local_db": 40.0},
+                {"voice_local_bursts": 0}, {"local_scale": 9.0}, {"face_local_kinds": "face,blob"},
+                {"voice_local_kinds": ""}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            S.WorldConfig(**bad).validate()
+    with pytest.raises(ValueError, match="preset"):
+        S.WorldConfig.preset("nope")
+    assert S.WorldConfig.preset("default") == S.WorldConfig()

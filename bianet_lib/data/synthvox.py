@@ -9,6 +9,16 @@ voice noise type are drawn from the half predicted by the sex factor (a shortcut
 interference is independent of identity. Interference conditions are per video (a recording
 session shares its scene and its noise), nuisance magnitudes per sample.
 
+Local interference with ground truth (off by default; ``WorldConfig.preset("local")`` turns
+it on): each face may carry a box pasted from the same place of ANOTHER identity's face (of the
+same split) or a textured occluder; each clip may carry time-local bursts of another identity's
+voice or of noise. It draws from its own Generator per sample, so switching it on or scaling it
+(``local_scale``; ``regenerate_split``) leaves every other draw, hence the identity, content and
+global nuisance of each sample, unchanged: a sample at ``local_scale`` 0 is its clean twin and
+differs from it only inside its mask. Boxes and intervals are stored in
+``SplitData.face_boxes`` / ``voice_intervals``; in a local world the global nuisance keeps no
+local part (no occluder, no whole-clip second speaker), so the masks hold all local interference.
+
 Determinism: every identity, video and sample draws from its own numpy Generator seeded by
 (seed, split, identity, ...), so the world is byte-identical whatever the number of workers.
 """
@@ -17,7 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +36,14 @@ import torch
 
 from bianet_lib.data import synthvox_faces as sf
 from bianet_lib.data import synthvox_voices as sv
+from bianet_lib.data.interference import burst_intervals, face_box
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
 SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-_FACE, _VOICE, _VIDEO = 0, 1, 2
+_FACE, _VOICE, _VIDEO, _LOCAL_FACE, _LOCAL_VOICE = 0, 1, 2, 3, 4
+FACE_LOCAL_KINDS = ("face", "texture")     # a patch of another identity's face, a textured occluder
+VOICE_LOCAL_KINDS = ("speaker", "noise")   # bursts of another identity's voice, of white/pink noise
 N_FACE_PRIVATE, N_VOICE_PRIVATE = 15, 10
 # What the shortcut predicts: 'm' identities get the first half of the classes, 'f' the second.
 FACE_BG_HALF = {"m": (0, 1, 2), "f": (3, 4, 5)}
@@ -54,6 +67,31 @@ class WorldConfig:
     rho: float = 0.0                 # train-only shortcut probability
     face_interference: float = 1.0   # 0 = clean faces, 1 = calibrated nuisance
     voice_interference: float = 1.0  # 0 = clean voices, 1 = calibrated nuisance
+    # local interference with ground-truth masks; 0 shares (the default) = off, old world
+    face_local: float = 0.0          # share of the image covered by the box
+    face_local_p: float = 1.0        # probability that a face carries a box
+    face_local_kinds: str = "face"   # comma-separated FACE_LOCAL_KINDS, drawn uniformly
+    voice_local: float = 0.0         # share of the clip covered by the bursts together
+    voice_local_p: float = 1.0       # probability that a clip carries bursts
+    voice_local_db: float = 0.0      # burst level relative to the clean voice's RMS
+    voice_local_kinds: str = "speaker"  # comma-separated VOICE_LOCAL_KINDS, drawn uniformly
+    voice_local_bursts: int = 2      # bursts per clip, one in each of as many equal segments
+    local_scale: float = 1.0         # multiplies both shares (capped at 1): 0 = clean twins
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> WorldConfig:
+        """A named world (PRESETS) with field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"world preset {name!r}: expected one of {tuple(PRESETS)}")
+        return cls(**(PRESETS[name] | overrides))
+
+    @property
+    def local_faces(self) -> bool:
+        return self.face_local > 0
+
+    @property
+    def local_voices(self) -> bool:
+        return self.voice_local > 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -65,9 +103,20 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.face_size must be in 16..512, got {self.face_size}")
         if not 0.25 <= self.clip_seconds <= 30:
             raise ValueError(f"WorldConfig.clip_seconds must be in 0.25..30, got {self.clip_seconds}")
-        for f in ("rho", "face_interference", "voice_interference"):
+        for f in ("rho", "face_interference", "voice_interference", "face_local", "face_local_p",
+                  "voice_local", "voice_local_p"):
             if not 0.0 <= getattr(self, f) <= 1.0:
                 raise ValueError(f"WorldConfig.{f} must be in [0, 1], got {getattr(self, f)}")
+        if not -30.0 <= self.voice_local_db <= 20.0:
+            raise ValueError(f"WorldConfig.voice_local_db must be in [-30, 20], got {self.voice_local_db}")
+        if not 1 <= int(self.voice_local_bursts) <= 16:
+            raise ValueError(f"WorldConfig.voice_local_bursts must be in 1..16, got {self.voice_local_bursts}")
+        if not 0.0 <= self.local_scale <= 4.0:
+            raise ValueError(f"WorldConfig.local_scale must be in [0, 4], got {self.local_scale}")
+        for f, allowed in (("face_local_kinds", FACE_LOCAL_KINDS), ("voice_local_kinds", VOICE_LOCAL_KINDS)):
+            kinds = _kinds(getattr(self, f))
+            if not kinds or not set(kinds) <= set(allowed):
+                raise ValueError(f"WorldConfig.{f} must be a comma list of {allowed}, got {getattr(self, f)!r}")
 
     def n_ids(self, split: str) -> int:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
@@ -77,6 +126,21 @@ class WorldConfig:
         if split == "train":
             return self.faces_per_id_train, self.voices_per_id_train
         return self.faces_per_id_eval, self.voices_per_id_eval
+
+
+def _kinds(spec: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in str(spec).split(",") if k.strip())
+
+
+#: Named worlds. "local": the test-bed of issue 11, global nuisance at a low fixed level and
+#: local, confusable interference with masks (shares and level to be calibrated on the baseline).
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "local": dict(face_interference=0.3, voice_interference=0.3,
+                  face_local=0.3, face_local_kinds="face,texture",
+                  voice_local=0.4, voice_local_db=6.0, voice_local_kinds="speaker,noise",
+                  voice_local_bursts=2),
+}
 
 
 @dataclass(frozen=True)
@@ -170,40 +234,123 @@ def video_conditions(cfg: WorldConfig, seed: int, split: str, i: int,
     return videos
 
 
+def _other(r: np.random.Generator, i: int, n_ids: int) -> int:
+    """Another identity of the split, uniformly (-1 when the split has only one)."""
+    if n_ids < 2:
+        return -1
+    j = int(r.integers(n_ids - 1))
+    return j + (j >= i)
+
+
+def _source_identity(seed: int, split: str, src: int, r: np.random.Generator) -> Identity:
+    """The distractor's identity: identity ``src`` of the split, or nobody's when src is -1."""
+    if src < 0:
+        return make_identity("nobody", r)
+    return make_identity(f"synth_{split}_{src:04d}", np.random.default_rng([seed, _SPLIT_CODE[split], src]))
+
+
+def _local_face(cfg: WorldConfig, seed: int, split: str, i: int, j: int):
+    """(patch or None, box, kind, source identity) of face j of identity i."""
+    r = np.random.default_rng([seed, _SPLIT_CODE[split], i, _LOCAL_FACE, j])
+    kinds = _kinds(cfg.face_local_kinds)
+    present = r.random() < cfg.face_local_p
+    kind = kinds[r.integers(len(kinds))]
+    src = _other(r, i, cfg.n_ids(split))
+    aspect_u, uy, ux = r.random(3)
+    if not present:
+        return None, (0, 0, 0, 0), "none", -1
+    box = face_box(cfg.face_local * cfg.local_scale, aspect_u, uy, ux, cfg.face_size)
+    if kind == "texture":
+        src = -1
+    if box[2] == box[0]:
+        return None, box, kind, src
+    if kind == "texture":
+        return sf.texture_patch(cfg.face_size, r), box, kind, src
+    other = _source_identity(seed, split, src, r)
+    c = sf.draw_face_conditions(int(r.integers(len(sf.BG_COLOURS))),
+                                sf.TEXTURES[r.integers(len(sf.TEXTURES))], cfg.face_interference, r)
+    return sf.base_image(other.face, replace(c, occluded=0.0), cfg.face_size, r), box, kind, src
+
+
+def _local_voice(cfg: WorldConfig, seed: int, split: str, i: int, j: int, n: int):
+    """(source of unit RMS or None, intervals [B, 2], kind, source identity) of clip j of i."""
+    r = np.random.default_rng([seed, _SPLIT_CODE[split], i, _LOCAL_VOICE, j])
+    kinds = _kinds(cfg.voice_local_kinds)
+    present = r.random() < cfg.voice_local_p
+    kind = kinds[r.integers(len(kinds))]
+    src = _other(r, i, cfg.n_ids(split))
+    u = r.random(int(cfg.voice_local_bursts))
+    if not present:
+        return None, np.zeros((len(u), 2), dtype=np.int64), "none", -1
+    intervals = burst_intervals(cfg.voice_local * cfg.local_scale, u, n)
+    if kind == "noise":
+        src = -1
+    if not (intervals[:, 1] > intervals[:, 0]).any():
+        return None, intervals, kind, src
+    if kind == "noise":
+        x = sv.noise(("white", "pink")[r.integers(2)], n, r)
+    else:
+        x = sv.clean_voice(_source_identity(seed, split, src, r).voice, n, r)
+    return x / (np.sqrt(np.mean(x * x)) + 1e-12), intervals, kind, src
+
+
 def _identity_job(job: tuple) -> tuple:
-    """Everything for one identity: (identity row, faces, face rows, voices, voice rows)."""
+    """Everything for one identity: (identity row, faces, face rows, voices, voice rows,
+    face boxes or None, voice intervals or None)."""
     cfg, seed, split, i = job
     code = _SPLIT_CODE[split]
     ident = make_identity(f"synth_{split}_{i:04d}", np.random.default_rng([seed, code, i]))
     videos = video_conditions(cfg, seed, split, i, ident.gender)
     n_faces, n_voices = cfg.per_id(split)
-    faces, face_rows = [], []
+    S = cfg.face_size
+    faces, face_rows, boxes = [], [], []
     for j in range(n_faces):
         r = np.random.default_rng([seed, code, i, _FACE, j])
         video, bg, tex, _ = videos[j % len(videos)]
         c = sf.draw_face_conditions(bg, tex, cfg.face_interference, r)
-        faces.append(sf.render_face(ident.face, c, cfg.face_size, r))
+        local = {}
+        if cfg.local_faces:
+            c = replace(c, occluded=0.0)  # the old occluder is local: the masks must hold it all
+            patch, box, kind, src = _local_face(cfg, seed, split, i, j)
+            faces.append(sf.render_face(ident.face, c, S, r, patch, box))
+            boxes.append(box)
+            local = {"local_kind": kind, "local_source": src,
+                     "local_share": (box[2] - box[0]) * (box[3] - box[1]) / (S * S)}
+        else:
+            faces.append(sf.render_face(ident.face, c, S, r))
         face_rows.append({"identity": i, "video": video, **asdict(c),
                           "interference_strength": sf.interference_strength(c),
-                          "shortcut_aligned": bg in FACE_BG_HALF[ident.gender]})
+                          "shortcut_aligned": bg in FACE_BG_HALF[ident.gender], **local})
     n = int(round(cfg.clip_seconds * SAMPLE_RATE))
-    voices, voice_rows = [], []
+    voices, voice_rows, intervals = [], [], []
     for j in range(n_voices):
         r = np.random.default_rng([seed, code, i, _VOICE, j])
         video, _, _, nt = videos[j % len(videos)]
         c = sv.draw_voice_conditions(nt, cfg.voice_interference, r)
-        voices.append(sv.render_voice(ident.voice, c, n, r))
+        local = {}
+        if cfg.local_voices:
+            c = replace(c, overlap_db=-np.inf)  # a whole-clip second speaker has no local mask
+            source, iv, kind, src = _local_voice(cfg, seed, split, i, j, n)
+            voices.append(sv.render_voice(ident.voice, c, n, r, (source, iv, cfg.voice_local_db)))
+            intervals.append(iv)
+            local = {"local_kind": kind, "local_source": src,
+                     "local_share": float((iv[:, 1] - iv[:, 0]).sum() / n),
+                     "local_db": cfg.voice_local_db if kind != "none" else -np.inf}
+        else:
+            voices.append(sv.render_voice(ident.voice, c, n, r))
         voice_rows.append({"identity": i, "video": video, **asdict(c),
                            "interference_strength": sv.interference_strength(c),
-                           "shortcut_aligned": nt in VOICE_NOISE_HALF[ident.gender]})
-    return identity_row(ident), np.stack(faces), face_rows, np.stack(voices), voice_rows
+                           "shortcut_aligned": nt in VOICE_NOISE_HALF[ident.gender], **local})
+    return (identity_row(ident), np.stack(faces), face_rows, np.stack(voices), voice_rows,
+            np.array(boxes, dtype=np.int32) if cfg.local_faces else None,
+            np.stack(intervals).astype(np.int32) if cfg.local_voices else None)
 
 
 def generate_split(cfg: WorldConfig, seed: int, split: str, pool=None) -> SplitData:
     """One split of the world; ``pool`` (a multiprocessing pool) only changes the speed."""
     jobs = [(cfg, seed, split, i) for i in range(cfg.n_ids(split))]
     results = pool.map(_identity_job, jobs, chunksize=4) if pool else map(_identity_job, jobs)
-    ids, faces, frows, voices, vrows = zip(*results, strict=True)
+    ids, faces, frows, voices, vrows, boxes, intervals = zip(*results, strict=True)
     return SplitData(
         name=split,
         faces=torch.from_numpy(np.concatenate(faces)),
@@ -211,7 +358,24 @@ def generate_split(cfg: WorldConfig, seed: int, split: str, pool=None) -> SplitD
         face_meta=pd.DataFrame([r for rows in frows for r in rows]),
         voice_meta=pd.DataFrame([r for rows in vrows for r in rows]),
         identities=pd.DataFrame(list(ids)),
+        face_boxes=torch.from_numpy(np.concatenate(boxes)) if cfg.local_faces else None,
+        voice_intervals=torch.from_numpy(np.concatenate(intervals)) if cfg.local_voices else None,
     )
+
+
+def regenerate_split(cfg: WorldConfig, seed: int, split: str, dose: float,
+                     workers: int = 1) -> SplitData:
+    """The split's samples again with the local interference's shares scaled by ``dose``
+    (0 = clean twins; 0.5, 1, 1.5 for dose-response): same identities, content, global
+    nuisance, kinds, distractors and relative box/burst positions; dose 1 reproduces the split."""
+    if not 0.0 <= dose * cfg.local_scale <= 4.0:
+        raise ValueError(f"dose must keep local_scale * dose in [0, 4], got dose {dose}")
+    twin = replace(cfg, local_scale=cfg.local_scale * dose)
+    twin.validate()
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return generate_split(twin, seed, split, pool)
+    return generate_split(twin, seed, split)
 
 
 def generate_world(cfg: WorldConfig, seed: int, workers: int = 1) -> dict[str, SplitData]:
@@ -269,6 +433,19 @@ def _wen_rows(split: str) -> pd.DataFrame:
     return table[table["Set"] != "none"].reset_index(drop=True)
 
 
+def _with_masks(meta: pd.DataFrame, spans: torch.Tensor | None) -> pd.DataFrame:
+    """Metadata plus the box (faces) or interval (voices) columns the masks are rebuilt from."""
+    if spans is None:
+        return meta
+    a = spans.numpy()
+    if a.ndim == 2:
+        cols = {f"local_{k}": a[:, m] for m, k in enumerate(("y0", "x0", "y1", "x1"))}
+    else:
+        cols = {f"local_{k}_{b}": a[:, b, m] for b in range(a.shape[1])
+                for m, k in enumerate(("start", "end"))}
+    return meta.assign(**cols)
+
+
 def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.DataFrame:
     """Write the world in VoxCeleb layout so the real-data pipeline can read it.
 
@@ -277,7 +454,9 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
     video). Each synthetic identity borrows the ID and name of one usable row of Wen et al.'s
     split CSV of the same split, in order, so ``bianet index --split wen`` applies unchanged;
     Gender is the synthetic identity's. Also writes ``vox1_meta.csv`` (VoxCeleb1 columns plus
-    split and latent factors) and ``voice_meta.csv`` / ``face_meta.csv`` (path + interference).
+    split and latent factors) and ``voice_meta.csv`` / ``face_meta.csv`` (path + interference;
+    in a local world also the masks: ``local_y0, local_x0, local_y1, local_x1`` per face,
+    ``local_start_b, local_end_b`` per burst b of a clip).
     Returns the identity table.
     """
     import soundfile
@@ -296,8 +475,8 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
             meta_rows.append({"VoxCeleb1 ID": vox_id, "VGGFace1 ID": vgg, "Gender": ident["gender"],
                               "Nationality": "Synthland", "Set": "dev", "split": split,
                               **ident.to_dict()})
-        for modality, meta, rows in (("voice", data.voice_meta, voice_rows),
-                                     ("face", data.face_meta, face_rows)):
+        for modality, meta, rows in (("voice", _with_masks(data.voice_meta, data.voice_intervals), voice_rows),
+                                     ("face", _with_masks(data.face_meta, data.face_boxes), face_rows)):
             counter: dict[str, int] = {}
             for j, rec in enumerate(meta.to_dict("records")):
                 i = rec["identity"]

@@ -132,9 +132,10 @@ def _background(c: FaceConditions, size: int, rng: np.random.Generator) -> np.nd
     return img
 
 
-def render_face(p: FaceParams, c: FaceConditions, out_size: int,
-                rng: np.random.Generator) -> np.ndarray:
-    """The image as stored: uint8 [3, S, S]."""
+def base_image(p: FaceParams, c: FaceConditions, out_size: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """The posed face on its background, blurred, at output size: float32 [S, S, 3] before the
+    per-pixel processing (lighting, occluder, pixel noise) of ``render_face``."""
     C = 2 * out_size
     layer = _face_layer(p, C)
     # inverse affine (output -> input) of scale s, rotation a and shift t about the centre
@@ -148,7 +149,42 @@ def render_face(p: FaceParams, c: FaceConditions, out_size: int,
     img = Image.alpha_composite(bg, layer).convert("RGB")
     if c.blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(2 * c.blur))
-    x = np.asarray(img.reduce(2), dtype=np.float32)
+    return np.asarray(img.reduce(2), dtype=np.float32)
+
+
+def texture_patch(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A textured occluder image, float32 [S, S, 3]: stripes or a checkerboard of two random
+    colours, or coloured blotches (each a third of the time)."""
+    c1, c2 = rng.uniform(0, 255, size=(2, 3))
+    kind = rng.integers(3)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    if kind == 0:
+        ang = rng.uniform(0, np.pi)
+        t = np.sin(2 * np.pi * rng.uniform(4, 10) * (np.cos(ang) * xx + np.sin(ang) * yy)) > 0
+    elif kind == 1:
+        f = rng.uniform(3, 8)
+        t = (np.floor(f * xx) + np.floor(f * yy)) % 2 > 0
+    else:
+        low = rng.uniform(0, 1, size=(5, 5)).astype(np.float32)
+        t = np.asarray(Image.fromarray(low, mode="F").resize((size, size), Image.BICUBIC))
+    t = np.clip(np.asarray(t, dtype=np.float32), 0, 1)[..., None]
+    return (t * c1 + (1 - t) * c2).astype(np.float32)
+
+
+def render_face(p: FaceParams, c: FaceConditions, out_size: int, rng: np.random.Generator,
+                patch: np.ndarray | None = None,
+                box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The image as stored: uint8 [3, S, S].
+
+    ``patch`` (float [S, S, 3]) and ``box`` (y0, x0, y1, x1): local interference, pasted from
+    the same place of ``patch`` before the per-pixel processing (lighting, pixel noise,
+    clipping), which is therefore applied identically with and without it: the image differs
+    from its clean twin only inside the box.
+    """
+    x = base_image(p, c, out_size, rng)
+    if patch is not None and box is not None:
+        y0, x0, y1, x1 = box
+        x[y0:y1, x0:x1] = patch[y0:y1, x0:x1]
     S = out_size
     yy, xx = np.mgrid[0:S, 0:S] / S - 0.5
     ang = rng.uniform(0, 2 * np.pi)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
+from bianet_lib.data.interference import fade
+
 SR = 16_000
 
 # Peterson & Barney (1952) adult-male F1/F2/F3 means for seven vowels, in Hz.
@@ -181,9 +183,16 @@ def interference_strength(c: VoiceConditions) -> float:
     return float(0.5 * noise_term + 0.25 * room_term + 0.25 * overlap_term)
 
 
-def render_voice(p: VoiceParams, c: VoiceConditions, n: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """The clip as stored: clean voice + interference, peak-normalised float32."""
+def render_voice(p: VoiceParams, c: VoiceConditions, n: int, rng: np.random.Generator,
+                 local: tuple[np.ndarray, np.ndarray, float] | None = None) -> np.ndarray:
+    """The clip as stored: clean voice + interference, peak-normalised float32.
+
+    ``local`` = (source [n] of unit RMS, intervals [B, 2], level dB): time-local bursts of the
+    source, at ``level`` dB relative to the clean voice's RMS, with short fades inside each
+    interval, added after the room and the noise. The peak normalisation then uses the peak of
+    the clip without the bursts, so the clip differs from its clean twin only inside the
+    intervals (its peak may exceed 1 there).
+    """
     x = clean_voice(p, n, rng)
     rms = np.sqrt(np.mean(x * x)) + 1e-12
     if np.isfinite(c.overlap_db):
@@ -192,4 +201,12 @@ def render_voice(p: VoiceParams, c: VoiceConditions, n: int,
     x = _room(x, c.room, rng)
     if np.isfinite(c.snr_db):
         x = x + noise(c.noise_type, n, rng) * rms * 10 ** (-c.snr_db / 20)
-    return (x / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
+    if local is None:
+        return (x / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
+    source, intervals, level_db = local
+    bursts = np.zeros(n)
+    gain = rms * 10 ** (level_db / 20)
+    for a, b in intervals:
+        if b > a:
+            bursts[a:b] = source[a:b] * gain * fade(b - a)
+    return ((x + bursts) / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
