@@ -1,0 +1,210 @@
+"""Model-agnostic mechanism endpoints for a world with local interference (issue 11).
+
+Every function takes a scorer of the evaluator's shape (``embed``, ``match_logits``; see
+``bianet_lib.evaluate.Scorer``, e.g. ``BIANetScorer``) or plain tensors, never a model class:
+
+1. ``attention_mass_on_mask``: the attention mass on the ground-truth interference tokens
+   against their area share (what attention blind to the interference would give);
+2. ``clean_twin_drop``: per-trial 1:K correctness on a split and on its clean twin
+   (``synthvox.regenerate_split(..., dose=0)``), the drop per model and the paired difference
+   between models on the same trials, with bootstrap intervals over query identities;
+3. ``dose_response``: accuracy at several test-time interference strengths, no retraining;
+5. ``neutral_fill``: the split with every interference region replaced by a neutral fill (the
+   input side of a "perfect attention" ceiling).
+
+Bootstrap intervals resample query identities (clusters) with replacement, because the trials
+of one identity share its samples and are not independent.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from bianet_lib import metrics
+from bianet_lib.data.interference import split_face_masks, split_voice_masks
+from bianet_lib.data.types import SplitData
+
+#: Trials scored per call to ``match_logits`` (bounds the [T, K, ...] candidate tensor).
+CHUNK = 4096
+DOSES = (0.0, 0.5, 1.0, 1.5)
+
+
+# --- 1. attention mass ------------------------------------------------------------------------
+def attention_mass_on_mask(attn: torch.Tensor, token_share: torch.Tensor,
+                           threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mass [B], baseline [B]) of token attention ``attn`` [B, N, N] (rows = queries) on the
+    interference tokens given by ``token_share`` [B, N] (share of each token covered by the
+    mask, e.g. from ``interference.token_share_2d``).
+
+    mass: mean over query rows of sum_j a_ij s_j / sum_j a_ij (rows with zero total are left
+    out); baseline: mean_j s_j, the mass of uniform attention. With ``threshold`` the shares
+    are first binarised (s_j >= threshold). Attention entirely on fully covered tokens scores 1;
+    a sample without interference has mass = baseline = 0.
+    """
+    if attn.ndim != 3 or attn.shape[1] != attn.shape[2]:
+        raise ValueError(f"attn must be [B, N, N], got {tuple(attn.shape)}")
+    if tuple(token_share.shape) != tuple(attn.shape[:2]):
+        raise ValueError(f"token_share must be [B, N] = {tuple(attn.shape[:2])}, got {tuple(token_share.shape)}")
+    a = attn.detach().to(torch.float64)
+    s = token_share.detach().to(torch.float64)
+    if threshold is not None:
+        s = (s >= threshold).to(torch.float64)
+    total = a.sum(-1)
+    on_mask = (a @ s[..., None])[..., 0]
+    valid = total > 0
+    row_mass = torch.where(valid, on_mask / torch.where(valid, total, torch.ones_like(total)), 0.0)
+    mass = row_mass.sum(-1) / valid.sum(-1).clamp(min=1)
+    return mass.float(), s.mean(-1).float()
+
+
+# --- trial correctness and the bootstrap ------------------------------------------------------
+def _modalities(direction: str) -> tuple[str, str]:
+    if direction not in ("vf", "fv"):
+        raise ValueError(f"trials.direction must be 'vf' or 'fv', got {direction!r}")
+    return ("voice", "face") if direction == "vf" else ("face", "voice")
+
+
+def _ids(split: SplitData, modality: str) -> np.ndarray:
+    return (split.voice_meta if modality == "voice" else split.face_meta)["identity"].to_numpy()
+
+
+def query_identities(split: SplitData, trials) -> np.ndarray:
+    """The identity of each trial's query: the cluster of the bootstrap."""
+    return _ids(split, _modalities(trials.direction)[0])[np.asarray(trials.query)]
+
+
+@torch.no_grad()
+def trial_correct(scorer, split: SplitData, trials, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """bool [T]: whether the scorer's highest-scored candidate is the target, per matching trial
+    (ties broken at random with ``seed``, as ``metrics.matching_correct``)."""
+    q_mod, c_mod = _modalities(trials.direction)
+    query = np.asarray(trials.query)
+    cands = np.asarray(trials.candidates)
+    target = np.asarray(trials.target)
+    q_id, c_id = _ids(split, q_mod)[query], _ids(split, c_mod)[cands]
+    if not (c_id[np.arange(len(target)), target] == q_id).all():
+        raise ValueError(f"split {split.name!r}: the target candidate of some trial is not of the "
+                         "query's identity (trials made on another split?)")
+    emb = {m: scorer.embed(split, m, batch_size) for m in (q_mod, c_mod)}
+    q, c = torch.as_tensor(query), torch.as_tensor(cands)
+    logits = torch.cat([scorer.match_logits(emb[q_mod][q[i:i + CHUNK]], emb[c_mod][c[i:i + CHUNK]]).float().cpu()
+                        for i in range(0, len(q), CHUNK)])
+    return metrics.matching_correct(logits, target, seed)
+
+
+def bootstrap_mean_ci(values, clusters, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and a percentile interval from resampling
+    whole clusters (e.g. query identities) with replacement."""
+    v = np.asarray(values, dtype=float)
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    if len(v) == 0 or len(inverse) != len(v):
+        raise ValueError(f"values and clusters must be non-empty and of one length, got {len(v)}, {len(inverse)}")
+    sums = np.bincount(inverse, weights=v)
+    counts = np.bincount(inverse).astype(float)
+    n = len(sums)
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    stats = (draws @ sums) / (draws @ counts)
+    alpha = (1 - level) / 2
+    return float(v.mean()), float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
+def _same_samples(a: SplitData, b: SplitData) -> None:
+    for m in ("voice", "face"):
+        if not np.array_equal(_ids(a, m), _ids(b, m)):
+            raise ValueError(f"splits {a.name!r} and {b.name!r} do not hold the same {m} samples; "
+                             "a clean twin must come from regenerate_split of the same world")
+
+
+def _interval(mean_lo_hi: tuple[float, float, float]) -> dict:
+    mean, lo, hi = mean_lo_hi
+    return {"mean": mean, "ci": [lo, hi]}
+
+
+# --- 2. clean-twin drop -----------------------------------------------------------------------
+def clean_twin_drop(scorers: Mapping[str, object], split: SplitData, twin: SplitData, trials,
+                    n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Per trial, correct on the clean twin minus correct on the split (1 = interference turned
+    a right answer wrong), for each named scorer on the SAME trials; and, for each pair of
+    scorers (a, b) in the given order, the paired difference drop_a - drop_b. Means with
+    bootstrap intervals over query identities. ``per_trial`` holds the drops [T] per model."""
+    _same_samples(split, twin)
+    clusters = query_identities(split, trials)
+    out: dict = {"n_trials": len(clusters), "n_identities": int(len(np.unique(clusters))),
+                 "level": level, "models": {}, "paired": {}, "per_trial": {}}
+    for name, scorer in scorers.items():
+        hit = trial_correct(scorer, split, trials, seed).astype(float)
+        clean = trial_correct(scorer, twin, trials, seed).astype(float)
+        drop = clean - hit
+        out["per_trial"][name] = drop
+        out["models"][name] = {"accuracy": float(hit.mean()), "clean_accuracy": float(clean.mean()),
+                               "drop": _interval(bootstrap_mean_ci(drop, clusters, n_boot, seed, level))}
+    names = list(scorers)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = out["per_trial"][a] - out["per_trial"][b]
+            out["paired"][f"{a} - {b}"] = _interval(bootstrap_mean_ci(diff, clusters, n_boot, seed, level))
+    return out
+
+
+# --- 3. dose-response -------------------------------------------------------------------------
+def dose_response(scorer, splits: Mapping[float, SplitData] | Callable[[float], SplitData], trials,
+                  doses=DOSES, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Accuracy of one (already trained) scorer on the same trials at each test-time
+    interference dose; ``splits`` maps a dose to its split or regenerates it (e.g.
+    ``lambda d: synthvox.regenerate_split(cfg, seed, "test", d)``). ``loss`` per dose: accuracy
+    at the smallest dose minus accuracy at this dose, paired per trial, with a bootstrap
+    interval over query identities."""
+    doses = sorted(float(d) for d in doses)
+    get = splits.__getitem__ if isinstance(splits, Mapping) else splits
+    correct, clusters, first = {}, None, None
+    for d in doses:
+        s = get(d)
+        if first is None:
+            first, clusters = s, query_identities(s, trials)
+        else:
+            _same_samples(first, s)
+        correct[d] = trial_correct(scorer, s, trials, seed).astype(float)
+    base = correct[doses[0]]
+    return {"doses": doses, "accuracy": [float(correct[d].mean()) for d in doses],
+            "loss": [_interval(bootstrap_mean_ci(base - correct[d], clusters, n_boot, seed, level))
+                     for d in doses],
+            "n_trials": len(base), "level": level}
+
+
+# --- 5. neutral fill --------------------------------------------------------------------------
+def fill_faces(faces: torch.Tensor, masks: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """uint8 [N, 3, S, S] with the pixels of ``masks`` [N, S, S] replaced by a neutral value:
+    ``mean`` = the image's per-channel mean over its unmasked pixels (grey 128 if none),
+    ``grey`` = 128."""
+    if mode not in ("mean", "grey"):
+        raise ValueError(f"face fill mode must be 'mean' or 'grey', got {mode!r}")
+    out = faces.clone()
+    m = masks[:, None].expand_as(faces)
+    if mode == "grey":
+        return out.masked_fill(m, 128)
+    keep = (~masks)[:, None].float()
+    n_keep = keep.sum((2, 3))
+    mean = (faces.float() * keep).sum((2, 3)) / n_keep.clamp(min=1)
+    mean = torch.where(n_keep > 0, mean, torch.full_like(mean, 128.0))
+    fill = mean.round().clamp(0, 255).to(torch.uint8)[..., None, None].expand_as(faces)
+    return torch.where(m, fill, out)
+
+
+def fill_voices(voices: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """[N, L] with the samples of ``masks`` [N, L] set to silence (0)."""
+    return voices.masked_fill(masks, 0.0)
+
+
+def neutral_fill(split: SplitData, face_mode: str = "mean") -> SplitData:
+    """A copy of ``split`` whose interference regions (its boxes and intervals) hold a neutral
+    fill (see ``fill_faces``; voices: silence); metadata, masks and everything else unchanged."""
+    return SplitData(name=f"{split.name}-filled",
+                     faces=fill_faces(split.faces, split_face_masks(split), face_mode),
+                     voices=fill_voices(split.voices, split_voice_masks(split)),
+                     face_meta=split.face_meta, voice_meta=split.voice_meta,
+                     identities=split.identities, face_boxes=split.face_boxes,
+                     voice_intervals=split.voice_intervals)
