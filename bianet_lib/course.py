@@ -395,10 +395,9 @@ def compare_runs(committed_dir: Path, fresh_dir: Path, tolerance: float) -> list
 
 
 def _compare_weights(a: Path, b: Path, tolerance: float, label: str) -> list[str]:
-    import torch
+    from bianet_lib.safeio import read_checkpoint
 
-    sa = torch.load(a, map_location="cpu", weights_only=False)["model"]
-    sb = torch.load(b, map_location="cpu", weights_only=False)["model"]
+    sa, sb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
     if set(sa) != set(sb):
         return [f"{label}/best.pt: different parameter names"]
     worst = max(((sa[k].double() - sb[k].double()).abs().max().item() if sa[k].numel() else 0.0, k)

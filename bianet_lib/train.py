@@ -8,6 +8,7 @@ validation split only (1:2 V-F and F-V on fixed seeded trials), never the test s
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -29,6 +30,7 @@ from bianet_lib.data.types import SplitData
 from bianet_lib.losses import discriminator_loss, generator_adversarial_loss, metric_loss
 from bianet_lib.metrics import matching_accuracy
 from bianet_lib.model import BIANet
+from bianet_lib.provenance import write_provenance
 from bianet_lib.safeio import (
     CheckpointError,
     FileLock,
@@ -245,6 +247,7 @@ class Trainer:
         elif self.dist.is_main:
             (self.run_dir / BEST).unlink(missing_ok=True)  # an earlier attempt's, not this run's
             self.cfg.to_yaml(self.run_dir / CONFIG)
+            write_provenance(self.run_dir, self.cfg)  # code hash, config schema, threads (provenance.py)
             atomic_write_text(self.run_dir / METRICS, "")
         history = []
         while self.epoch < self.cfg.epochs:
@@ -257,7 +260,9 @@ class Trainer:
                 self.best_val = record["val_acc"]
                 if self.dist.is_main:
                     self.best_state = {"epoch": self.epoch, "step": self.step, "best_val": self.best_val,
-                                       "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+                                       # deepcopy keeps the OrderedDict and its _metadata, so
+                                       # best.pt has the same bytes whether written now or on resume
+                                       "model": copy.deepcopy(self.model.state_dict())}
             if self.dist.is_main:
                 self.save_checkpoint(latest)  # the commit point
                 self._write_derived(best=improved)
