@@ -345,3 +345,30 @@ def test_local_config_validation_names_the_field():
     with pytest.raises(ValueError, match="preset"):
         S.WorldConfig.preset("nope")
     assert S.WorldConfig.preset("default") == S.WorldConfig()
+
+
+def test_synth_command_local_writes_masks(tmp_path, capsys):
+    out = tmp_path / "w"
+    rc = main(["synth", "--out", str(out), "--preset", "local", "--n-train", "2", "--n-val", "1",
+               "--n-test", "2", "--per-id-train", "2", "--per-id-eval", "2", "--workers", "1",
+               "--face-size", "32", "--clip-seconds", "0.5", "--voice-local-bursts", "3",
+               "--face-local", "0.2"])
+    assert rc == 0
+    assert "local interference on 1.00 of faces" in capsys.readouterr().out
+    world = S.generate_world(S.WorldConfig.preset(
+        "local", n_train=2, n_val=1, n_test=2, faces_per_id_train=2, voices_per_id_train=2,
+        faces_per_id_eval=2, voices_per_id_eval=2, face_size=32, clip_seconds=0.5,
+        voice_local_bursts=3, face_local=0.2), seed=0)
+    faces, voices = pd.read_csv(out / "face_meta.csv"), pd.read_csv(out / "voice_meta.csv")
+    for split in S.SPLITS:
+        f, v = faces[faces.split == split], voices[voices.split == split]
+        boxes = f[["local_y0", "local_x0", "local_y1", "local_x1"]].to_numpy()
+        assert np.array_equal(boxes, world[split].face_boxes.numpy())
+        iv = v[[f"local_{k}_{b}" for b in range(3) for k in ("start", "end")]].to_numpy()
+        assert np.array_equal(iv.reshape(-1, 3, 2), world[split].voice_intervals.numpy())
+    assert np.allclose(faces.local_share, 0.2, atol=0.02)
+    bad = ["synth", "--out", str(tmp_path / "x"), "--preset", "local"]
+    assert main(bad + ["--voice-local-db", "99"]) == 2
+    assert "voice_local_db" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "y"), "--preset", "loud"]) == 2
+    assert "preset" in capsys.readouterr().err
