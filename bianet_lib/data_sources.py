@@ -3,8 +3,8 @@
 ``cfg.data == "synthvox"``: a SynthVox world built from the config's world fields, cached as
 one ``.pt`` file keyed by the WorldConfig and seed, so repeated runs, ``bianet evaluate`` and
 notebooks load it instead of regenerating it. ``cfg.data == "voxceleb"``: ``build_index`` over
-``audio_root``/``face_root`` for ``cfg.split``, then ``load_split`` (decoded arrays cached in
-``cache_dir``).
+``audio_root``/``face_root`` for ``cfg.split``, then one on-disk feature store per split
+(``bianet_lib.data.store``, under ``cache_dir``): splits read per item, memory bounded.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def _synthvox(cfg: BIANetConfig, workers: int, use_cache: bool) -> dict[str, Spl
 
 
 def _voxceleb(cfg: BIANetConfig) -> dict[str, SplitData]:
-    from bianet_lib.data.voxceleb import build_index, load_split
+    """Index the roots, then each split's feature store (built on first use, reused after):
+    splits whose samples are read per item from disk, never all held in memory."""
+    from bianet_lib.data.store import StoreSettings, open_or_build
+    from bianet_lib.data.voxceleb import build_index
 
     if not cfg.audio_root or not cfg.face_root:
         raise ValueError("data=voxceleb needs config fields audio_root and face_root")
@@ -95,8 +99,41 @@ def _voxceleb(cfg: BIANetConfig) -> dict[str, SplitData]:
         if not Path(getattr(cfg, name)).is_dir():
             raise ValueError(f"config field {name}={getattr(cfg, name)!r}: not a directory")
     index, report = build_index(cfg.audio_root, cfg.face_root, cfg.split)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    settings = StoreSettings(clip_seconds=cfg.clip_seconds, face_size=cfg.face_size)
     world = {}
     for split in ("train", "val", "test"):
-        world[split], report = load_split(index, split, cfg.clip_seconds, cfg.face_size,
-                                          cfg.cache_dir, report)
+        rows = index[index["split"] == split]
+        if rows.empty:
+            raise ValueError(f"split {split!r} has no files in the index")
+        world[split], built = open_or_build(rows, cache, split, settings)
+        report.files += built.skipped
+        report.identities += built.dropped_identities
+        _check_m4a(rows, built.skipped)
+    summary = report.summary()
+    for split in world.values():
+        split.skip_summary = summary
+    print(report.headline(), file=sys.stderr)
     return world
+
+
+def _check_m4a(rows, skipped) -> None:
+    bad = {p for p, r in skipped if p.endswith(".m4a") and r.startswith("cannot decode")}
+    m4a = [p for p in rows["path"] if p.endswith(".m4a")]
+    if m4a and set(m4a) <= bad:
+        raise ValueError(f"{m4a[0]}: no .m4a file could be decoded; install ffmpeg (audioread "
+                         "uses it) or convert VoxCeleb2 audio to .wav")
+
+
+def save_skip_report(world: dict[str, SplitData], run_dir: str | Path) -> Path | None:
+    """Write the data's skip report (every skipped file and identity, with its reason) to
+    ``run_dir/skipped.txt``; None for sources without one (SynthVox)."""
+    summary = getattr(world.get("train"), "skip_summary", "")
+    if not summary:
+        return None
+    path = Path(run_dir) / "skipped.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(summary + "\n")
+    os.replace(tmp, path)
+    return path

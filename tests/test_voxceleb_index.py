@@ -6,8 +6,10 @@ import shutil
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile
+import torch
 
 from bianet_lib.cli import main
 from bianet_lib.data.synthvox import WorldConfig, generate_world, write_voxceleb_tree
@@ -109,3 +111,54 @@ def test_index_command(tree, tmp_path, capsys):
     assert main(["index", "--audio-root", str(root / "nope"), "--face-root", str(root),
                  "--split", "wen"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_index_out_lists_only_usable_files_and_the_rejected_with_reasons(tree, tmp_path, capsys):
+    root, _, _, broken = tree
+    out = tmp_path / "index.csv"
+    argv = ["index", "--audio-root", str(root / "wav"), "--face-root", str(root / "faces"),
+            "--split", "wen", "--out", str(out), "--workers", "1"]
+    assert main(argv) == 0  # without --validate: nothing decoded, and it says so
+    text = capsys.readouterr().out
+    assert "skipped files: 0" not in text and "files not decoded" in text
+    assert "dropped identities: 1" in text
+    assert main(argv + ["--validate", "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = capsys.readouterr().out
+    assert "skipped files: 3" in text and "feature store" in text
+    usable = pd.read_csv(out)
+    rejected = pd.read_csv(tmp_path / "index.rejected.csv")
+    assert not set(broken) & set(usable.path)
+    assert set(broken) <= set(rejected.path)
+    # id10310 lost both voices: its face files are rejected too, with the identity's reason
+    assert "id10310" not in set(usable.identity)
+    assert rejected.reason.str.contains("identity id10310 dropped: no usable voice files").any()
+    assert len(usable) + len(rejected) == len(build_index(root / "wav", root / "faces", "wen")[0])
+    assert "NaN or infinite samples" in set(rejected.reason)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--clip-seconds", "-1", "--validate"], "--clip-seconds must be > 0"),
+    (["--out", "/nonexistent/folder/i.csv"], "folder /nonexistent/folder does not exist"),
+    (["--min-seconds", "0"], "--min-seconds must be > 0"),
+])
+def test_index_bad_values_exit_2_before_work(tree, capsys, extra, message):
+    root, _, _, _ = tree
+    assert main(["index", "--audio-root", str(root / "wav"), "--face-root", str(root / "faces"),
+                 "--split", "wen", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_corrupt_cache_entry_is_reported_and_rebuilt(tree, tmp_path, capfd):
+    root, _, _, _ = tree
+    index, _ = build_index(root / "wav", root / "faces", "wen")
+    first, _ = load_split(index, "val", 1.0, 32, cache_dir=tmp_path / "c")
+    entry = sorted((tmp_path / "c").glob("*.npz"))[0]
+    entry.write_bytes(entry.read_bytes()[:40])  # a kill during the old non-atomic np.savez
+    again, _ = load_split(index, "val", 1.0, 32, cache_dir=tmp_path / "c")
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "is corrupt (BadZipFile); rebuilt" in err
+    assert torch.equal(again.voices, first.voices) and torch.equal(again.faces, first.faces)
+    load_split(index, "val", 1.0, 32, cache_dir=tmp_path / "c")
+    assert capfd.readouterr().err == ""
+    assert not list((tmp_path / "c").glob(".*.tmp"))

@@ -147,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
             world = load_world_ranked(cfg)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if Distributed.from_env().is_main:  # skips are never silent: saved beside the run
+            from bianet_lib.data_sources import save_skip_report
+
+            saved = save_skip_report(world, run_dir)
+            if saved:
+                print(f"skip report written to {saved}")
         try:  # bad combinations the data reveals (batch_size > identities) are refused here
             trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=not args.no_progress)
         except ValueError as exc:

@@ -10,13 +10,17 @@ Splits:
   identities sorted by ID, shuffled by numpy default_rng(0), cut in that order.
 - "vox2-test": every identity of a file the user passes (one ID per line, optionally a name
   after a comma or whitespace; a header line starting with a non-ID is skipped), all "test".
-Every file is decoded and checked before any training; bad files are skipped and reported.
+Every file is decoded and checked before any training (``load_split`` in memory, or the feature
+store of ``store.py``); bad files are skipped and reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bianet_lib.data.audio import load_clip
+from bianet_lib.data.audio import MIN_SECONDS, load_clip
 from bianet_lib.data.errors import BadInputError
 from bianet_lib.data.faces import load_face
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
@@ -49,6 +53,13 @@ class SkipReport:
     def counts(self) -> Counter:
         """Skipped files per reason category (the reason up to any parenthesis)."""
         return Counter(reason.split(" (")[0] for _, reason in self.files)
+
+    def headline(self) -> str:
+        """One line: how many files and identities were left out, by reason."""
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.counts().items()))
+        return (f"skipped files: {len(self.files)}" + (f" ({reasons})" if reasons else "")
+                + f"; dropped identities: {len(self.identities)}"
+                + f"; unknown folders: {len(self.unknown_folders)}")
 
     def summary(self) -> str:
         lines = [f"skipped files: {len(self.files)}"]
@@ -150,24 +161,37 @@ def _cache_path(cache_dir: Path, path: str, tag: str) -> Path:
 
 
 def _load_cached(path: str, modality: str, clip_seconds: float, face_size: int,
-                 cache_dir: Path | None) -> np.ndarray:
-    tag = f"{modality}|{clip_seconds}|{face_size}"
+                 cache_dir: Path | None, min_seconds: float = MIN_SECONDS) -> np.ndarray:
+    """Decode one file, through the per-file cache when ``cache_dir`` is set. Cache writes are
+    atomic (temporary file, then rename); an unreadable entry is reported in one line on stderr
+    and rebuilt."""
+    tag = f"{modality}|{clip_seconds}|{face_size}|{min_seconds}"
     cached = _cache_path(cache_dir, path, tag) if cache_dir else None
     if cached is not None and cached.is_file():
-        return np.load(cached)["x"]
-    x = (load_clip(path, seconds=clip_seconds) if modality == "voice"
+        try:
+            with np.load(cached) as npz:
+                return npz["x"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            print(f"cache entry {cached} (for {path}) is corrupt ({type(exc).__name__}); rebuilt",
+                  file=sys.stderr)
+    x = (load_clip(path, seconds=clip_seconds, min_seconds=min_seconds) if modality == "voice"
          else load_face(path, face_size).numpy())
     if cached is not None:
-        np.savez(cached, x=x)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=x)
+        os.replace(tmp, cached)
     return x
 
 
 def load_split(index: pd.DataFrame, split_name: str, clip_seconds: float, face_size: int,
                cache_dir: str | Path | None = None,
-               report: SkipReport | None = None) -> tuple[SplitData, SkipReport]:
-    """Decode and check every file of one split (train/val/test); return SplitData and the
-    skip report (files skipped with their reason, identities dropped for a missing modality).
-    ``cache_dir`` keeps preprocessed arrays keyed by path, mtime, size and settings."""
+               report: SkipReport | None = None,
+               min_seconds: float = MIN_SECONDS) -> tuple[SplitData, SkipReport]:
+    """Decode and check every file of one split (train/val/test) into memory; return SplitData
+    and the skip report (files skipped with their reason, identities dropped for a missing
+    modality). ``cache_dir`` keeps preprocessed arrays keyed by path, mtime, size and settings.
+    For small trees (notebooks, tests); training on real data uses ``store`` (read per item)."""
     report = report or SkipReport()
     rows = index[index["split"] == split_name]
     if rows.empty:
@@ -178,7 +202,8 @@ def load_split(index: pd.DataFrame, split_name: str, clip_seconds: float, face_s
     good, arrays = [], []
     for rec in rows.to_dict("records"):
         try:
-            arrays.append(_load_cached(rec["path"], rec["modality"], clip_seconds, face_size, cache))
+            arrays.append(_load_cached(rec["path"], rec["modality"], clip_seconds, face_size, cache,
+                                       min_seconds))
             good.append(rec)
         except BadInputError as exc:
             report.files.append((exc.path, exc.reason))
