@@ -96,6 +96,8 @@ class BIANetConfig:
     world_n_test: int = 100
     world_per_id_train: int = 24  # faces and voices per train identity (12 plateaued at ~0.78)
     world_per_id_eval: int = 6  # faces and voices per val/test identity
+    world_preset: str = "default"  # SynthVox WorldConfig preset: "default" | "local" (local interference + masks)
+    world_local_scale: float = 1.0  # multiplies the preset's local-interference shares (0 = clean twins)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -35,10 +35,12 @@ def world_config(cfg: BIANetConfig):
     """The SynthVox WorldConfig a BIANetConfig describes (bias is the train-only rho)."""
     from bianet_lib.data.synthvox import WorldConfig
 
-    wc = WorldConfig(n_train=cfg.world_n_train, n_val=cfg.world_n_val, n_test=cfg.world_n_test,
-                     faces_per_id_train=cfg.world_per_id_train, voices_per_id_train=cfg.world_per_id_train,
-                     faces_per_id_eval=cfg.world_per_id_eval, voices_per_id_eval=cfg.world_per_id_eval,
-                     face_size=cfg.face_size, clip_seconds=cfg.clip_seconds, rho=cfg.bias)
+    wc = WorldConfig.preset(cfg.world_preset, n_train=cfg.world_n_train, n_val=cfg.world_n_val,
+                            n_test=cfg.world_n_test, faces_per_id_train=cfg.world_per_id_train,
+                            voices_per_id_train=cfg.world_per_id_train,
+                            faces_per_id_eval=cfg.world_per_id_eval, voices_per_id_eval=cfg.world_per_id_eval,
+                            face_size=cfg.face_size, clip_seconds=cfg.clip_seconds, rho=cfg.bias,
+                            local_scale=cfg.world_local_scale)
     wc.validate()
     return wc
 

@@ -372,3 +372,19 @@ def test_synth_command_local_writes_masks(tmp_path, capsys):
     assert "voice_local_db" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path / "y"), "--preset", "loud"]) == 2
     assert "preset" in capsys.readouterr().err
+
+
+def test_config_fields_select_the_world():
+    from bianet_lib.config import BIANetConfig
+    from bianet_lib.data_sources import world_cache_path, world_config
+
+    base = BIANetConfig()
+    assert world_config(base) == S.WorldConfig()           # the default world, unchanged
+    local = BIANetConfig(world_preset="local", world_local_scale=0.5)
+    wc = world_config(local)
+    assert wc.face_local == S.PRESETS["local"]["face_local"] and wc.local_scale == 0.5
+    assert world_cache_path(local) != world_cache_path(base)
+    with pytest.raises(ValueError, match="world_preset"):
+        world_config(BIANetConfig(world_preset="loud"))
+    with pytest.raises(ValueError, match="local_scale"):
+        world_config(BIANetConfig(world_local_scale=-1.0))

@@ -82,7 +82,7 @@ class WorldConfig:
     def preset(cls, name: str, **overrides) -> WorldConfig:
         """A named world (PRESETS) with field overrides."""
         if name not in PRESETS:
-            raise ValueError(f"world preset {name!r}: expected one of {tuple(PRESETS)}")
+            raise ValueError(f"world_preset={name!r}: expected one of {tuple(PRESETS)}")
         return cls(**(PRESETS[name] | overrides))
 
     @property
