@@ -9,7 +9,15 @@ STAMP       := $(VENV)/.bianet-installed
 BIANET      := $(VENV)/bin/bianet
 COURSE_RUNS := results/course
 
-.PHONY: venv test course course-runs experiments lint
+.PHONY: venv test course course-runs verify-course experiments lint
+
+SHELL := /bin/bash
+# The course runs pin their thread count: torch's default is the number of cores, and float
+# sums in another order give other bits. 2 = the reference machine (README); bit-identical
+# results need the same count (and CPU type and torch build; see README, "Regenerating").
+COURSE_THREADS ?= 2
+# $(call timed,LABEL,COMMAND): run COMMAND, then print its wall time
+timed = start=$$(date +%s); $(2) && echo "== $(1): $$(( $$(date +%s) - start )) s wall"
 
 venv: $(STAMP)
 
@@ -28,13 +36,25 @@ test: venv
 # The course's main job: retrain the two course runs the notebooks read, then execute every
 # notebook in order (papermill, in place), regenerating figures/.
 course: course-runs
-	$(BIANET) course run --notebooks-dir notebooks
+	@$(call timed,notebooks (papermill; each notebook's time above),$(BIANET) course run --notebooks-dir notebooks)
 
 course-runs: venv
 	rm -f $(COURSE_RUNS)/bianet-cpu-small/latest.pt $(COURSE_RUNS)/baseline-cpu-small/latest.pt
-	$(BIANET) train --preset cpu-small --no-progress --run-dir $(COURSE_RUNS)/bianet-cpu-small
-	$(BIANET) train --preset cpu-small --no-progress --set use_pia=false --set use_nia=false \
-	  --run-dir $(COURSE_RUNS)/baseline-cpu-small
+	@$(call timed,train bianet-cpu-small,$(BIANET) train --preset cpu-small --no-progress \
+	  --set num_threads=$(COURSE_THREADS) --run-dir $(COURSE_RUNS)/bianet-cpu-small)
+	@$(call timed,train baseline-cpu-small,$(BIANET) train --preset cpu-small --no-progress \
+	  --set num_threads=$(COURSE_THREADS) --set use_pia=false --set use_nia=false \
+	  --run-dir $(COURSE_RUNS)/baseline-cpu-small)
+
+# The regeneration check a maintainer runs before committing results: retrain the course runs
+# into a temporary folder, re-execute every notebook on them there, and compare every number of
+# results.json / metrics.jsonl, the weights and every printed number with the committed ones
+# (TOLERANCE=0 by default: bit-identical on the reference machine type). Touches nothing here.
+TOLERANCE ?= 0
+verify-course: venv
+	@dir=$$(mktemp -d "$${TMPDIR:-/tmp}/bianet-verify-XXXXXX"); echo "== fresh runs and notebooks in $$dir"; \
+	$(MAKE) --no-print-directory course-runs COURSE_RUNS=$$dir/runs && \
+	$(call timed,verify,$(BIANET) course verify --runs $$dir/runs --work-dir $$dir --tolerance $(TOLERANCE))
 
 # An experiment grid of notebook 07 (resumable; finished runs are kept): `make experiments`
 # runs the reduced CPU grid, `make experiments GRID=full` every experiment.

@@ -3,6 +3,8 @@ that quote the failing line, and the regeneration check's comparisons."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -160,3 +162,49 @@ def test_compare_notebooks_cell_by_cell(tmp_path):
     nb(tmp_path / "b", "0.861")
     diffs, n = compare_notebooks(tmp_path / "a", tmp_path / "b", 0.0)
     assert diffs == ["06_x.ipynb cell 1: 0.853 -> 0.861"] and n == 1  # stderr is not compared
+
+
+def test_compare_runs_reports_results_metrics_config_and_weights(tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    import torch
+    import yaml
+    from helpers import random_split, tiny_config
+
+    from bianet_lib.course import compare_runs
+    from bianet_lib.safeio import read_checkpoint, write_checkpoint
+    from bianet_lib.train import Trainer
+
+    committed, fresh = tmp_path / "committed", tmp_path / "fresh"
+    run = committed / "bianet-cpu-small"
+    Trainer(tiny_config(epochs=1), random_split(8, 3), random_split(4, 2, seed=1, name="val"), run, progress=False).fit()
+    (run / "results.json").write_text(json.dumps({"metrics": {"vf_1:2": {"accuracy": 0.75}}, "timestamp": "a"}))
+    shutil.copytree(committed, fresh)
+    assert compare_runs(committed, fresh, 0.0) == []
+
+    f = fresh / "bianet-cpu-small"
+    (f / "results.json").write_text(json.dumps({"metrics": {"vf_1:2": {"accuracy": 0.76}}, "timestamp": "b"}))
+    lines = [json.loads(x) for x in (f / "metrics.jsonl").read_text().splitlines()]
+    lines[0]["val_acc"] += 0.5
+    lines[0]["seconds"] += 100.0  # wall times are not results
+    (f / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    config = yaml.safe_load((f / "config.yaml").read_text())
+    config["num_threads"] = 7
+    (f / "config.yaml").write_text(yaml.safe_dump(config))
+    state = read_checkpoint(f / "best.pt")
+    key = next(k for k, v in state["model"].items() if v.is_floating_point() and v.numel())
+    state["model"][key] = state["model"][key] + torch.full_like(state["model"][key], 1e-3)
+    write_checkpoint(f / "best.pt", state)
+    diffs = compare_runs(committed, fresh, 0.0)
+    assert [d.split(":")[0] for d in diffs] == ["bianet-cpu-small/results.json", "bianet-cpu-small/metrics.jsonl",
+                                                "bianet-cpu-small/config.yaml", "bianet-cpu-small/best.pt"]
+    assert "metrics.vf_1:2.accuracy 0.75 -> 0.76" in diffs[0] and "0.val_acc" in diffs[1] and key in diffs[3]
+    assert len(compare_runs(committed, fresh, 0.6)) == 1  # only config.yaml is beyond any tolerance
+
+    # the Makefile's course runs pin the thread count and print each step's wall time
+    root = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "course-runs", "COURSE_RUNS=/x"], cwd=root, capture_output=True, text=True)
+    trains = [line for line in dry.stdout.splitlines() if "bianet train" in line]
+    assert len(trains) == 2 and all("num_threads=2" in t and "s wall" in t for t in trains), dry.stdout
