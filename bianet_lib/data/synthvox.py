@@ -347,20 +347,32 @@ def _identity_job(job: tuple) -> tuple:
 
 
 def generate_split(cfg: WorldConfig, seed: int, split: str, pool=None) -> SplitData:
-    """One split of the world; ``pool`` (a multiprocessing pool) only changes the speed."""
-    jobs = [(cfg, seed, split, i) for i in range(cfg.n_ids(split))]
-    results = pool.map(_identity_job, jobs, chunksize=4) if pool else map(_identity_job, jobs)
-    ids, faces, frows, voices, vrows, boxes, intervals = zip(*results, strict=True)
-    return SplitData(
-        name=split,
-        faces=torch.from_numpy(np.concatenate(faces)),
-        voices=torch.from_numpy(np.concatenate(voices)),
-        face_meta=pd.DataFrame([r for rows in frows for r in rows]),
-        voice_meta=pd.DataFrame([r for rows in vrows for r in rows]),
-        identities=pd.DataFrame(list(ids)),
-        face_boxes=torch.from_numpy(np.concatenate(boxes)) if cfg.local_faces else None,
-        voice_intervals=torch.from_numpy(np.concatenate(intervals)) if cfg.local_voices else None,
-    )
+    """One split of the world; ``pool`` (a multiprocessing pool) only changes the speed.
+    Identities are copied into preallocated tensors as they arrive, so the peak memory is
+    about one copy of the split's samples."""
+    n_ids, (n_faces, n_voices) = cfg.n_ids(split), cfg.per_id(split)
+    S, L = cfg.face_size, int(round(cfg.clip_seconds * SAMPLE_RATE))
+    faces = torch.empty(n_ids * n_faces, 3, S, S, dtype=torch.uint8)
+    voices = torch.empty(n_ids * n_voices, L, dtype=torch.float32)
+    boxes = torch.empty(n_ids * n_faces, 4, dtype=torch.int32) if cfg.local_faces else None
+    intervals = (torch.empty(n_ids * n_voices, int(cfg.voice_local_bursts), 2, dtype=torch.int32)
+                 if cfg.local_voices else None)
+    jobs = [(cfg, seed, split, i) for i in range(n_ids)]
+    results = pool.imap(_identity_job, jobs, chunksize=4) if pool else map(_identity_job, jobs)
+    ids, frows, vrows = [], [], []
+    for i, (row, f, fr, v, vr, b, iv) in enumerate(results):
+        fs, vs = slice(i * n_faces, (i + 1) * n_faces), slice(i * n_voices, (i + 1) * n_voices)
+        faces[fs], voices[vs] = torch.from_numpy(f), torch.from_numpy(v)
+        if boxes is not None:
+            boxes[fs] = torch.from_numpy(b)
+        if intervals is not None:
+            intervals[vs] = torch.from_numpy(iv)
+        ids.append(row)
+        frows.extend(fr)
+        vrows.extend(vr)
+    return SplitData(name=split, faces=faces, voices=voices, face_meta=pd.DataFrame(frows),
+                     voice_meta=pd.DataFrame(vrows), identities=pd.DataFrame(ids),
+                     face_boxes=boxes, voice_intervals=intervals)
 
 
 def regenerate_split(cfg: WorldConfig, seed: int, split: str, dose: float,
