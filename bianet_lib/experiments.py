@@ -54,6 +54,8 @@ VARIANTS: dict[str, list[str]] = {
     "nia": ["use_pia=false", "use_nia=true"],
     "bianet": ["use_pia=true", "use_nia=true"],
     "peer": ["use_pia=false", "use_nia=false", "w_match=0", "metric_loss=infonce", "select_route=cosine"],
+    # the control arm: token self-attention with BIANet's parameter count in the same place
+    "control": ["use_pia=false", "use_nia=false", "control_attention=true"],
 }
 
 #: The paper's numbers (VoxCeleb1, 1:2 V-F / F-V, %) for the tables' side column.
@@ -249,6 +251,20 @@ def claim_and_execute(grid: Grid, run: Run, results_dir: str | Path, wait: bool 
         lock.release()
 
 
+def _remove_finished_scratch(grid: Grid, results_dir: str | Path, finished: list[Run]) -> None:
+    """Checkpoints of finished runs that a kill left behind (after the JSON, before the cleanup)."""
+    from bianet_lib.safeio import FileLock
+
+    for run in finished:
+        if _scratch(results_dir, grid, run).exists():
+            lock = FileLock(lock_path(results_dir, grid, run))
+            if lock.acquire(blocking=False):
+                try:
+                    shutil.rmtree(_scratch(results_dir, grid, run), ignore_errors=True)
+                finally:
+                    lock.release()
+
+
 def _execute_in_worker(grid_name: str, run: Run, results_dir: str, wait: bool) -> str | None:
     out = claim_and_execute(get_grid(grid_name), run, results_dir, wait)
     return None if out is None else str(out)
@@ -284,6 +300,7 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
     grid = get_grid(grid_name)
     workers = grid.workers if workers is None else workers
     todo = pending_runs(grid_name, results_dir, only)
+    _remove_finished_scratch(grid, results_dir, [r for r in grid.runs if r not in todo])
     done: list[Path] = []
     if not todo:
         return done
