@@ -177,3 +177,89 @@ def run_bench(preset: str = "cpu-small", device: str = "auto", steps: int | None
         result["throughput_batches_per_s"]["voxceleb_decode"] = vox
     torch.set_num_threads(threads_before)
     return result
+
+
+# --- the streaming loader on generated VoxCeleb-shaped trees -----------------------------------
+def _children_max_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def loader_child(spec: dict) -> dict:
+    """One tree size, in its own process (so peak RSS is this size's alone): generate the tree,
+    build the train split's feature store (timed), then read ``batches`` batches through the
+    DataLoader with each worker count (samples/s)."""
+    from bianet_lib.batches import IdentityBatches
+    from bianet_lib.data.store import StoreSettings, open_or_build
+    from bianet_lib.data.vox_tree import write_vox_tree
+    from bianet_lib.data.voxceleb import build_index
+
+    torch.set_num_threads(1)
+    root = Path(spec["root"])
+    n = spec["identities"]
+    split = "pins" if n > 924 else "wen"  # wen has 924 train identities, pins 901 + 100 + 250
+    parts = (901, 100, 250) if n > 924 else (n, 4, 4)
+    t0 = time.perf_counter()
+    write_vox_tree(root, *parts, clips_per_id=spec["clips_per_id"], faces_per_id=spec["faces_per_id"],
+                   seconds=spec["seconds"], face_size=spec["face_size"], split=split)
+    gen_s = time.perf_counter() - t0
+    index, _ = build_index(root / "wav", root / "faces", split)
+    rows = index[index["split"] == "train"]
+    settings = StoreSettings(clip_seconds=spec["clip_seconds"], face_size=spec["face_size"])
+    stored, built = open_or_build(rows, root / "cache", "train", settings, spec["build_workers"])
+    disk = sum(p.stat().st_size for p in stored.store.folder.iterdir())
+    rss_after_build = _max_rss_mb()
+    rates = {}
+    for w in spec["workers"]:
+        batches = IdentityBatches(stored, spec["batch_size"], seed=0, workers=w)
+        it, got = iter(batches.epoch()), 0
+        next(it)  # worker start-up is not throughput
+        t0 = time.perf_counter()
+        while got < spec["batches"]:
+            try:
+                next(it)
+            except StopIteration:
+                it = iter(batches.epoch())
+                continue
+            got += 1
+        rate = got * spec["batch_size"] / (time.perf_counter() - t0)
+        rates[str(w)] = {"samples_per_s": rate, "samples_per_s_per_worker": rate / max(w, 1)}
+        del it, batches
+    return {"identities_in_tree": sum(parts), "train_identities": stored.n_identities,
+            "train_voices": len(stored.voices), "train_faces": len(stored.faces),
+            "tree_generation_s": gen_s, "store_build_s": built.seconds,
+            "store_build_workers": spec["build_workers"] or os.cpu_count(), "store_mb": disk / 2**20,
+            "loader": rates, "peak_rss_mb_main": _max_rss_mb(),
+            "peak_rss_mb_main_after_build": rss_after_build,
+            "peak_rss_mb_largest_child": _children_max_rss_mb()}
+
+
+def run_loader_bench(sizes=(200, 1251), clips_per_id: int = 4, faces_per_id: int = 4,
+                     seconds: float = 2.0, clip_seconds: float = 1.0, face_size: int = 64,
+                     batch_size: int = 64, workers=(0, 1, 2), batches: int = 40,
+                     build_workers: int = 0, root: str | Path | None = None) -> dict:
+    """The streaming loader at two dataset sizes: peak RSS (should be flat), loader samples/s
+    per worker count, first-pass store build time. Each size runs in a fresh process."""
+    import json
+    import subprocess
+
+    out = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+           "shapes": {"clip_seconds": clip_seconds, "stored_seconds_max": 2 * clip_seconds,
+                      "source_clip_seconds": f"{0.5 * seconds}-{1.5 * seconds}",
+                      "face_size": face_size, "batch_size": batch_size,
+                      "clips_per_id": clips_per_id, "faces_per_id": faces_per_id},
+           "sizes": {}}
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        for n in sizes:
+            spec = {"root": str(Path(tmp) / f"tree{n}"), "identities": n, "clips_per_id": clips_per_id,
+                    "faces_per_id": faces_per_id, "seconds": seconds, "clip_seconds": clip_seconds,
+                    "face_size": face_size, "batch_size": batch_size, "workers": list(workers),
+                    "batches": batches, "build_workers": build_workers}
+            code = ("import json, sys; from bianet_lib.bench import loader_child; "
+                    "print(json.dumps(loader_child(json.loads(sys.argv[1]))))")
+            res = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True,
+                                 text=True, cwd=Path(__file__).resolve().parents[1])
+            if res.returncode:
+                raise RuntimeError(f"loader bench at {n} identities failed: {res.stderr.strip()[-500:]}")
+            out["sizes"][str(n)] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out

@@ -9,9 +9,12 @@ Layout of one split's store (a folder under ``<cache_dir>/store/``):
   CRC-32 of the stored bytes; ``identities.csv``; ``skipped.csv`` (path, reason); and
   ``manifest.json`` (settings, counts, build time), written last.
 
-Both arrays are read through ``numpy.memmap``: a worker touches only the rows of its batch, so
-memory is bounded by batch size and workers, not by the dataset. Building streams too: files are
-decoded by a process pool and appended one by one.
+Both arrays are flat fixed-layout files (``numpy.memmap`` opens them as they are); items are read
+with ``os.pread`` of exactly their bytes rather than through a memory map, because mapped pages
+stay counted in the reader's RSS until evicted (measured: +166 MB of RSS at 1,251 identities vs
+200 with mmap, flat with pread). A worker holds only its batch, so memory is bounded by batch
+size and workers, not by the dataset. Building streams too: files are decoded by a process pool
+and appended one by one.
 
 Crash safety: the store is built in a temporary sibling folder and renamed into place once
 complete (a kill leaves either no store or a whole one). A store whose manifest or array sizes do
@@ -297,28 +300,34 @@ class FeatureStore:
         self._vcrc = self.voice_meta["crc"].to_numpy(np.int64)
         self._row = self.face_meta["row"].to_numpy(np.int64)
         self._fcrc = self.face_meta["crc"].to_numpy(np.int64)
-        self._voices = self._faces = None
+        self._voices = self._faces = self._pid = None  # file descriptors, opened per process
         self.clip_samples = int(round(self.settings.clip_seconds * SAMPLE_RATE))
         self.verify = True  # CRC-check every entry read (about 0.1 ms per 10 s clip)
 
+    def __del__(self):
+        if getattr(self, "_pid", None) == os.getpid():
+            for fd in (self._voices, self._faces):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_voices"] = state["_faces"] = None  # each worker maps the files itself
+        state["_voices"] = state["_faces"] = state["_pid"] = None  # each worker opens its own
         return state
 
-    def _maps(self):
-        if self._voices is None:
-            s = self.settings.face_size
-            n = self.manifest["n_faces"]
-            self._voices = np.memmap(self.folder / "voices.i16", np.int16, "r",
-                                     shape=(self.manifest["voice_samples"],)) if self.manifest["voice_samples"] else np.zeros(0, np.int16)
-            self._faces = np.memmap(self.folder / "faces.u8", np.uint8, "r", shape=(n, 3, s, s)) if n else None
+    def _fds(self) -> tuple[int, int]:
+        if self._voices is None or self._pid != os.getpid():  # one descriptor pair per process
+            self._voices = os.open(self.folder / "voices.i16", os.O_RDONLY)
+            self._faces = os.open(self.folder / "faces.u8", os.O_RDONLY)
+            self._pid = os.getpid()
         return self._voices, self._faces
 
     def _voice_raw(self, i: int) -> np.ndarray:
-        voices, _ = self._maps()
-        off, n = self._offset[i], self._length[i]
-        raw = np.asarray(voices[off:off + n])
+        fd, _ = self._fds()
+        off, n = int(self._offset[i]), int(self._length[i])
+        raw = np.frombuffer(os.pread(fd, 2 * n, 2 * off), np.int16)
         if self.verify and _crc(raw) != self._vcrc[i]:
             raw = self._repair_voice(i)
         return raw
@@ -347,8 +356,10 @@ class FeatureStore:
         return loop_pad(raw, n) if len(raw) < n else raw[:n]
 
     def face(self, j: int) -> np.ndarray:
-        _, faces = self._maps()
-        arr = np.asarray(faces[self._row[j]])
+        _, fd = self._fds()
+        s = self.settings.face_size
+        size = 3 * s * s
+        arr = np.frombuffer(os.pread(fd, size, int(self._row[j]) * size), np.uint8).reshape(3, s, s)
         if self.verify and _crc(arr) != self._fcrc[j]:
             path = self.face_meta["path"].iat[j]
             arr = load_face(path, self.settings.face_size).numpy()
