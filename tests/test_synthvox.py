@@ -388,3 +388,18 @@ def test_config_fields_select_the_world():
         world_config(BIANetConfig(world_preset="loud"))
     with pytest.raises(ValueError, match="local_scale"):
         world_config(BIANetConfig(world_local_scale=-1.0))
+
+
+def test_token_share_of_split_samples(local_test):
+    from bianet_lib.data.interference import face_token_share, voice_token_share
+
+    f = face_token_share(local_test, [0, 1, 2], (4, 4))          # 32 px -> 4x4 tokens of 8 px
+    boxes = local_test.face_boxes[:3]
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).float()
+    assert torch.allclose(f.sum(1) * 64, area)                  # 16 tokens of 64 px each
+    v = voice_token_share(local_test, None, 5)
+    assert v.shape == (20, 5)
+    assert torch.allclose(v.mean(1), torch.tensor(local_test.voice_meta.local_share.to_numpy(),
+                                                  dtype=torch.float32), atol=1e-6)
+    empty = S.generate_split(S.WorldConfig(**TINY), 0, "val")   # no boxes: all shares 0
+    assert face_token_share(empty, None, (4, 4)).abs().sum() == 0

@@ -94,6 +94,18 @@ def split_voice_masks(split: SplitData, idx=None) -> torch.Tensor:
     return voice_masks(split.voice_intervals[idx], length)
 
 
+def face_token_share(split: SplitData, idx, grid: tuple[int, int]) -> torch.Tensor:
+    """float32 [n, h * w]: interference share of each face token (``token_share_2d``) of the
+    split's faces ``idx`` (None: all)."""
+    return token_share_2d(split_face_masks(split, idx), grid)
+
+
+def voice_token_share(split: SplitData, idx, n_tokens: int) -> torch.Tensor:
+    """float32 [n, T']: interference share of each time token (``token_share_1d``) of the
+    split's clips ``idx`` (None: all)."""
+    return token_share_1d(split_voice_masks(split, idx), n_tokens)
+
+
 def overlap_matrix(n_tokens: int, length: int) -> torch.Tensor:
     """[n_tokens, length] float64: entry (t, p) is the length of [p, p+1) inside token t's span
     [t L / T, (t+1) L / T), divided by the span; each row sums to 1."""

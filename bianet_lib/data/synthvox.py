@@ -413,18 +413,25 @@ def timed_world(cfg: WorldConfig, seed: int, workers: int = 1) -> tuple[dict[str
 
 
 def per_core_rates(cfg: WorldConfig, seed: int, n: int = 40) -> dict:
-    """Faces/s and clips/s of one process rendering ``n`` train samples of each modality."""
+    """Faces/s and clips/s of one process rendering ``n`` train samples of each modality
+    (with the world's local interference, when it has some)."""
     ident = make_identity("bench", np.random.default_rng([seed, 0, 0]))
+    n_samples = int(round(cfg.clip_seconds * SAMPLE_RATE))
     t0 = time.perf_counter()
     for j in range(n):
         r = np.random.default_rng([seed, 0, 0, _FACE, j])
-        sf.render_face(ident.face, sf.draw_face_conditions(0, "stripes", cfg.face_interference, r),
-                       cfg.face_size, r)
+        c = sf.draw_face_conditions(0, "stripes", cfg.face_interference, r)
+        patch, box = _local_face(cfg, seed, "train", 0, j)[:2] if cfg.local_faces else (None, None)
+        sf.render_face(ident.face, c, cfg.face_size, r, patch, box)
     t1 = time.perf_counter()
     for j in range(n):
         r = np.random.default_rng([seed, 0, 0, _VOICE, j])
-        sv.render_voice(ident.voice, sv.draw_voice_conditions("pink", cfg.voice_interference, r),
-                        int(round(cfg.clip_seconds * SAMPLE_RATE)), r)
+        c = sv.draw_voice_conditions("pink", cfg.voice_interference, r)
+        local = None
+        if cfg.local_voices:
+            source, iv = _local_voice(cfg, seed, "train", 0, j, n_samples)[:2]
+            local = (source, iv, cfg.voice_local_db)
+        sv.render_voice(ident.voice, c, n_samples, r, local)
     t2 = time.perf_counter()
     return {"faces_per_s": n / (t1 - t0), "clips_per_s": n / (t2 - t1)}
 
