@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +95,73 @@ def test_evaluate_reproduces_train_results(tmp_path, monkeypatch, capsys):
     assert "identical to the metrics" in capsys.readouterr().out
     assert cli.main(["evaluate", "--run-dir", str(run), "--checkpoint", "latest",
                      "--out", str(tmp_path / "latest.json")]) == 0
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))
+
+
+def _bad_input_setup(tmp_path):
+    """A started run (config.yaml of 25 epochs), a run folder with a junk best.pt, a file where
+    a folder is expected, and a malformed YAML file."""
+    from bianet_lib.config import BIANetConfig
+
+    (tmp_path / "started").mkdir()
+    BIANetConfig(epochs=25).to_yaml(tmp_path / "started" / "config.yaml")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "best.pt").write_bytes(b"junk")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "bad.yaml").write_text("epochs: [1,\n  tau1: 2\n")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "faces").mkdir()
+
+
+TRAIN = ["train", "--run-dir", "R", "--no-progress", "--set"]
+INDEX = ["index", "--audio-root", "audio", "--face-root", "faces", "--split", "wen"]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    # issue 13, item 7: nonsense that used to train to exit 0
+    (TRAIN + ["tau1=-1"], ["tau1=-1", "> 0"]),
+    (TRAIN + ["tau2=0"], ["tau2=0", "> 0"]),
+    (TRAIN + ["lr_encoders=-1"], ["lr_encoders=-1", "> 0"]),
+    (TRAIN + ["epsilon_mode=fixed", "epsilon=-5"], ["epsilon=-5", "[0, 1)"]),
+    (TRAIN + ["lr_schedule=step", "lr_milestones=[-3]"], ["lr_milestones", ">= 1"]),
+    (["train", "--run-dir", "started", "--resume", "--set", "epochs=27"], ["epochs=27", "(run: 25)"]),
+    # item 6: tracebacks after the work had started
+    (TRAIN + ["k=9", "batch_size=8"], ["k=9", "batch_size=8"]),
+    (TRAIN + ["batch_size=32", "world_n_train=16"], ["batch_size=32", "world_n_train=16"]),
+    (TRAIN + ["face_widths=[8,8,16,16]"], ["face_widths", "audio_widths"]),
+    (INDEX + ["--clip-seconds", "-1", "--validate"], ["--clip-seconds", "> 0"]),
+    (INDEX + ["--out", "missing/index.csv"], ["--out", "does not exist"]),
+    (INDEX + ["--out", "audio"], ["--out", "folder"]),
+    (["bench", "--out", "missing/b.json"], ["--out", "does not exist"]),
+    (["bench", "--out", "audio"], ["--out", "is a folder"]),
+    (["evaluate", "--run-dir", "done", "--out", "missing/e.json"], ["--out", "does not exist"]),
+    (["evaluate", "--run-dir", "done", "--out", "audio"], ["--out", "is a folder"]),
+    (["evaluate", "--run-dir", "done"], ["best.pt", "not a BIANet checkpoint"]),
+    # item 11 and more found by trying
+    (["bench", "--config", "bad.yaml"], ["bad.yaml", "not valid YAML", "line"]),
+    (["course", "run", "--notebooks-dir", str(Path(__file__).resolve().parents[1] / "notebooks"),
+      "--output-dir", "out", "--param", "FAST=[1,"], ["--param FAST"]),
+    (TRAIN + ["bias=1.5"], ["bias=1.5", "[0, 1]"]),
+    (TRAIN + ["world_n_val=1"], ["world_n_val=1", ">= k=2"]),
+    (TRAIN + ["w_adv=-1"], ["w_adv=-1", ">= 0"]),
+    (TRAIN + ["num_threads=-2"], ["num_threads=-2", ">= 0"]),
+    (TRAIN + ["audio_blocks=[1,1]"], ["audio_blocks", "one entry per"]),
+    (["train", "--run-dir", "afile"], ["afile", "not a directory"]),
+    (["experiments", "smoke", "--results-dir", "afile"], ["afile", "not a folder"]),
+    (["experiments", "smoke", "--workers", "0"], ["--workers"]),
+])
+def test_bad_input_table_exit_2_one_line_nothing_written(argv, needles, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
+    _bad_input_setup(tmp_path)
+    before = _tree(tmp_path)
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert _tree(tmp_path) == before, "a refused command wrote something"

@@ -38,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
     from bianet_lib.bench import run_bench
 
-    if args.out and not Path(args.out).parent.is_dir():
-        raise UsageError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
+    if args.out:
+        from bianet_lib.safeio import check_out_file
+
+        try:  # refused before the work, not after it
+            check_out_file(args.out, "--out")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.loader is not None:
         return _loader(args)
     if args.steps is not None and args.steps < 1:
@@ -57,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         try:
             values = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"--config {args.config}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"--config {args.config}: cannot read ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:  # one line: the problem and where, not the 5-line excerpt
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise UsageError(f"--config {args.config}: not valid YAML ({problem}{where})") from None
         if not isinstance(values, dict):
             raise UsageError(f"--config {args.config}: must hold a mapping of field: value")
         values.pop("preset", None)
@@ -71,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        from bianet_lib.safeio import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 
@@ -88,5 +100,7 @@ def _loader(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        from bianet_lib.safeio import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     return 0
