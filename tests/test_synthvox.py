@@ -367,6 +367,12 @@ def test_synth_command_local_writes_masks(tmp_path, capsys):
         iv = v[[f"local_{k}_{b}" for b in range(3) for k in ("start", "end")]].to_numpy()
         assert np.array_equal(iv.reshape(-1, 3, 2), world[split].voice_intervals.numpy())
     assert np.allclose(faces.local_share, 0.2, atol=0.02)
+    import soundfile
+
+    test = voices[voices.split == "test"].reset_index(drop=True)
+    j = int(world["test"].voices.abs().amax(1).argmax())
+    loud, _ = soundfile.read(out / test.path[j], dtype="float32")
+    assert np.abs(loud).max() > 1 and np.array_equal(loud, world["test"].voices[j].numpy())
     bad = ["synth", "--out", str(tmp_path / "x"), "--preset", "local"]
     assert main(bad + ["--voice-local-db", "99"]) == 2
     assert "voice_local_db" in capsys.readouterr().err

@@ -468,7 +468,8 @@ def _with_masks(meta: pd.DataFrame, spans: torch.Tensor | None) -> pd.DataFrame:
 def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.DataFrame:
     """Write the world in VoxCeleb layout so the real-data pipeline can read it.
 
-    Voices: ``wav/<VoxCeleb1 ID>/<video>/<00001>.wav`` (16-bit PCM); faces:
+    Voices: ``wav/<VoxCeleb1 ID>/<video>/<00001>.wav`` (16-bit PCM; 32-bit float when local
+    bursts take the clip's peak above 1); faces:
     ``faces/<VGGFace1 ID>/<video>/<00001>.jpg`` (VoxCeleb1's face frames are also grouped by
     video). Each synthetic identity borrows the ID and name of one usable row of Wen et al.'s
     split CSV of the same split, in order, so ``bianet index --split wen`` applies unchanged;
@@ -503,7 +504,10 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
                 if modality == "voice":
                     rel = Path("wav", wen.loc[i, "VoxCeleb1_ID"], rec["video"], f"{counter[rec['video']]:05d}.wav")
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                    soundfile.write(out / rel, data.voices[j].numpy(), SAMPLE_RATE, subtype="PCM_16")
+                    clip = data.voices[j].numpy()
+                    # local bursts may exceed the clip's peak of 1: stored as float, not clipped
+                    soundfile.write(out / rel, clip, SAMPLE_RATE,
+                                    subtype="PCM_16" if np.abs(clip).max() <= 1 else "FLOAT")
                 else:
                     rel = Path("faces", wen.loc[i, "VGGFace1_ID"], rec["video"], f"{counter[rec['video']]:05d}.jpg")
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
