@@ -49,6 +49,20 @@ def _hook(stage: str, path: Path) -> None:
         crash_hook(stage, path)
 
 
+def normal_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give a new file (0666 minus umask)."""
+    return 0o666 & ~_umask()
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(folder: str | os.PathLike) -> None:
     """Make a rename or a new file in ``folder`` durable (no-op where folders cannot be opened)."""
     try:
@@ -76,7 +90,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, normal_mode())
         _hook("replace", path)
         os.replace(tmp, path)
     except BaseException as exc:
