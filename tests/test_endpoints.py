@@ -18,7 +18,11 @@ CFG = S.WorldConfig.preset("local", n_train=2, n_val=1, n_test=8, faces_per_id_e
 
 @pytest.fixture(scope="module")
 def doses():
-    return {d: S.regenerate_split(CFG, 1, "test", d) for d in E.DOSES}
+    out = S.dose_splits(CFG, 1, "test", E.DOSES)
+    assert list(out) == list(E.DOSES)
+    base = out[1.0]
+    assert S.dose_splits(CFG, 1, "test", (1.0,), base=base)[1.0] is base
+    return out
 
 
 @pytest.fixture(scope="module")

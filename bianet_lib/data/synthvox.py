@@ -390,6 +390,14 @@ def regenerate_split(cfg: WorldConfig, seed: int, split: str, dose: float,
     return generate_split(twin, seed, split)
 
 
+def dose_splits(cfg: WorldConfig, seed: int, split: str = "test", doses=(0.0, 0.5, 1.0, 1.5),
+                workers: int = 1, base: SplitData | None = None) -> dict[float, SplitData]:
+    """{dose: the split regenerated at that dose} for dose-response and clean twins; ``base``
+    (the split as generated) is reused for dose 1 instead of being regenerated."""
+    return {float(d): base if (d == 1 and base is not None) else regenerate_split(cfg, seed, split, d, workers)
+            for d in doses}
+
+
 def generate_world(cfg: WorldConfig, seed: int, workers: int = 1) -> dict[str, SplitData]:
     """The three splits {"train", "val", "test"}; identical output for any ``workers``."""
     cfg.validate()
