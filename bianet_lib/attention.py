@@ -125,6 +125,16 @@ class BidirectionalIntervention(nn.Module):
         if use_nia:
             self.nia_out = nn.Conv2d(attn_channels, channels, 1)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of the first version carry a bias on pia_out (before IN) and on query/key
+        # (before centring); both are removed exactly by what follows them, so dropping them
+        # leaves every output unchanged
+        for name in ("pia_out", "query", "key"):
+            layer = getattr(self, name, None)
+            if layer is not None and layer.bias is None:
+                state_dict.pop(f"{prefix}{name}.bias", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> InterventionOutput:
         q, k, v = self.query(x), self.key(x), self.value(x)
         v_rows = to_rows(v, self.axis)
@@ -143,3 +153,32 @@ class BidirectionalIntervention(nn.Module):
             x_tilde = bidirectional_attention(neg_attn @ v_rows, self.tau2, self.center)  # Eq. 15, 18-19
             negative = self.nia_out(from_rows(x_tilde, self.axis, v.shape))
         return InterventionOutput(positive, negative, a, eps, pos_attn, neg_attn)
+
+
+class TokenSelfAttention(nn.Module):
+    """The control arm: X + W_o softmax(Q K^T / sqrt(d)) V over the map's positions (tokens).
+
+    Same place as :class:`BidirectionalIntervention` (between encoder and generator) and, with
+    :func:`control_width`, the same number of parameters (within 1%), but none of BIANet's ideas: no
+    threshold, no strong/weak split, no mask, no negative branch. A gain of BIANet over the
+    baseline that this control also shows is capacity, not intervention.
+    """
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.width = width
+        self.query = nn.Conv2d(channels, width, 1)
+        self.key = nn.Conv2d(channels, width, 1, bias=False)  # q . b is one constant per row: cancels in softmax
+        self.value = nn.Conv2d(channels, width, 1)
+        self.out = nn.Conv2d(width, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (to_rows(f(x), "tokens") for f in (self.query, self.key, self.value))
+        attn = torch.softmax(q @ k.transpose(1, 2) / self.width ** 0.5, dim=-1)
+        return x + self.out(from_rows(attn @ v, "tokens", (x.shape[0], self.width, *x.shape[2:])))
+
+
+def control_width(channels: int, target_params: int) -> int:
+    """The width whose :class:`TokenSelfAttention` has the parameter count closest to ``target``:
+    4 C w + 2 w + C parameters (four 1x1 convolutions, the key's without bias)."""
+    return max(1, round((target_params - channels) / (4 * channels + 2)))

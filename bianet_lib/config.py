@@ -43,6 +43,9 @@ class BIANetConfig:
     # --- PIA / NIA (Eq. 12-19) ------------------------------------------------------------
     use_pia: bool = True
     use_nia: bool = True
+    # the control arm (needs use_pia = use_nia = false): plain token self-attention with as many
+    # parameters as BIANet's intervention module, in the same place, so a gain is not capacity
+    control_attention: bool = False
     tau1: float = 5.0  # Fig. 7's best value; the text's 10 is kept in the "paper" preset
     tau2: float = 10.0  # not given by the paper; Fig. 7 favours large values
     nia_drop_p: float = 0.1  # not given by the paper; the authors' code default
@@ -62,6 +65,7 @@ class BIANetConfig:
     # --- losses ---------------------------------------------------------------------------
     w_match: float = 2.0
     w_adv: float = 1.0
+    adversarial_target: str = "confusion"  # "confusion" (1/2, 1/2) | "flipped" (authors' code); see losses.py
     w_metric: float = 2.0
     w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
@@ -115,6 +119,7 @@ class BIANetConfig:
             "affinity_axis": ("channels", "tokens"),
             "encoder_map": ("native", "pool3"),
             "pia_norm": ("layer", "instance"),
+            "adversarial_target": ("confusion", "flipped"),
             "epsilon_mode": ("fixed", "learned", "adaptive"),
             "matching_head": ("tied", "paper"),
             "generator": ("linear", "paper"),
@@ -127,6 +132,9 @@ class BIANetConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name}={getattr(self, name)!r}: expected one of {allowed}")
+        if self.control_attention and (self.use_pia or self.use_nia):
+            raise ValueError("config field control_attention=true replaces PIA/NIA: set use_pia=false and "
+                             "use_nia=false")
         if self.generator == "paper" and self.encoder_map != "pool3":
             raise ValueError("config field generator='paper' flattens a 3 x 3 map: it needs encoder_map='pool3'")
         if len(self.face_strides) != len(self.face_widths):
@@ -230,7 +238,7 @@ class BIANetConfig:
 #: What a config saved before the mechanism fix (issue 10) meant by the fields it lacks: the
 #: first version's 3 x 3 maps, uncentred affinity, the paper's IN in Eq. 14, literal Eq. 15.
 LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affinity_center": False,
-                    "tau_nia": 1.0, "pia_norm": "instance"}
+                    "tau_nia": 1.0, "pia_norm": "instance", "adversarial_target": "flipped"}
 
 
 def _type_ok(value, annotation: str) -> bool:

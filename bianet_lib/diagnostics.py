@@ -38,7 +38,7 @@ from bianet_lib.scoring import BIANetScorer
 
 TABLE6_EPSILONS = (0.01, 0.1, 0.2)
 NIA_TAUS = (1.0, 10.0, 50.0)
-TRIAL_SEED, TRIALS_PER_ID = 2024, 10
+TRIAL_SEED, TRIALS_PER_ID = 2024, 50  # 5,000 trials per direction on 100 test identities
 
 
 def _entropy_stats(p: torch.Tensor) -> tuple[float, float]:
@@ -319,4 +319,62 @@ def format_report(report: dict) -> str:
     lines.append("  linear probes (accuracy / chance):")
     for name, r in report["probes"].items():
         lines.append(f"    {name:14s} " + ", ".join(f"{k} {v['accuracy']:.2f}/{v['chance']:.2f}" for k, v in r.items()))
+    return "\n".join(lines)
+
+
+def _pair(report: dict, key: str, fmt: str = "{:.3f}") -> str:
+    vals = [report["health"].get(m, {}).get(key) for m in ("face", "voice")]
+    if all(v is None for v in vals):
+        return "-"
+    return " / ".join("-" if v is None else fmt.format(v) for v in vals)
+
+
+def _acc(report: dict, key: str) -> str:
+    v = report["ablations"].get(key)
+    return "-" if v is None else f"{v['vf']:.3f} / {v['fv']:.3f}"
+
+
+def _probe(report: dict, name: str, target: str) -> str:
+    r = report["probes"].get(name, {}).get(target)
+    return "-" if r is None else f"{r['accuracy']:.2f} ({r['chance']:.2f})"
+
+
+#: The rows of the README's health table: (label, how to read it from a report).
+HEALTH_ROWS = [
+    ("1:2 accuracy V-F / F-V", lambda r: _acc(r, "full")),
+    ("PIA contribution to h_hat, face / voice", lambda r: _pair(r, "pia_contribution")),
+    ("mask m mean, face / voice", lambda r: _pair(r, "mask_mean")),
+    ("epsilon, face / voice", lambda r: _pair(r, "epsilon")),
+    ("share A >= 0.01, face / voice", lambda r: _pair(r, "strong_share@0.01")),
+    ("share A >= 0.2, face / voice", lambda r: _pair(r, "strong_share@0.2")),
+    ("share abs(A) > 0.9, face / voice", lambda r: _pair(r, "saturated_share")),
+    ("PIA entropy / uniform, face / voice", lambda r: _pair(r, "pia_entropy")),
+    ("NIA entropy / uniform, face / voice", lambda r: _pair(r, "nia_entropy")),
+    ("NIA entropy at tau_nia = 10, face / voice", lambda r: _pair(r, "nia_entropy@tau10")),
+    ("Eq. 19 rows attended exp(H), face / voice", lambda r: _pair(r, "eq19_pos_effective_rows", "{:.1f}")),
+    ("tokens (rows of A), face / voice", lambda r: _pair(r, "tokens", "{:d}")),
+    ("discriminator accuracy (linear probe)",
+     lambda r: f"{r['discriminator']['accuracy']:.3f} ({r['discriminator']['probe_accuracy']:.3f})"),
+    ("1:2 with m = 0", lambda r: _acc(r, "mask_zero")),
+    ("1:2 without the attended term", lambda r: _acc(r, "attended_zero")),
+    ("1:2 with w = 0", lambda r: _acc(r, "w_zero")),
+    ("1:2 from -z_neg alone", lambda r: _acc(r, "neg_only")),
+    ("1:2 with shuffled negatives", lambda r: _acc(r, "neg_shuffled")),
+    ("corr(dz_pos, dz_neg) V-F / F-V",
+     lambda r: "-" if "corr_dz_pos_neg" not in r["ablations"] else
+     "{vf:.2f} / {fv:.2f}".format(**r["ablations"]["corr_dz_pos_neg"])),
+    ("probe h_tilde: gender (chance)", lambda r: _probe(r, "voice/h_tilde", "gender")),
+    ("probe h_tilde: voice noise type (chance)", lambda r: _probe(r, "voice/h_tilde", "noise_type")),
+    ("probe h_hat: voice noise type (chance)", lambda r: _probe(r, "voice/h_hat", "noise_type")),
+    ("probe h_tilde: face occluded (chance)", lambda r: _probe(r, "face/h_tilde", "occluded")),
+    ("probe h_hat: face occluded (chance)", lambda r: _probe(r, "face/h_hat", "occluded")),
+]
+
+
+def health_markdown(reports: dict[str, dict]) -> str:
+    """A markdown table of several models' reports side by side (the README's health table)."""
+    names = list(reports)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, read in HEALTH_ROWS:
+        lines.append(f"| {label} | " + " | ".join(read(reports[n]) for n in names) + " |")
     return "\n".join(lines)

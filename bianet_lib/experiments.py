@@ -6,7 +6,10 @@ each run that has no result yet and writes ``<results_dir>/<grid>/<run-id>.json`
 (``results_record``: metrics of both scoring routes, config, seed, versions, wall time). A
 finished run is never repeated; a crashed grid continues where it stopped: each run trains in
 ``<results_dir>/<grid>/runs/<run-id>/`` with ``Trainer.fit(resume=True)``, and that scratch
-folder (checkpoints) is deleted once the JSON is written, so ``results/`` stays small.
+folder (checkpoints) is deleted once the JSON is written, so ``results/`` stays small. Each run
+is claimed under a lock (``runs/.<run-id>.lock``, an ``flock`` the kernel drops if its holder
+dies) and re-checked before it starts, so several processes may run one grid on one folder and
+every run is trained exactly once (:func:`claim_and_execute`).
 
 Grids (``GRIDS``):
 

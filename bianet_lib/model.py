@@ -15,7 +15,12 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from bianet_lib.attention import BidirectionalIntervention, InterventionOutput
+from bianet_lib.attention import (
+    BidirectionalIntervention,
+    InterventionOutput,
+    TokenSelfAttention,
+    control_width,
+)
 from bianet_lib.config import BIANetConfig
 from bianet_lib.counterfactual import counterfactual_logits
 from bianet_lib.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
@@ -130,13 +135,22 @@ class BIANet(nn.Module):
                              f"generator: {channels} != {self.voice_encoder.out_channels}")
         self.face_intervention = self._intervention(channels)
         self.voice_intervention = self._intervention(channels)
+        self.face_control = self.voice_control = None
+        if cfg.control_attention:  # as many parameters as BIANet's module (PIA + NIA) would have
+            reference = sum(p.numel() for p in self._intervention(channels, force=True).parameters())
+            width = control_width(channels, reference)
+            self.face_control = TokenSelfAttention(channels, width)
+            self.voice_control = TokenSelfAttention(channels, width)
         self.generator = SharedEmbedding(channels, MAP_SIZE, cfg.hidden_dim, cfg.embed_dim, cfg.generator)
         self.discriminator = ModalityDiscriminator(cfg.embed_dim)
         self.classifier = MatchingClassifier(cfg.embed_dim, cfg.matching_head, cfg.k)
 
-    def _intervention(self, channels: int) -> BidirectionalIntervention | None:
+    def _intervention(self, channels: int, force: bool = False) -> BidirectionalIntervention | None:
         cfg = self.cfg
-        if not (cfg.use_pia or cfg.use_nia):
+        if force:  # the full module (PIA and NIA), to size the control arm
+            cfg = BIANetConfig(**{**cfg.to_dict(), "use_pia": True, "use_nia": True,
+                                  "control_attention": False})
+        elif not (cfg.use_pia or cfg.use_nia):
             return None
         return BidirectionalIntervention(
             channels, cfg.attn_channels, axis=cfg.affinity_axis, epsilon_mode=cfg.epsilon_mode,
@@ -163,7 +177,10 @@ class BIANet(nn.Module):
             logits = self.discriminator(h)
         return logits[:len(h_voice)], logits[len(h_voice):]
 
-    def _embed(self, feature_map: torch.Tensor, intervention: BidirectionalIntervention | None) -> Embedding:
+    def _embed(self, feature_map: torch.Tensor, intervention: BidirectionalIntervention | None,
+               control: TokenSelfAttention | None = None) -> Embedding:
+        if control is not None:
+            feature_map = control(feature_map)
         if intervention is None:
             return Embedding(self.generator(feature_map), None, None)
         out = intervention(feature_map)
@@ -174,11 +191,11 @@ class BIANet(nn.Module):
         """uint8 [N, 3, S, S] (or float already in [-1, 1]) -> embeddings."""
         if faces.dtype == torch.uint8:
             faces = faces.float() / 127.5 - 1.0  # mean 0.5, std 0.5 as the authors
-        return self._embed(self.face_encoder(faces), self.face_intervention)
+        return self._embed(self.face_encoder(faces), self.face_intervention, self.face_control)
 
     def embed_voices(self, waves: torch.Tensor) -> Embedding:
         """float waveforms [N, L] at 16 kHz -> embeddings."""
-        return self._embed(self.voice_encoder(waves.float()), self.voice_intervention)
+        return self._embed(self.voice_encoder(waves.float()), self.voice_intervention, self.voice_control)
 
     def match_logits(self, query: torch.Tensor, candidates: torch.Tensor, w: float
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -138,8 +138,8 @@ class Trainer:
         cfg, m = self.cfg, self.model
         encoders = list(m.face_encoder.parameters()) + list(m.voice_encoder.parameters())
         heads = list(m.classifier.parameters()) + list(self.identity_head.parameters())
-        attention = [p for mod in (m.face_intervention, m.voice_intervention) if mod is not None
-                     for p in mod.parameters()] + list(m.generator.parameters())
+        attention = [p for mod in (m.face_intervention, m.voice_intervention, m.face_control, m.voice_control)
+                     if mod is not None for p in mod.parameters()] + list(m.generator.parameters())
         # authors' grouping: encoders + classifier at one rate, attention + generator at another
         groups = [{"params": encoders + heads, "lr": cfg.lr_encoders},
                   {"params": attention, "lr": cfg.lr_heads}]
@@ -180,7 +180,7 @@ class Trainer:
                 terms["identity"] = (F.cross_entropy(self.identity_head(ev.positive.float()), identity)
                                      + F.cross_entropy(self.identity_head(ef.positive.float()), identity)) / 2
             d_v, d_f = self.model.discriminate(ev.positive, ef.positive, frozen=True)
-            terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float())
+            terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float(), cfg.adversarial_target)
         loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
                 + cfg.w_metric * terms.get("metric", 0.0) + cfg.w_adv * terms["adversarial"]
                 + cfg.w_identity * terms.get("identity", 0.0))

@@ -194,3 +194,29 @@ def test_diagnose_report_is_complete(trained):
         h = report["health"][modality]
         for key in ("pia_entropy", "nia_entropy", "eq19_pos_entropy"):
             assert 0.0 < h[key] <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("preset", ["cpu-small", "paper"])
+def test_control_arm_matches_bianet_parameter_count(preset):
+    bianet = BIANet(load_config(preset, overrides=["face_weights=null"]))
+    control = BIANet(load_config(preset, overrides=["face_weights=null", *VARIANTS["control"]]))
+    n_bianet = sum(p.numel() for p in bianet.face_intervention.parameters())
+    n_control = sum(p.numel() for p in control.face_control.parameters())
+    assert abs(n_control - n_bianet) / n_bianet < 0.02, (n_control, n_bianet)
+    x = torch.randn(2, bianet.face_encoder.out_channels, 8, 8)
+    assert not torch.allclose(control.face_control(x), x)  # it does something to the map
+
+
+def test_confusion_target_has_its_minimum_at_indistinguishable_modalities():
+    from bianet_lib.losses import generator_adversarial_loss
+
+    even = torch.zeros(4, 2)
+    assert torch.isclose(generator_adversarial_loss(even, even), torch.tensor(2 * math.log(2)))
+    # a discriminator sure of the right answer and one sure of the swapped answer cost the
+    # confusion target the same: it asks for indistinguishable modalities, not swapped ones
+    right_v, right_f = torch.tensor([[-3.0, 3.0]]), torch.tensor([[3.0, -3.0]])
+    swapped = generator_adversarial_loss(right_f, right_v)
+    assert torch.isclose(generator_adversarial_loss(right_v, right_f), swapped)
+    assert swapped > 2 * math.log(2) + 1
+    # the authors' flipped target rewards the swap instead
+    assert generator_adversarial_loss(right_f, right_v, "flipped") < 0.01
