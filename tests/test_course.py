@@ -181,6 +181,7 @@ def test_compare_runs_reports_results_metrics_config_and_weights(tmp_path):
     run = committed / "bianet-cpu-small"
     Trainer(tiny_config(epochs=1), random_split(8, 3), random_split(4, 2, seed=1, name="val"), run, progress=False).fit()
     (run / "results.json").write_text(json.dumps({"metrics": {"vf_1:2": {"accuracy": 0.75}}, "timestamp": "a"}))
+    shutil.copytree(run, committed / "baseline-cpu-small")
     shutil.copytree(committed, fresh)
     assert compare_runs(committed, fresh, 0.0) == []
 

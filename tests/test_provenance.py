@@ -123,13 +123,14 @@ def committed_runs() -> dict[str, tuple[dict | None, dict | None]]:
     """``{relative path: (provenance, config)}`` of every committed run."""
     runs = {}
     for d in sorted((ROOT / "results" / "course").glob("*")):
-        if d.is_dir():
+        if (d / "config.yaml").is_file() or (d / "results.json").is_file():  # a run folder
             prov = d / pv.PROVENANCE
             config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else None
             runs[d.relative_to(ROOT).as_posix()] = (json.loads(prov.read_text()) if prov.is_file() else None, config)
     for f in sorted((ROOT / "results" / "experiments").rglob("*.json")):
         record = json.loads(f.read_text())
-        runs[f.relative_to(ROOT).as_posix()] = (record.get("provenance"), record.get("config"))
+        if isinstance(record, dict) and "metrics" in record:  # a run's results record
+            runs[f.relative_to(ROOT).as_posix()] = (record.get("provenance"), record.get("config"))
     return runs
 
 

@@ -91,10 +91,10 @@ def run(args) -> int:
 
 
 def _verify(args) -> int:
-    from bianet_lib.course import NotebookExecutionError, verify_course
+    from bianet_lib.course import COURSE_RUNS, NotebookExecutionError, verify_course
 
     runs = Path(args.runs)
-    for name in ("bianet-cpu-small", "baseline-cpu-small"):
+    for name in COURSE_RUNS:
         if not (runs / name / "best.pt").is_file():
             raise UsageError(f"--runs {runs}: no trained {name}/best.pt there (run `make verify-course`)")
     if args.tolerance < 0:
