@@ -209,3 +209,45 @@ def test_compare_runs_reports_results_metrics_config_and_weights(tmp_path):
     dry = subprocess.run(["make", "-n", "course-runs", "COURSE_RUNS=/x"], cwd=root, capture_output=True, text=True)
     trains = [line for line in dry.stdout.splitlines() if "bianet train" in line]
     assert len(trains) == 2 and all("num_threads=2" in t and "s wall" in t for t in trains), dry.stdout
+
+
+@pytest.mark.slow
+def test_verify_course_end_to_end_on_a_tiny_repository(tmp_path, capsys):
+    """verify_course re-executes each notebook with only the parameters it declares, on the
+    fresh runs, and reports a printed number that moved; the CLI exits 1 then, 0 when equal."""
+    import json
+    import shutil
+
+    from helpers import random_split, tiny_config
+
+    from bianet_lib.course import verify_course
+    from bianet_lib.train import Trainer
+
+    root, fresh = tmp_path / "repo", tmp_path / "fresh"
+    run = root / "results" / "course" / "bianet-cpu-small"
+    Trainer(tiny_config(epochs=1), random_split(8, 3), random_split(4, 2, seed=1, name="val"), run, progress=False).fit()
+    (run / "results.json").write_text(json.dumps({"metrics": {"acc": 0.5}}))
+    shutil.copytree(run, root / "results" / "course" / "baseline-cpu-small")
+    shutil.copytree(root / "results" / "course", fresh)
+    (root / "notebooks").mkdir()
+    (root / "figures").mkdir()
+    reader = ("import json, pathlib\n"
+              "print('acc', json.loads((pathlib.Path(RUN_DIR) / 'results.json').read_text())['metrics']['acc'])")
+    _write(root / "notebooks" / "01_reads.ipynb", [
+        new_code_cell('FIGURES_DIR = "../figures"\nRUN_DIR = "../results/course/bianet-cpu-small"',
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(reader)])
+    _write(root / "notebooks" / "00_plain.ipynb", [  # declares no RUN_DIR: must not receive it
+        new_code_cell('FIGURES_DIR = "../figures"', metadata={"tags": ["parameters"]}),
+        new_code_cell("print('n =', 3)")])
+    for nb in ("00_plain", "01_reads"):  # the committed notebooks, executed on the committed runs
+        run_notebook(root / "notebooks" / f"{nb}.ipynb", progress_bar=False, log_output=False)
+
+    assert verify_course(fresh, tmp_path / "work", root, echo=lambda *_: None) == 0
+    (fresh / "bianet-cpu-small" / "results.json").write_text(json.dumps({"metrics": {"acc": 0.625}}))
+    lines = []
+    assert verify_course(fresh, tmp_path / "work2", root, echo=lines.append) == 2
+    assert "DIFF bianet-cpu-small/results.json: metrics.acc 0.5 -> 0.625 (diff +1.25e-01)" in lines
+    assert "DIFF 01_reads.ipynb cell 1: 0.5 -> 0.625" in lines
+    assert main(["course", "verify", "--runs", str(fresh), "--work-dir", str(tmp_path / "w3"), "--root", str(root),
+                 "--tolerance", "0.2"]) == 0

@@ -97,6 +97,7 @@ def test_trainer_records_provenance_and_repeats_bit_for_bit(tmp_path):
     # same command, same machine: identical weights and metrics (wall times aside)
     wa, wb = (read_checkpoint(d / "best.pt")["model"] for d in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "best.pt").read_bytes() == (b / "best.pt").read_bytes()
     ma, mb = ([{k: v for k, v in json.loads(line).items() if k != "seconds"}
                for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b))
     assert ma == mb and len(ma) == 2
