@@ -15,6 +15,7 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from helpers import random_split, tiny_config
@@ -87,8 +88,15 @@ def _tiny_run(run_dir: Path) -> Path:
     return run_dir
 
 
-def test_trainer_records_provenance_and_repeats_bit_for_bit(tmp_path):
-    a, b = _tiny_run(tmp_path / "a"), _tiny_run(tmp_path / "b")
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two runs of the same tiny command (shared by the tests below: training is the cost)."""
+    root = tmp_path_factory.mktemp("runs")
+    return _tiny_run(root / "a"), _tiny_run(root / "b")
+
+
+def test_trainer_records_provenance_and_repeats_bit_for_bit(tiny_runs):
+    a, b = tiny_runs
     record = json.loads((a / pv.PROVENANCE).read_text())
     assert record["code_hash"] == pv.combined_hash(pv.code_hashes())
     assert record["determinism"]["num_threads_used"] == 1 == record["determinism"]["num_threads_config"]
@@ -103,8 +111,8 @@ def test_trainer_records_provenance_and_repeats_bit_for_bit(tmp_path):
     assert ma == mb and len(ma) == 2
 
 
-def test_check_run_names_changed_modules_and_config_drift(tmp_path):
-    run = _tiny_run(tmp_path / "run")
+def test_check_run_names_changed_modules_and_config_drift(tmp_path, tiny_runs):
+    run = shutil.copytree(tiny_runs[0], tmp_path / "run")
     record = json.loads((run / pv.PROVENANCE).read_text())
     record["modules"]["bianet_lib/losses.py"] = "0" * 64
     record["code_hash"] = pv.combined_hash(record["modules"])
@@ -155,9 +163,9 @@ def test_committed_runs_match_current_code():
     assert not stale, f"every run matching {stale} has provenance now: remove these ALLOWED_WITHOUT_PROVENANCE entries"
 
 
-def test_committed_run_check_fails_for_a_run_made_by_other_code(tmp_path, monkeypatch):
+def test_committed_run_check_fails_for_a_run_made_by_other_code(tmp_path, monkeypatch, tiny_runs):
     """The guard itself: a committed-looking run whose recorded code differs is reported."""
-    run = _tiny_run(tmp_path / "results" / "course" / "r")
+    run = shutil.copytree(tiny_runs[0], tmp_path / "results" / "course" / "r")
     record = json.loads((run / pv.PROVENANCE).read_text())
     record["modules"]["bianet_lib/model.py"] = "f" * 64
     record["code_hash"] = pv.combined_hash(record["modules"])
