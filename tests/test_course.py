@@ -251,3 +251,15 @@ def test_verify_course_end_to_end_on_a_tiny_repository(tmp_path, capsys):
     assert "DIFF 01_reads.ipynb cell 1: 0.5 -> 0.625" in lines
     assert main(["course", "verify", "--runs", str(fresh), "--work-dir", str(tmp_path / "w3"), "--root", str(root),
                  "--tolerance", "0.2"]) == 0
+
+
+@pytest.mark.slow
+def test_figures_dir_flag_wins_over_the_environment(tmp_path, monkeypatch):
+    saver = "import pathlib\nfrom bianet_lib.course import figures_dir\n" \
+            "d = figures_dir(FIGURES_DIR)\nd.mkdir(parents=True, exist_ok=True)\n(d / '01_x_a.png').write_text('x')"
+    _write(tmp_path / "01_x.ipynb", [new_code_cell('FIGURES_DIR = "../figures"', metadata={"tags": ["parameters"]}),
+                                     new_code_cell(saver)])
+    monkeypatch.setenv("BIANET_FIGURES_DIR", str(tmp_path / "env"))
+    assert main(["course", "run", "--notebooks-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"),
+                 "--figures-dir", str(tmp_path / "flag"), "--no-progress"]) == 0
+    assert (tmp_path / "flag" / "01_x_a.png").is_file() and not (tmp_path / "env").exists()

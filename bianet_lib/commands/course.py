@@ -8,6 +8,7 @@ folder) with the committed ones, number by number; exit 1 when anything differs 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def run(args) -> int:
     params = parse_params(args.param)
     if args.figures_dir:
         params["FIGURES_DIR"] = str(Path(args.figures_dir).resolve())
+        os.environ["BIANET_FIGURES_DIR"] = params["FIGURES_DIR"]  # the kernels' override must not win over it
     if params and not args.output_dir:
         print(
             "bianet course: warning: running in place with non-default parameters "
