@@ -1,0 +1,229 @@
+"""One prepared GPU check (``scripts/gpu_check.sh``; ``python3 -m bianet_lib.gpu_check``).
+
+Runs with the interpreter already on a machine (repository on PYTHONPATH, no venv, no network)
+and writes one JSON report (``results/gpu/report-<device>.json`` and, when set, ``$OUT``):
+
+1. environment: Python, torch, the GPU, which optional packages are missing (librosa is only
+   needed to decode non-PCM audio; the check's tree is PCM WAV);
+2. the tests that matter for this path (``--tests``; skipped in the tiny form);
+3. a generated VoxCeleb-shaped tree, its feature stores (first-pass build time), and the
+   DataLoader's throughput;
+4. the training step of BIANet and of the plain baseline (``bench``: bf16 autocast on CUDA,
+   samples/s, peak GPU memory, the ratio);
+5. a short training run on the tree (steps/s, the matching loss per epoch and whether it ends
+   below ln 2), evaluated on the test split;
+6. the same recipe under ``torchrun --nproc_per_node 1`` (nccl on CUDA, gloo on CPU).
+
+``--tiny --device cpu`` is the seconds-long form the test suite runs; the default form is
+sized for at most about 8 minutes on one H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_model() -> list[str]:
+    return ["face_widths=[8,8,16,16]", "audio_widths=[8,8,16,16]", "attn_channels=8",
+            "hidden_dim=32", "embed_dim=16", "n_mels=16"]
+
+
+def plan(device: str, tiny: bool) -> dict:
+    """Sizes of each stage. Full: the paper preset (224 px, 10 s clips) on 400 identities."""
+    if tiny:
+        return {"preset": "cpu-small", "tree": dict(n_train=12, n_val=4, n_test=4, clips_per_id=3,
+                                                    faces_per_id=2, seconds=0.5, face_size=32),
+                "clip_seconds": 0.25, "batch_size": 4, "epochs": 2, "bench_steps": 1,
+                "model": _tiny_model() + ["face_size=32", "clip_seconds=0.25"],
+                "loader_batches": 4, "torchrun_epochs": 1}
+    return {"preset": "paper", "tree": dict(n_train=400, n_val=40, n_test=60, clips_per_id=4,
+                                            faces_per_id=4, seconds=6.0, face_size=224),
+            "clip_seconds": 10.0, "batch_size": 50, "epochs": 8, "bench_steps": 5,
+            "model": [], "loader_batches": 40, "torchrun_epochs": 1}
+
+
+def environment(device: str) -> dict:
+    import numpy
+    import torch
+
+    missing = [m for m in ("librosa", "soundfile", "pytest", "yaml", "tqdm", "scipy", "PIL", "pandas")
+               if importlib.util.find_spec(m) is None]
+    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "cpu_count": os.cpu_count(), "device": device, "missing_packages": missing,
+           "cuda_available": torch.cuda.is_available()}
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+        env["bf16"] = torch.cuda.is_bf16_supported()
+    for name in missing:
+        note = {"librosa": "only for non-PCM audio (.m4a, .flac, float WAV) and paper_spectrogram",
+                "soundfile": "only librosa uses it", "pytest": "the --tests stage is skipped"}.get(name)
+        print(f"missing package: {name}" + (f" ({note})" if note else " (REQUIRED)"), flush=True)
+    return env
+
+
+def _sets(p: dict, tree: Path, cache: Path, device: str) -> list[str]:
+    return ["data=voxceleb", f"audio_root={tree / 'wav'}", f"face_root={tree / 'faces'}",
+            f"cache_dir={cache}", "face_weights=null", f"device={device}",
+            f"batch_size={p['batch_size']}", f"clip_seconds={p['clip_seconds']}", *p["model"]]
+
+
+def run_check(device: str, tiny: bool, work: Path, tests: bool) -> dict:
+    import torch
+
+    from bianet_lib.batches import IdentityBatches
+    from bianet_lib.bench import bench_config, time_train_steps
+    from bianet_lib.cli import main as bianet
+    from bianet_lib.data.store import StoreSettings, open_or_build
+    from bianet_lib.data.vox_tree import write_vox_tree
+    from bianet_lib.data.voxceleb import build_index
+
+    p = plan(device, tiny)
+    report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device)}
+    t_all = time.perf_counter()
+
+    if tests and not tiny:
+        t0 = time.perf_counter()
+        files = ["tests/test_loader.py", "tests/test_documented_commands.py", "tests/test_portability.py"]
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
+                             cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        report["tests"] = {"files": files, "returncode": res.returncode,
+                           "tail": res.stdout.strip().splitlines()[-1:] if res.stdout else [],
+                           "seconds": time.perf_counter() - t0}
+        print(f"tests: rc={res.returncode} {report['tests']['tail']}", flush=True)
+
+    # --- tree, stores, loader ----------------------------------------------------------------
+    tree, cache = work / "tree", work / "cache"
+    t0 = time.perf_counter()
+    if not (tree / "wav").is_dir():
+        write_vox_tree(tree, **p["tree"])
+    report["tree"] = {**p["tree"], "generation_s": time.perf_counter() - t0}
+    index, _ = build_index(tree / "wav", tree / "faces", "wen")
+    settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
+    stores = {}
+    for split in ("train", "val", "test"):
+        stored, built = open_or_build(index[index["split"] == split], cache, split, settings)
+        stores[split] = {"built": built.built, "seconds": built.seconds, "voices": len(stored.voices),
+                         "faces": len(stored.faces), "skipped": len(built.skipped)}
+        if split == "train":
+            train_split = stored
+    report["stores"] = stores
+    batches = IdentityBatches(train_split, p["batch_size"], seed=0, pin_memory=device == "cuda")
+    it = iter(batches.epoch())
+    next(it)
+    t0, n = time.perf_counter(), 0
+    while n < p["loader_batches"]:
+        try:
+            next(it)
+            n += 1
+        except StopIteration:
+            it = iter(batches.epoch())
+    dt = time.perf_counter() - t0
+    workers = batches._loader.num_workers
+    report["loader"] = {"workers": workers, "samples_per_s": n * p["batch_size"] / dt,
+                        "samples_per_s_per_worker": n * p["batch_size"] / dt / max(1, workers)}
+    del it, batches
+    print(f"loader: {report['loader']}", flush=True)
+
+    # --- step timing: BIANet vs baseline -------------------------------------------------------
+    import dataclasses
+
+    overrides = [f"batch_size={p['batch_size']}", *p["model"]]
+    cfg = bench_config(p["preset"], device, overrides)
+    base = time_train_steps(dataclasses.replace(cfg, use_pia=False, use_nia=False), p["bench_steps"])
+    full = time_train_steps(cfg, p["bench_steps"])
+    report["bench"] = {"step_time_s": {"bianet": full["median_s"], "baseline": base["median_s"]},
+                       "ratio_bianet_to_baseline": full["median_s"] / base["median_s"],
+                       "samples_per_s": {"bianet": p["batch_size"] / full["median_s"],
+                                         "baseline": p["batch_size"] / base["median_s"]},
+                       "peak_memory_mb": {k: v.get("peak_memory_mb", v.get("process_peak_rss_mb"))
+                                          for k, v in (("bianet", full), ("baseline", base))},
+                       "amp_bf16": cfg.amp and device == "cuda", "steps": p["bench_steps"],
+                       "params": {"bianet": full["params"], "baseline": base["params"]}}
+    print(f"bench: ratio {report['bench']['ratio_bianet_to_baseline']:.3f} "
+          f"{report['bench']['samples_per_s']}", flush=True)
+
+    # --- a short training run, evaluated -------------------------------------------------------
+    run_dir = work / "run"
+    sets = _sets(p, tree, cache, device) + [f"epochs={p['epochs']}"]
+    t0 = time.perf_counter()
+    rc = bianet(["train", "--preset", p["preset"], "--run-dir", str(run_dir), "--no-progress", "--set", *sets])
+    train_s = time.perf_counter() - t0
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    match = [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics]
+    steps = metrics[-1]["step"] if metrics else 0
+    report["train"] = {"returncode": rc, "seconds": train_s, "steps": steps,
+                       "steps_per_s": steps / sum(m["seconds"] for m in metrics) if metrics else None,
+                       "match_loss_per_epoch": match, "ln2": math.log(2),
+                       "match_below_ln2_at_end": bool(match and match[-1] < math.log(2)),
+                       "match_fell": bool(len(match) > 1 and match[-1] < match[0]),
+                       "val_acc_per_epoch": [m.get("val_acc") for m in metrics]}
+    res_file = run_dir / "results.json"
+    if res_file.is_file():
+        report["train"]["results"] = json.loads(res_file.read_text())
+    print(f"train: rc={rc} steps={steps} match={[round(x, 3) for x in match]}", flush=True)
+
+    # --- the same under torchrun (one process) ---------------------------------------------------
+    ddp_dir = work / "run-ddp"
+    sets = _sets(p, tree, cache, device) + [f"epochs={p['torchrun_epochs']}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+           str(29500 + os.getpid() % 1000), "-m", "bianet_lib", "train", "--preset", p["preset"],
+           "--run-dir", str(ddp_dir), "--no-progress", "--set", *sets]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    report["torchrun"] = {"returncode": res.returncode, "seconds": time.perf_counter() - t0,
+                          "backend": "nccl" if device == "cuda" else "gloo",
+                          "results": (json.loads((ddp_dir / "results.json").read_text())
+                                      if (ddp_dir / "results.json").is_file() else None),
+                          "stderr_tail": res.stderr.strip().splitlines()[-3:]}
+    print(f"torchrun: rc={res.returncode}", flush=True)
+    report["total_s"] = time.perf_counter() - t_all
+    report["ok"] = bool(rc == 0 and res.returncode == 0 and report.get("tests", {}).get("returncode", 0) == 0)
+    del torch
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="seconds-long form (the test suite's)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--report-dir", default=str(ROOT / "results" / "gpu"))
+    ap.add_argument("--no-tests", action="store_true", help="skip the pytest stage")
+    args = ap.parse_args(argv)
+    import tempfile
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: error: --device cuda but torch sees no GPU (use --device cpu --tiny)",
+              file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        report = run_check(args.device, args.tiny, work, tests=not args.no_tests)
+    name = f"report-{args.device}{'-tiny' if args.tiny else ''}.json"
+    text = json.dumps(report, indent=1, default=str)
+    for folder in filter(None, (args.report_dir, os.environ.get("OUT"))):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / name).write_text(text + "\n")
+        print(f"report written to {Path(folder) / name}")
+    print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
