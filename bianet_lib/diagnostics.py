@@ -22,7 +22,10 @@ at +-1). :func:`diagnose` measures, on one split of held-out data:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -194,18 +197,20 @@ def linear_probe(x: torch.Tensor, y: np.ndarray, groups: np.ndarray, folds: int 
     uniq = np.unique(groups)
     fold_of = {g: i % folds for i, g in enumerate(np.random.default_rng(0).permutation(uniq))}
     fold = np.array([fold_of[g] for g in groups])
-    correct, chance = 0, 0
+    correct, chance, n = 0, 0, 0
     for f in range(folds):
         tr, te = fold != f, fold == f
         if te.sum() == 0 or len(np.unique(y_idx[tr])) < 2:
-            continue
+            continue  # a fold whose training part holds one class cannot be probed: not counted
+        n += int(te.sum())
         mu, sd = x[tr].mean(0), x[tr].std(0).clamp_min(1e-6)
         xtr, xte = (x[tr] - mu) / sd, (x[te] - mu) / sd
         lin = _fit_logistic(xtr.double(), torch.tensor(y_idx[tr]), len(classes), steps, l2)
         with torch.no_grad():
             correct += int((lin(xte.double()).argmax(1).numpy() == y_idx[te]).sum())
         chance += int((y_idx[te] == np.bincount(y_idx[tr]).argmax()).sum())
-    n = int((fold < folds).sum())
+    if n == 0:
+        return {"accuracy": float("nan"), "chance": float("nan"), "classes": int(len(classes))}
     return {"accuracy": correct / n, "chance": chance / n, "classes": int(len(classes))}
 
 
@@ -378,3 +383,45 @@ def health_markdown(reports: dict[str, dict]) -> str:
     for label, read in HEALTH_ROWS:
         lines.append(f"| {label} | " + " | ".join(read(reports[n]) for n in names) + " |")
     return "\n".join(lines)
+
+
+#: A generated table in the README: ``<!-- health-table: label=path, ... -->`` ... ``<!-- /health-table -->``.
+README_BLOCK = re.compile(r"<!-- health-table: (.*?) -->\n(.*?)<!-- /health-table -->", re.S)
+
+
+def readme_blocks(text: str) -> list[tuple[str, str]]:
+    """The (header, body) of every generated health table in a README text."""
+    return [(m.group(1), m.group(2)) for m in README_BLOCK.finditer(text)]
+
+
+def render_readme_block(header: str, root) -> str:
+    """The table a block header names: ``label=path`` pairs of diagnose JSON files under ``root``."""
+    reports = {}
+    for item in header.split(","):
+        label, _, path = item.strip().partition("=")
+        reports[label.strip()] = json.loads((Path(root) / path.strip()).read_text())
+    return health_markdown(reports) + "\n"
+
+
+def rewrite_readme(path) -> int:
+    """Regenerate every health table of a README in place; returns how many blocks changed."""
+    path = Path(path)
+    text, changed = path.read_text(), 0
+
+    def sub(m):
+        nonlocal changed
+        body = render_readme_block(m.group(1), path.parent)
+        changed += body != m.group(2)
+        return f"<!-- health-table: {m.group(1)} -->\n{body}<!-- /health-table -->"
+
+    path.write_text(README_BLOCK.sub(sub, text))
+    return changed
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--readme":
+        print(f"{rewrite_readme(sys.argv[2])} table(s) rewritten in {sys.argv[2]}")
+    else:
+        sys.exit("usage: python -m bianet_lib.diagnostics --readme README.md")
