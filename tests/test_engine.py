@@ -190,3 +190,16 @@ def test_select_route_cosine_validates_on_the_cosine_of_the_embeddings(tmp_path)
     assert accs["classifier"] != accs["cosine"]  # same seed and weights, two different routes
     with pytest.raises(ValueError, match="select_route"):
         tiny_config(select_route="test-set")
+
+
+def test_resume_under_another_config_is_refused(tmp_path):
+    """A run resumed with epochs changed would keep the old cosine schedule (its T_max) while
+    config.yaml says otherwise: refused, naming the field and both values."""
+    from bianet_lib.train import ConfigMismatchError
+
+    train, val = splits()
+    Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False).fit()
+    before = (tmp_path / LATEST).read_bytes()
+    with pytest.raises(ConfigMismatchError, match=r"epochs=3 \(run: 1\)"):
+        Trainer(tiny_config(epochs=3), train, val, tmp_path, progress=False).fit(resume=True)
+    assert (tmp_path / LATEST).read_bytes() == before  # nothing trained, nothing written
