@@ -46,3 +46,168 @@ def save_figure(fig, name: str, figures_dir: str | Path) -> Path:
     path = out_dir / f"{name}.png"
     fig.savefig(path, format="png", dpi=DPI, metadata=_PNG_METADATA, bbox_inches="tight")
     return path
+
+# --- Training curves, ROC curves and signed effects (notebooks 05 and 06) ------------------------
+# Helpers that keep long plotting cells out of notebooks 05 and 06; each returns the figure or the
+# axes, and the notebook saves it with save_figure.
+
+#: The loss of a modality discriminator at chance: two cross-entropies at ln 2 (= 2 ln 2).
+DISCRIMINATOR_CHANCE_LOSS = 1.3862943611198906  # 2 ln 2
+
+
+def _series(history: list[dict], key: str) -> list[float]:
+    return [r.get(key, float("nan")) for r in history]
+
+
+def plot_weighted_loss_curves(weighted: dict[str, dict[str, list[float]]], epochs: dict[str, list[int]],
+                              labels: dict[str, str], discriminator: dict[str, list[float]] | None = None,
+                              adversarial_floor: float | None = None, styles: dict[str, str] | None = None):
+    """One panel per weighted loss term (weight x term, per epoch), each on its own y scale, one
+    line per model; a last panel for the discriminator's own loss with a dashed line at 2 ln 2
+    (a discriminator that cannot tell the modalities apart), and a stacked share of the total for
+    the first model, so that the dominant term is visible at a glance.
+
+    ``weighted[model][term]`` are the weighted values, ``epochs[model]`` their x values,
+    ``labels[term]`` the panel titles (e.g. ``"identity x 1.0"``); ``adversarial_floor`` draws the
+    minimum of the adversarial term (2 ln 2 x w_adv for the confusion target). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    models = list(weighted)
+    terms = list(labels)
+    styles = styles or {}
+    n_panels = len(terms) + (discriminator is not None) + 1
+    ncols = 3
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11, 3.1 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, term in zip(flat, terms, strict=False):
+        for m in models:
+            if term in weighted[m]:
+                ax.plot(epochs[m], weighted[m][term], styles.get(m, "o-"), label=m)
+        if term.startswith("adversarial") and adversarial_floor is not None:
+            ax.axhline(adversarial_floor, color="grey", linestyle="--", linewidth=1, label="minimum (fooled)")
+        ax.set_title(labels[term], fontsize=10)
+        ax.legend(fontsize=7)
+    i = len(terms)
+    if discriminator is not None:
+        ax = flat[i]
+        for m, values in discriminator.items():
+            ax.plot(epochs[m], values, styles.get(m, "o-"), label=m)
+        ax.axhline(DISCRIMINATOR_CHANCE_LOSS, color="grey", linestyle="--", linewidth=1, label="2 ln 2 (blind)")
+        ax.set_title("discriminator (own optimiser)", fontsize=10)
+        ax.legend(fontsize=7)
+        i += 1
+    ax = flat[i]
+    first = models[0]
+    names = [t for t in terms if t in weighted[first]]
+    values = np.array([weighted[first][t] for t in names], dtype=float)
+    shares = values / values.sum(0, keepdims=True)
+    bottom = np.zeros(shares.shape[1])
+    for name, share in zip(names, shares, strict=True):  # stacked bars: readable with one epoch too
+        ax.bar(epochs[first], share, 0.8, bottom=bottom, label=name)
+        bottom += share
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{first}: share of the total loss", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in flat[i + 1:]:
+        ax.set_visible(False)
+    for ax in flat[:i + 1]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_overview(histories: dict[str, list[dict]], styles: dict[str, str] | None = None):
+    """Four panels from ``metrics.jsonl`` records, one line per model: the total and matching
+    losses, the curriculum weight w, the learned thresholds epsilon (models that log them) and
+    the validation 1:2 accuracies, with a dotted vertical line at the epoch ``best.pt`` holds.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    styles = styles or {}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
+    for i, (name, hist) in enumerate(histories.items()):
+        ep, fmt, color = _series(hist, "epoch"), styles.get(name, "o-"), f"C{i}"
+        axes[0, 0].plot(ep, _series(hist, "loss"), fmt, color=color, label=f"{name} total")
+        match = np.add(_series(hist, "match_vf"), _series(hist, "match_fv")) / 2
+        axes[0, 0].plot(ep, match, fmt, color=color, alpha=0.5, label=f"{name} matching (Eq. 22)")
+        axes[0, 1].plot(ep, _series(hist, "w"), fmt, color=color, label=name)
+        for key in ("epsilon_face", "epsilon_voice"):
+            if any(key in r for r in hist):
+                axes[1, 0].plot(ep, _series(hist, key), fmt, color=color,
+                                alpha=1.0 if key == "epsilon_face" else 0.5, label=f"{name} {key.split('_')[1]}")
+        axes[1, 1].plot(ep, _series(hist, "val_acc_vf"), fmt, color=color, label=f"{name} V-F")
+        axes[1, 1].plot(ep, _series(hist, "val_acc_fv"), fmt, color=color, alpha=0.5,
+                        label=f"{name} F-V")
+        best = max(hist, key=lambda r: r["val_acc"])["epoch"]
+        axes[1, 1].axvline(best, linestyle=":", color=color, linewidth=1)
+    axes[0, 0].set_title("training losses (log scale)")
+    axes[0, 0].set_yscale("log")
+    axes[0, 1].set_title("curriculum weight $w$ (epoch mean)")
+    axes[0, 1].set_ylim(-0.05, 1.05)
+    axes[1, 0].set_title("learned threshold $\\epsilon$")
+    axes[1, 1].axhline(0.5, color="black", linewidth=0.6)
+    axes[1, 1].set_title("validation 1:2 accuracy (selects best.pt)")
+    for ax in axes.ravel():
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc_curves(ax, curves: dict[str, tuple], styles: dict[str, str] | None = None):
+    """ROC curves on ``ax``: ``curves[name] = (scores, same, threshold, label)``; each curve gets a
+    dot at the operating point of ``threshold`` (chosen elsewhere, e.g. on validation)."""
+    import numpy as np
+
+    styles = styles or {}
+    for name, (scores, same, threshold, label) in curves.items():
+        scores, same = np.asarray(scores, dtype=float), np.asarray(same, dtype=bool)
+        order = np.argsort(-scores, kind="mergesort")
+        hits = np.concatenate([[0], np.cumsum(same[order])]) / same.sum()
+        false_alarms = np.concatenate([[0], np.cumsum(~same[order])]) / (~same).sum()
+        (line,) = ax.plot(false_alarms, hits, styles.get(name, "-"), label=label)
+        ax.plot((scores[~same] >= threshold).mean(), (scores[same] >= threshold).mean(), "o",
+                color=line.get_color())
+    ax.plot([0, 1], [0, 1], "k-", linewidth=0.6)
+    ax.set_xlabel("false acceptance rate")
+    ax.set_ylabel("true acceptance rate")
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
+def plot_signed_effects(ax, effects: dict[str, float], intervals: dict[str, tuple[float, float]] | None = None,
+                        xlabel: str = "effect on test accuracy", fmt: str = "{:+.3f}"):
+    """Horizontal bars of signed effects around 0 (one per label, top to bottom), coloured by
+    sign, with optional intervals (low, high) and each value written beside its bar."""
+    import numpy as np
+
+    labels = list(effects)
+    vals = np.array([effects[k] for k in labels], dtype=float)
+    y = np.arange(len(labels))
+    colors = ["tab:red" if v > 0 else "tab:blue" if v < 0 else "grey" for v in vals]
+    err = None
+    if intervals:
+        err = np.array([[vals[i] - intervals[k][0], intervals[k][1] - vals[i]] if k in intervals else [0.0, 0.0]
+                        for i, k in enumerate(labels)]).T
+    ax.barh(y, vals, 0.6, color=colors, xerr=err, capsize=3 if intervals else 0)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    span = max(float(np.abs(vals).max()) if len(vals) else 0.0,
+               max((max(abs(lo), abs(hi)) for lo, hi in (intervals or {}).values()), default=0.0), 1e-3)
+    for yi, v in zip(y, vals, strict=True):
+        ax.annotate(fmt.format(v), (v, yi), xytext=(4 if v >= 0 else -4, 0), textcoords="offset points",
+                    ha="left" if v >= 0 else "right", va="center", fontsize=7)
+    ax.set_xlim(-1.35 * span, 1.35 * span)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="y", visible=False)
+    return ax

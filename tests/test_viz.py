@@ -52,3 +52,67 @@ def test_use_course_style_sets_theme():
     viz.use_course_style()
     assert matplotlib.rcParams["savefig.dpi"] == viz.DPI
     assert matplotlib.rcParams["axes.grid"] is True  # seaborn whitegrid
+
+
+# --- Training curves, ROC curves and signed effects (notebooks 05 and 06) ------------------------
+def _history(n=3, eps=True):
+    recs = []
+    for e in range(1, n + 1):
+        r = {"epoch": e, "loss": 10.0 / e, "match_vf": 0.7 / e, "match_fv": 0.6 / e, "w": e / n,
+             "val_acc": 0.5 + 0.1 * e, "val_acc_vf": 0.5 + 0.1 * e, "val_acc_fv": 0.5 + 0.1 * e}
+        if eps:
+            r.update(epsilon_face=0.1 + 0.01 * e, epsilon_voice=0.1)
+        recs.append(r)
+    return recs
+
+
+def test_plot_weighted_loss_curves_one_panel_per_term_and_discriminator():
+    terms = {"matching": "matching x 2", "identity": "identity x 1", "adversarial": "adversarial x 1"}
+    weighted = {"A": {"matching": [1.0, 0.5], "identity": [4.0, 3.0], "adversarial": [1.5, 1.4]},
+                "B": {"matching": [1.1, 0.6], "identity": [4.1, 3.1], "adversarial": [1.39, 1.39]}}
+    fig = viz.plot_weighted_loss_curves(weighted, {"A": [1, 2], "B": [1, 2]}, terms,
+                                        discriminator={"A": [1.38, 1.2], "B": [1.386, 1.386]},
+                                        adversarial_floor=viz.DISCRIMINATOR_CHANCE_LOSS)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 5  # 3 terms + discriminator + share
+    assert [ax.get_title() for ax in visible[:3]] == list(terms.values())
+    # each term on its own scale: the identity panel's limits do not squash the matching panel
+    assert visible[0].get_ylim()[1] < 2.0 < visible[1].get_ylim()[1]
+    assert abs(viz.DISCRIMINATOR_CHANCE_LOSS - 1.3863) < 1e-4
+    plt.close(fig)
+
+
+def test_plot_training_overview_marks_best_epoch():
+    fig = viz.plot_training_overview({"BIANet": _history(), "baseline": _history(eps=False)},
+                                     {"BIANet": "o-", "baseline": "s--"})
+    assert len(fig.axes) == 4
+    eps_lines = fig.axes[2].get_lines()
+    assert len(eps_lines) == 2  # only the model that logs epsilon
+    vlines = [ln for ln in fig.axes[3].get_lines() if list(ln.get_xdata()) == [3, 3]]
+    assert len(vlines) == 2  # the best epoch of each model
+    plt.close(fig)
+
+
+def test_plot_roc_curves_operating_point():
+    import numpy as np
+
+    fig, ax = plt.subplots()
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.3, 0.1])
+    same = np.array([1, 1, 0, 1, 0, 0, 1, 0], dtype=bool)
+    viz.plot_roc_curves(ax, {"m": (scores, same, 0.5, "m")})
+    curve, dot = ax.get_lines()[:2]
+    assert curve.get_xdata()[-1] == 1.0 and curve.get_ydata()[-1] == 1.0
+    # threshold 0.5 accepts 3 of 4 positives and 2 of 4 negatives
+    assert list(dot.get_xdata()) == [0.5] and list(dot.get_ydata()) == [0.75]
+    plt.close(fig)
+
+
+def test_plot_signed_effects_colours_by_sign():
+    fig, ax = plt.subplots()
+    viz.plot_signed_effects(ax, {"up": 0.02, "down": -0.03, "none": 0.0}, {"up": (0.01, 0.03)})
+    colors = [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches]
+    assert colors[0] != colors[1] and len(set(colors)) == 3
+    lo, hi = ax.get_xlim()
+    assert lo < -0.03 and hi > 0.03 and abs(lo + hi) < 1e-12  # symmetric around 0
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["up", "down", "none"]
+    plt.close(fig)
