@@ -404,6 +404,11 @@ def load_checkpoint_model(path: str | Path, device: str = "cpu") -> tuple[BIANet
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     state = read_checkpoint(path, map_location=device)
+    return model_from_checkpoint(path, state, device), state
+
+
+def model_from_checkpoint(path: str | Path, state: dict, device: str = "cpu") -> BIANet:
+    """The BIANet (eval mode) of an already read checkpoint state (``safeio.read_checkpoint``)."""
     try:
         cfg = BIANetConfig.from_dict(dict(state["config"]))
         model = BIANet(cfg).to(device)
@@ -411,7 +416,7 @@ def load_checkpoint_model(path: str | Path, device: str = "cpu") -> tuple[BIANet
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a checkpoint of this BIANet ({first[:200]})") from None
-    return model.eval(), state
+    return model.eval()
 
 
 def load_model(path: str | Path, device: str = "cpu") -> BIANet:

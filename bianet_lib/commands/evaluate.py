@@ -40,12 +40,14 @@ def evaluate_checkpoint(path: str | Path, world: dict | None = None, device: str
     from bianet_lib.evaluate import results_record
     from bianet_lib.protocols import evaluate_model
     from bianet_lib.safeio import read_checkpoint
-    from bianet_lib.train import load_checkpoint_model, resolve_device
+    from bianet_lib.train import model_from_checkpoint, resolve_device
 
     path = Path(path)
-    cfg = BIANetConfig.from_dict(dict(read_checkpoint(path)["config"]))
+    state = read_checkpoint(path)  # on the CPU; the model moves to the device below
+    model = model_from_checkpoint(path, state)
+    cfg = BIANetConfig.from_dict(dict(state["config"]))
     device = str(resolve_device(device or cfg.device))
-    model, state = load_checkpoint_model(path, device)
+    model = model.to(device)
     world = world if world is not None else load_world(cfg)
     threads = torch.get_num_threads()
     if cfg.num_threads:
