@@ -163,6 +163,9 @@ class BIANetConfig:
                      "world_per_id_train", "world_per_id_eval"):
             if getattr(self, name) < 1:
                 bad(name, ">= 1")
+        if self.k > self.batch_size:
+            raise ValueError(f"config field k={self.k}: must be <= batch_size={self.batch_size} "
+                             "(the candidates of a training trial come from one batch)")
         for name in ("world_n_val", "world_n_test"):
             if getattr(self, name) < self.k:
                 bad(name, f">= k={self.k} (a 1:k trial needs k identities)")
@@ -186,9 +189,6 @@ class BIANetConfig:
         ms = list(self.lr_milestones)
         if any(m < 1 for m in ms) or ms != sorted(set(ms)):
             bad("lr_milestones", "strictly increasing epochs >= 1")
-        if self.k > self.batch_size:
-            raise ValueError(f"config field k={self.k}: must be <= batch_size={self.batch_size} "
-                             "(the candidates of a training trial come from one batch)")
 
     # --- I/O ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
