@@ -18,9 +18,9 @@ from bianet_lib.data.voxceleb import build_index, load_split, split_table
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    """Train identities id10310..id10312 (2 voices + 2 faces each), then deliberately broken:
-    id10312 loses its faces, both voices of id10310 break (empty, NaN), one face of id10311
-    is truncated, and an unknown identity folder appears."""
+    """Train identities id10310 (f), id10312 and id10319 (m; names are borrowed by sex), 2 voices
+    + 2 faces each, then deliberately broken: id10312 loses its faces, both voices of id10310
+    break (empty, NaN), one face of id10319 is truncated, and an unknown identity folder appears."""
     root = tmp_path_factory.mktemp("vox")
     world = generate_world(WorldConfig(n_train=3, n_val=2, n_test=2, faces_per_id_train=2,
                                        voices_per_id_train=2, faces_per_id_eval=2,
@@ -30,11 +30,18 @@ def tree(tmp_path_factory):
     empty, nan = sorted((root / "wav" / "id10310").rglob("*.wav"))
     empty.write_bytes(b"")
     soundfile.write(nan, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
-    jpg = sorted((root / "faces" / "Farrah_Abraham").rglob("*.jpg"))[0]
+    jpg = sorted((root / "faces" / "Forest_Whitaker").rglob("*.jpg"))[0]
     jpg.write_bytes(jpg.read_bytes()[:300])
     (root / "wav" / "id99999" / "vid").mkdir(parents=True)
     shutil.copy(sorted((root / "wav" / "id10003").rglob("*.wav"))[0], root / "wav" / "id99999" / "vid")
     return root, world, table, (str(empty), str(nan), str(jpg))
+
+
+def test_borrowed_names_agree_with_the_identities_sex(tree):
+    _, world, table, _ = tree
+    wen = split_table("wen").set_index("id")
+    assert (table["Gender"] == table["VoxCeleb1 ID"].map(wen["gender"])).all()
+    assert table.groupby("split")["VoxCeleb1 ID"].nunique().to_dict() == {"train": 3, "val": 2, "test": 2}
 
 
 def test_split_tables():
@@ -61,8 +68,8 @@ def test_index_reports_unknown_and_missing_modality(tree):
     index, report = build_index(root / "wav", root / "faces", "wen")
     assert report.unknown_folders == ["voice:id99999"]
     assert report.identities == [("id10312", "no usable face files")]
-    assert sorted(index.identity.unique()) == ["id10003", "id10004", "id10117", "id10118",
-                                               "id10310", "id10311"]
+    assert sorted(index.identity.unique()) == ["id10003", "id10007", "id10117", "id10120",
+                                               "id10310", "id10319"]
     faces = index[index.modality == "face"]
     assert faces.video.str.startswith("synth_").all()  # video folder recovered for faces
     assert set(index[index.identity == "id10003"].name) == {"Aamir_Khan"}
@@ -76,10 +83,10 @@ def test_load_split_skips_exactly_the_broken_files(tree, tmp_path):
     assert report.counts() == Counter({"empty audio": 1, "NaN or infinite samples": 1,
                                        "corrupt or truncated image": 1})
     assert ("id10310", "no usable voice files") in report.identities
-    assert data.identities.voxceleb_id.tolist() == ["id10311"]
+    assert data.identities.voxceleb_id.tolist() == ["id10319"]
     assert len(data.voices) == 2 and len(data.faces) == 1
-    # synthetic identity 1 of train is id10311: its audio survives the 16-bit round trip
-    orig = world["train"].voices[world["train"].voice_meta.identity.to_numpy() == 1].numpy()
+    # synthetic identity 2 of train is id10319: its audio survives the 16-bit round trip
+    orig = world["train"].voices[world["train"].voice_meta.identity.to_numpy() == 2].numpy()
     np.testing.assert_allclose(data.voices.numpy(), orig, atol=1 / 16000)
     # every decodable file is cached, also those of the identity dropped afterwards
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 5
@@ -89,11 +96,15 @@ def test_load_split_skips_exactly_the_broken_files(tree, tmp_path):
 
 
 def test_clean_split_matches_world(tree):
-    root, world, _, _ = tree
+    root, world, table, _ = tree
     index, _ = build_index(root / "wav", root / "faces", "wen")
     data, report = load_split(index, "val", 1.0, 32)
     assert report.files == [] and data.n_identities == 2
-    diff = np.abs(data.faces.numpy().astype(int) - world["val"].faces.numpy().astype(int))
+    # the loader orders identities by ID; names are borrowed by sex, so map back to the world's
+    synthetic = {v: i for i, v in enumerate(table[table.split == "val"]["VoxCeleb1 ID"])}
+    ident = world["val"].face_meta.identity.to_numpy()
+    order = np.concatenate([np.flatnonzero(ident == synthetic[v]) for v in data.identities.voxceleb_id])
+    diff = np.abs(data.faces.numpy().astype(int) - world["val"].faces.numpy()[order].astype(int))
     assert diff.mean() < 4  # JPEG quality 95, no chroma subsampling; another face would be ~50
     with pytest.raises(ValueError, match="no files"):
         load_split(index[index.split != "val"], "val", 1.0, 32)

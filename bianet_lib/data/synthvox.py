@@ -473,6 +473,19 @@ def _with_masks(meta: pd.DataFrame, spans: torch.Tensor | None) -> pd.DataFrame:
     return meta.assign(**cols)
 
 
+def _borrowed_rows(wen: pd.DataFrame, genders, split: str) -> list[int]:
+    """The row of Wen's table each synthetic identity borrows: the first unused row of the same
+    sex, in table order, so that a borrowed name never disagrees with the identity's sex."""
+    free = {g: [i for i in wen.index if wen.loc[i, "Gender"] == g] for g in ("m", "f")}
+    rows = []
+    for g in genders:
+        if not free.get(g):
+            raise ValueError(f"split {split!r} needs more {g!r} identities than Wen's {split} split "
+                             f"has usable ({int((wen['Gender'] == g).sum())})")
+        rows.append(free[g].pop(0))
+    return rows
+
+
 def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.DataFrame:
     """Write the world in VoxCeleb layout so the real-data pipeline can read it.
 
@@ -480,8 +493,8 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
     bursts take the clip's peak above 1); faces:
     ``faces/<VGGFace1 ID>/<video>/<00001>.jpg`` (VoxCeleb1's face frames are also grouped by
     video). Each synthetic identity borrows the ID and name of one usable row of Wen et al.'s
-    split CSV of the same split, in order, so ``bianet index --split wen`` applies unchanged;
-    Gender is the synthetic identity's. Also writes ``vox1_meta.csv`` (VoxCeleb1 columns plus
+    split CSV of the same split and the same sex (the first unused one, in table order), so
+    ``bianet index --split wen`` applies unchanged and a name's sex agrees with the voice and face. Also writes ``vox1_meta.csv`` (VoxCeleb1 columns plus
     split and latent factors) and ``voice_meta.csv`` / ``face_meta.csv`` (path + interference;
     in a local world also the masks: ``local_y0, local_x0, local_y1, local_x1`` per face,
     ``local_start_b, local_end_b`` per burst b of a clip).
@@ -498,8 +511,9 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
             raise ValueError(f"split {split!r} has {data.n_identities} identities; the VoxCeleb "
                              f"layout borrows Wen's {len(wen)} usable {split} IDs, so at most that many")
         ids = data.identities
+        row = _borrowed_rows(wen, ids["gender"].tolist(), split)  # synthetic identity -> Wen row
         for i, ident in ids.iterrows():
-            vox_id, vgg = wen.loc[i, "VoxCeleb1_ID"], wen.loc[i, "VGGFace1_ID"]
+            vox_id, vgg = wen.loc[row[i], "VoxCeleb1_ID"], wen.loc[row[i], "VGGFace1_ID"]
             meta_rows.append({"VoxCeleb1 ID": vox_id, "VGGFace1 ID": vgg, "Gender": ident["gender"],
                               "Nationality": "Synthland", "Set": "dev", "split": split,
                               **ident.to_dict()})
@@ -510,14 +524,14 @@ def write_voxceleb_tree(world: dict[str, SplitData], out_dir: str | Path) -> pd.
                 i = rec["identity"]
                 counter[rec["video"]] = counter.get(rec["video"], 0) + 1
                 if modality == "voice":
-                    rel = Path("wav", wen.loc[i, "VoxCeleb1_ID"], rec["video"], f"{counter[rec['video']]:05d}.wav")
+                    rel = Path("wav", wen.loc[row[i], "VoxCeleb1_ID"], rec["video"], f"{counter[rec['video']]:05d}.wav")
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
                     clip = data.voices[j].numpy()
                     # local bursts may exceed the clip's peak of 1: stored as float, not clipped
                     soundfile.write(out / rel, clip, SAMPLE_RATE,
                                     subtype="PCM_16" if np.abs(clip).max() <= 1 else "FLOAT")
                 else:
-                    rel = Path("faces", wen.loc[i, "VGGFace1_ID"], rec["video"], f"{counter[rec['video']]:05d}.jpg")
+                    rel = Path("faces", wen.loc[row[i], "VGGFace1_ID"], rec["video"], f"{counter[rec['video']]:05d}.jpg")
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(data.faces[j].numpy().transpose(1, 2, 0)).save(out / rel, quality=95, subsampling=0)
                 rows.append({"path": rel.as_posix(), "split": split, "name": ids.loc[i, "name"], **rec})
