@@ -187,23 +187,28 @@ def plot_roc_curves(ax, curves: dict[str, tuple], styles: dict[str, str] | None 
 def plot_signed_effects(ax, effects: dict[str, float], intervals: dict[str, tuple[float, float]] | None = None,
                         xlabel: str = "effect on test accuracy", fmt: str = "{:+.3f}"):
     """Horizontal bars of signed effects around 0 (one per label, top to bottom), coloured by
-    sign, with optional intervals (low, high) and each value written beside its bar."""
+    sign (red above 0, blue below), with optional intervals (low, high) for some labels and each
+    value written beyond its bar or interval."""
     import numpy as np
 
+    intervals = intervals or {}
     labels = list(effects)
     vals = np.array([effects[k] for k in labels], dtype=float)
     y = np.arange(len(labels))
     colors = ["tab:red" if v > 0 else "tab:blue" if v < 0 else "grey" for v in vals]
-    err = None
-    if intervals:
-        err = np.array([[vals[i] - intervals[k][0], intervals[k][1] - vals[i]] if k in intervals else [0.0, 0.0]
-                        for i, k in enumerate(labels)]).T
-    ax.barh(y, vals, 0.6, color=colors, xerr=err, capsize=3 if intervals else 0)
+    ax.barh(y, vals, 0.6, color=colors)
+    with_ci = [i for i, k in enumerate(labels) if k in intervals]
+    if with_ci:
+        lo = np.array([intervals[labels[i]][0] for i in with_ci])
+        hi = np.array([intervals[labels[i]][1] for i in with_ci])
+        ax.errorbar(vals[with_ci], y[with_ci], xerr=np.vstack([vals[with_ci] - lo, hi - vals[with_ci]]), fmt="none",
+                    ecolor="black", capsize=3, linewidth=1)
     ax.axvline(0.0, color="black", linewidth=0.8)
-    span = max(float(np.abs(vals).max()) if len(vals) else 0.0,
-               max((max(abs(lo), abs(hi)) for lo, hi in (intervals or {}).values()), default=0.0), 1e-3)
-    for yi, v in zip(y, vals, strict=True):
-        ax.annotate(fmt.format(v), (v, yi), xytext=(4 if v >= 0 else -4, 0), textcoords="offset points",
+    ends = [max([abs(v), *(abs(b) for b in intervals.get(k, ()))]) for k, v in zip(labels, vals, strict=True)]
+    span = max(ends + [1e-3])
+    for i, (k, v) in enumerate(zip(labels, vals, strict=True)):
+        x = max(v, intervals[k][1]) if (k in intervals and v >= 0) else min(v, intervals[k][0]) if k in intervals else v
+        ax.annotate(fmt.format(v), (x, i), xytext=(4 if v >= 0 else -4, 0), textcoords="offset points",
                     ha="left" if v >= 0 else "right", va="center", fontsize=7)
     ax.set_xlim(-1.35 * span, 1.35 * span)
     ax.set_yticks(y, labels, fontsize=7)
