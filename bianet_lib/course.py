@@ -2,7 +2,8 @@
 
 Conventions every notebook follows (see ``notebooks/01_causal_effects.ipynb``, the template):
 
-* file name ``notebooks/NN_slug.ipynb`` (two digits, then a slug); notebooks run in sorted order;
+* file name ``notebooks/NN_slug.ipynb`` (two digits, an optional letter, then a slug: ``05b_...``
+  sorts between ``05_`` and ``06_``); notebooks run in sorted order;
 * the first code cell is tagged ``parameters`` and holds literals only, at least
   ``SEED``, ``FAST``, ``FIGURES_DIR = "../figures"`` and ``DEVICE = "auto"``;
 * figures are saved with :func:`bianet_lib.viz.save_figure` to ``FIGURES_DIR`` as ``NN_slug_*.png``;
@@ -49,7 +50,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-NOTEBOOK_RE = re.compile(r"^\d{2}_[A-Za-z0-9_\-]+\.ipynb$")
+NOTEBOOK_RE = re.compile(r"^\d{2}[a-z]?_[A-Za-z0-9_\-]+\.ipynb$")  # 05b_ sorts between 05_ and 06_
 KERNEL_NAME = "python3"
 INJECTED_TAG = "injected-parameters"
 ERROR_TAG = "papermill-error-cell-tag"

@@ -7,6 +7,7 @@ notebook: ``NN_slug_<what>`` (e.g. ``01_causal_effects_decomposition``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -46,6 +47,93 @@ def save_figure(fig, name: str, figures_dir: str | Path) -> Path:
     path = out_dir / f"{name}.png"
     fig.savefig(path, format="png", dpi=DPI, metadata=_PNG_METADATA, bbox_inches="tight")
     return path
+
+
+#: The loss of a modality discriminator that cannot tell voices from faces (two CE terms at ln 2).
+TWO_LN2 = 2 * math.log(2)
+
+
+def plot_loss_terms(history: list[dict], keys: list[str], title_prefix: str = "", x_key: str | None = None,
+                    ncols: int = 4, panel_size: tuple[float, float] = (2.6, 2.0)):
+    """One small panel per loss term, each on its own y scale (a shared axis flattens the small
+    terms under the largest one). ``history`` is a list of records (a training loop's per-step
+    dicts or ``metrics.jsonl``'s per-epoch ones); ``x_key`` names the x column (default: the
+    record's position, 1-based). The ``discriminator`` and ``adversarial`` panels get a dashed line
+    at 2 ln 2: the loss of a discriminator that cannot tell the modalities apart, and the minimum
+    of the generator's confusion target. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for r in history)]
+    if not keys:
+        raise ValueError("none of the keys is in the history")
+    nrows = math.ceil(len(keys) / ncols)
+    ncols = min(ncols, len(keys))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False)
+    xs = [r.get(x_key, i + 1) if x_key else i + 1 for i, r in enumerate(history)]
+    for ax, key in zip(axes.flat, keys, strict=False):
+        pts = [(x, r[key]) for x, r in zip(xs, history, strict=True) if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
+        if key in ("discriminator", "adversarial"):
+            ax.axhline(TWO_LN2, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"{title_prefix}{key}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(x_key or "step", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def annotated_heatmap(ax, values, row_labels, col_labels, fmt: str = "{:.2f}", vmin=None, vmax=None,
+                      cmap: str = "viridis", fontsize: int = 8):
+    """``imshow`` of a 2-D array with each cell's value written in it (white on dark cells, black
+    on light ones), tick labels on both axes and no grid. Returns the image (for a colorbar)."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    if a.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"values {a.shape} do not match {len(row_labels)} x {len(col_labels)} labels")
+    im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    lo, hi = im.get_clim()
+    for (i, j), v in np.ndenumerate(a):
+        dark = (v - lo) / (hi - lo or 1.0) < 0.5
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=fontsize,
+                color="white" if dark else "black")
+    ax.set_xticks(range(a.shape[1]), [str(c) for c in col_labels])
+    ax.set_yticks(range(a.shape[0]), [str(r) for r in row_labels])
+    ax.grid(False)
+    return im
+
+
+def paired_bars(ax, labels, series: dict[str, list[float]], errors: dict[str, list[float]] | None = None,
+                ylabel: str = "", reference: float | None = None, reference_label: str = "chance",
+                fmt: str | None = "{:.3f}"):
+    """Grouped bars: one group per label, one bar per series (e.g. BIANet vs baseline), optional
+    error bars, an optional dashed reference line (chance), and each bar's value over it when
+    ``fmt`` is set (so the figure can be checked against the printed numbers)."""
+    import numpy as np
+
+    n = len(series)
+    width = 0.8 / max(n, 1)
+    x = np.arange(len(labels))
+    for i, (name, vals) in enumerate(series.items()):
+        if len(vals) != len(labels):
+            raise ValueError(f"series {name!r} has {len(vals)} values for {len(labels)} labels")
+        err = None if errors is None else errors.get(name)
+        bars = ax.bar(x + (i - (n - 1) / 2) * width, vals, width, yerr=err, label=name, capsize=3 if err else 0)
+        if fmt:
+            for bar, v in zip(bars, vals, strict=True):
+                ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return ax
+
 
 # --- Training curves, ROC curves and signed effects (notebooks 05 and 06) ------------------------
 # Helpers that keep long plotting cells out of notebooks 05 and 06; each returns the figure or the

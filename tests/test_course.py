@@ -43,6 +43,12 @@ def test_discover_sorted_and_filtered(tmp_path):
     assert discover_notebooks(tmp_path, "99") == []
 
 
+def test_discover_sorts_a_lettered_notebook_between_its_neighbours(tmp_path):
+    for name in ["06_b.ipynb", "05b_hand.ipynb", "05_a.ipynb", "05bb_x.ipynb"]:
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in discover_notebooks(tmp_path)] == ["05_a.ipynb", "05b_hand.ipynb", "06_b.ipynb"]
+
+
 def test_parse_params_types_and_errors():
     assert parse_params(["FAST=True", "SEED=3", "LR=0.5", "DEVICE=cpu"]) == {
         "FAST": True, "SEED": 3, "LR": 0.5, "DEVICE": "cpu",

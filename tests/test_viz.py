@@ -116,3 +116,43 @@ def test_plot_signed_effects_colours_by_sign():
     assert lo < -0.03 and hi > 0.03 and abs(lo + hi) < 1e-12  # symmetric around 0
     assert [t.get_text() for t in ax.get_yticklabels()] == ["up", "down", "none"]
     plt.close(fig)
+
+
+# --- Loss terms per panel, annotated heatmaps, paired bars (notebook 05b; for 02-07) ---------------
+def test_plot_loss_terms_one_panel_per_term_own_scale_and_chance_lines():
+    history = [{"loss": 10.0 - i, "metric": 2.0 - 0.1 * i, "discriminator": 1.2 + 0.01 * i,
+                "adversarial": 1.5 - 0.01 * i} for i in range(5)]
+    fig = viz.plot_loss_terms(history, ["loss", "metric", "discriminator", "adversarial", "absent"], ncols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["loss", "metric", "discriminator", "adversarial"]
+    assert visible[1].get_ylim()[1] < 3.0 < visible[0].get_ylim()[1]  # metric not squashed by loss
+    for ax in visible[2:]:  # dashed 2 ln 2 on the discriminator and adversarial panels only
+        assert any(list(ln.get_ydata()) == [viz.TWO_LN2] * 2 for ln in ax.get_lines())
+    assert not any(list(ln.get_ydata()) == [viz.TWO_LN2] * 2 for ln in visible[0].get_lines())
+    with pytest.raises(ValueError):
+        viz.plot_loss_terms(history, ["nothing"])
+    plt.close("all")
+
+
+def test_annotated_heatmap_writes_every_value():
+    fig, ax = plt.subplots()
+    im = viz.annotated_heatmap(ax, [[0.1, 0.9], [0.5, 0.3]], ["m", "f"], ["a", "b"], vmin=0, vmax=1)
+    assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.30", "0.50", "0.90"]
+    colors = {t.get_text(): t.get_color() for t in ax.texts}
+    assert colors["0.10"] == "white" and colors["0.90"] == "black"
+    assert im.get_clim() == (0, 1) and [t.get_text() for t in ax.get_yticklabels()] == ["m", "f"]
+    with pytest.raises(ValueError):
+        viz.annotated_heatmap(ax, [[0.1, 0.2]], ["m", "f"], ["a", "b"])
+    plt.close(fig)
+
+
+def test_paired_bars_groups_values_and_reference():
+    fig, ax = plt.subplots()
+    viz.paired_bars(ax, ["V-F", "F-V"], {"BIANet": [0.8, 0.7], "baseline": [0.75, 0.72]}, reference=0.5)
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert heights == [0.7, 0.72, 0.75, 0.8]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.700", "0.720", "0.750", "0.800"]
+    assert any(list(ln.get_ydata()) == [0.5, 0.5] for ln in ax.get_lines())
+    with pytest.raises(ValueError):
+        viz.paired_bars(ax, ["V-F"], {"x": [0.1, 0.2]})
+    plt.close(fig)
