@@ -174,3 +174,15 @@ def test_train_on_a_voxceleb_tree_streams_and_saves_the_skip_report(tmp_path, ca
     assert f"{bad}: empty audio" in saved and "skipped files: 1" in saved
     assert "skip report written to" in capsys.readouterr().out
     assert (run / "results.json").is_file()
+
+
+def test_generated_tree_is_the_same_whatever_the_worker_count(tmp_path):
+    counts = [write_vox_tree(tmp_path / f"w{w}", 3, 2, 2, clips_per_id=2, faces_per_id=2, seconds=0.2,
+                             face_size=16, seed=9, workers=w) for w in (1, 2)]
+    assert counts[0] == counts[1] == {"identities": 7, "files": 28}
+    files = [sorted(p.relative_to(tmp_path / f"w{w}") for p in (tmp_path / f"w{w}").rglob("*.*"))
+             for w in (1, 2)]
+    assert files[0] == files[1] and len(files[0]) == 28
+    assert all((tmp_path / "w1" / f).read_bytes() == (tmp_path / "w2" / f).read_bytes() for f in files[0])
+    index, _ = build_index(tmp_path / "w1" / "wav", tmp_path / "w1" / "faces", "wen")
+    assert index.groupby("split").identity.nunique().to_dict() == {"test": 2, "train": 3, "val": 2}
