@@ -66,6 +66,7 @@ class BIANetConfig:
     w_match: float = 2.0
     w_adv: float = 1.0
     adversarial_target: str = "confusion"  # "confusion" (1/2, 1/2) | "flipped" (authors' code); see losses.py
+    adversarial_schedule: str = "dann"  # w_adv ramps 0 -> 1 ("dann") | "constant"; see losses.adversarial_ramp
     w_metric: float = 2.0
     w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
@@ -120,6 +121,7 @@ class BIANetConfig:
             "encoder_map": ("native", "pool3"),
             "pia_norm": ("layer", "instance"),
             "adversarial_target": ("confusion", "flipped"),
+            "adversarial_schedule": ("dann", "constant"),
             "epsilon_mode": ("fixed", "learned", "adaptive"),
             "matching_head": ("tied", "paper"),
             "generator": ("linear", "paper"),
@@ -238,7 +240,8 @@ class BIANetConfig:
 #: What a config saved before the mechanism fix (issue 10) meant by the fields it lacks: the
 #: first version's 3 x 3 maps, uncentred affinity, the paper's IN in Eq. 14, literal Eq. 15.
 LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affinity_center": False,
-                    "tau_nia": 1.0, "pia_norm": "instance", "adversarial_target": "flipped"}
+                    "tau_nia": 1.0, "pia_norm": "instance", "adversarial_target": "flipped",
+                    "adversarial_schedule": "constant"}
 
 
 def _type_ok(value, annotation: str) -> bool:

@@ -27,7 +27,7 @@ from bianet_lib.config import BIANetConfig
 from bianet_lib.counterfactual import counterfactual_loss, curriculum_weight
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
-from bianet_lib.losses import discriminator_loss, generator_adversarial_loss, metric_loss
+from bianet_lib.losses import adversarial_ramp, discriminator_loss, generator_adversarial_loss, metric_loss
 from bianet_lib.metrics import matching_accuracy
 from bianet_lib.model import BIANet
 from bianet_lib.provenance import write_provenance
@@ -162,6 +162,7 @@ class Trainer:
         cfg = self.cfg
         self.net.train()
         w = self.curriculum_w()
+        w_adv = cfg.w_adv * adversarial_ramp(self.step / self.total_steps, cfg.adversarial_schedule)
         literal = cfg.curriculum == "paper"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             ev, ef = self.net(voices, faces)
@@ -182,7 +183,7 @@ class Trainer:
             d_v, d_f = self.model.discriminate(ev.positive, ef.positive, frozen=True)
             terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float(), cfg.adversarial_target)
         loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
-                + cfg.w_metric * terms.get("metric", 0.0) + cfg.w_adv * terms["adversarial"]
+                + cfg.w_metric * terms.get("metric", 0.0) + w_adv * terms["adversarial"]
                 + cfg.w_identity * terms.get("identity", 0.0))
         self._check_finite(terms)
         self.optimizer.zero_grad(set_to_none=True)
@@ -198,7 +199,7 @@ class Trainer:
         self.disc_optimizer.step()
         self.step += 1
         out = {k: v.item() for k, v in terms.items()}
-        out.update(loss=loss.item(), discriminator=d_loss.item(), w=w)
+        out.update(loss=loss.item(), discriminator=d_loss.item(), w=w, w_adv=w_adv)
         return out
 
     def _average_discriminator_grads(self) -> None:

@@ -220,3 +220,15 @@ def test_confusion_target_has_its_minimum_at_indistinguishable_modalities():
     assert swapped > 2 * math.log(2) + 1
     # the authors' flipped target rewards the swap instead
     assert generator_adversarial_loss(right_f, right_v, "flipped") < 0.01
+
+
+def test_adversarial_ramp_starts_at_zero_and_reaches_one():
+    from bianet_lib.losses import adversarial_ramp
+
+    values = [adversarial_ramp(p / 10) for p in range(11)]
+    assert values[0] == 0.0 and values[-1] > 0.9999
+    assert all(b > a for a, b in zip(values, values[1:], strict=False))
+    assert abs(adversarial_ramp(0.1) - (2 / (1 + math.exp(-1)) - 1)) < 1e-12
+    assert adversarial_ramp(0.0, "constant") == 1.0
+    with pytest.raises(ValueError, match="adversarial schedule"):
+        adversarial_ramp(0.5, "linear")
