@@ -27,7 +27,12 @@ from bianet_lib.config import BIANetConfig
 from bianet_lib.counterfactual import counterfactual_loss, curriculum_weight
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
-from bianet_lib.losses import adversarial_ramp, discriminator_loss, generator_adversarial_loss, metric_loss
+from bianet_lib.losses import (
+    adversarial_ramp,
+    discriminator_loss,
+    generator_adversarial_loss,
+    metric_loss,
+)
 from bianet_lib.metrics import matching_accuracy
 from bianet_lib.model import BIANet
 from bianet_lib.provenance import write_provenance
