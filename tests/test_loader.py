@@ -186,3 +186,40 @@ def test_generated_tree_is_the_same_whatever_the_worker_count(tmp_path):
     assert all((tmp_path / "w1" / f).read_bytes() == (tmp_path / "w2" / f).read_bytes() for f in files[0])
     index, _ = build_index(tmp_path / "w1" / "wav", tmp_path / "w1" / "faces", "wen")
     assert index.groupby("split").identity.nunique().to_dict() == {"test": 2, "train": 3, "val": 2}
+
+
+def test_trainer_on_stored_splits_resumes_exactly(tmp_path):
+    """A run over feature stores (DataLoader with a worker, random crops) interrupted after
+    epoch 1 and resumed ends with the same weights as the uninterrupted run."""
+    from helpers import tiny_config
+
+    from bianet_lib.train import Trainer
+
+    root = tmp_path / "tree"
+    write_vox_tree(root, 8, 4, 4, clips_per_id=2, faces_per_id=2, seconds=0.5, face_size=32, workers=1)
+    index, _ = build_index(root / "wav", root / "faces", "wen")
+    settings = StoreSettings(clip_seconds=0.25, face_size=32)
+    train, _ = open_or_build(index[index.split == "train"], tmp_path / "c", "train", settings, 1)
+    val, _ = open_or_build(index[index.split == "val"], tmp_path / "c", "val", settings, 1)
+    cfg = tiny_config(epochs=2, batch_size=4, clip_seconds=0.25)
+    a = Trainer(cfg, train, val, tmp_path / "a", progress=False)
+    assert a.batches.stored and a.batches._loader.num_workers == 1
+    a.fit()
+    b = Trainer(cfg, train, val, tmp_path / "b", progress=False)
+    real_epoch, calls = b._run_epoch, []
+
+    def interrupted():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch()
+
+    b._run_epoch = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        b.fit()
+    torch.manual_seed(123)
+    c = Trainer(cfg, train, val, tmp_path / "b", progress=False)
+    c.fit(resume=True)
+    assert c.step == a.step == 2 * 2 * 2  # epochs x rounds x batches per round
+    for name, ref in a.model.state_dict().items():
+        assert torch.equal(ref, c.model.state_dict()[name]), name
