@@ -149,7 +149,8 @@ def _series(history: list[dict], key: str) -> list[float]:
 
 def plot_weighted_loss_curves(weighted: dict[str, dict[str, list[float]]], epochs: dict[str, list[int]],
                               labels: dict[str, str], discriminator: dict[str, list[float]] | None = None,
-                              adversarial_floor: float | None = None, styles: dict[str, str] | None = None):
+                              adversarial_floor: float | list[float] | None = None,
+                              styles: dict[str, str] | None = None):
     """One panel per weighted loss term (weight x term, per epoch), each on its own y scale, one
     line per model; a last panel for the discriminator's own loss with a dashed line at 2 ln 2
     (a discriminator that cannot tell the modalities apart), and a stacked share of the total for
@@ -157,7 +158,8 @@ def plot_weighted_loss_curves(weighted: dict[str, dict[str, list[float]]], epoch
 
     ``weighted[model][term]`` are the weighted values, ``epochs[model]`` their x values,
     ``labels[term]`` the panel titles (e.g. ``"identity x 1.0"``); ``adversarial_floor`` draws the
-    minimum of the adversarial term (2 ln 2 x w_adv for the confusion target). Returns the figure.
+    minimum of the adversarial term (2 ln 2 x w_adv for the confusion target; a list, one value per
+    epoch of the first model, when the weight ramps). Returns the figure.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -176,7 +178,11 @@ def plot_weighted_loss_curves(weighted: dict[str, dict[str, list[float]]], epoch
             if term in weighted[m]:
                 ax.plot(epochs[m], weighted[m][term], styles.get(m, "o-"), label=m)
         if term.startswith("adversarial") and adversarial_floor is not None:
-            ax.axhline(adversarial_floor, color="grey", linestyle="--", linewidth=1, label="minimum (fooled)")
+            if isinstance(adversarial_floor, (int, float)):
+                ax.axhline(adversarial_floor, color="grey", linestyle="--", linewidth=1, label="minimum (fooled)")
+            else:  # a ramped weight: the minimum moves with it (x values of the first model)
+                ax.plot(epochs[models[0]], adversarial_floor, color="grey", linestyle="--", linewidth=1,
+                        label="minimum (fooled)")
         ax.set_title(labels[term], fontsize=10)
         ax.legend(fontsize=7)
     i = len(terms)

@@ -80,6 +80,14 @@ def test_plot_weighted_loss_curves_one_panel_per_term_and_discriminator():
     assert visible[0].get_ylim()[1] < 2.0 < visible[1].get_ylim()[1]
     assert abs(viz.DISCRIMINATOR_CHANCE_LOSS - 1.3863) < 1e-4
     plt.close(fig)
+    # a ramped adversarial weight: the minimum is drawn per epoch
+    fig = viz.plot_weighted_loss_curves(weighted, {"A": [1, 2], "B": [1, 2]}, terms,
+                                        adversarial_floor=[0.5 * viz.DISCRIMINATOR_CHANCE_LOSS,
+                                                           viz.DISCRIMINATOR_CHANCE_LOSS])
+    floor = [ln for ln in fig.axes[2].get_lines() if ln.get_label() == "minimum (fooled)"]
+    assert len(floor) == 1 and list(floor[0].get_ydata()) == [0.5 * viz.DISCRIMINATOR_CHANCE_LOSS,
+                                                              viz.DISCRIMINATOR_CHANCE_LOSS]
+    plt.close(fig)
 
 
 def test_plot_training_overview_marks_best_epoch():
