@@ -218,7 +218,8 @@ def plot_weighted_loss_curves(weighted: dict[str, dict[str, list[float]]], epoch
 def plot_training_overview(histories: dict[str, list[dict]], styles: dict[str, str] | None = None):
     """Four panels from ``metrics.jsonl`` records, one line per model: the total and matching
     losses, the curriculum weight w, the learned thresholds epsilon (models that log them) and
-    the validation 1:2 accuracies, with a dotted vertical line at the epoch ``best.pt`` holds.
+    the validation 1:2 accuracies, with a dotted vertical line at the epoch ``best.pt`` holds; the
+    adversarial weight ``w_adv`` beside w when the records log it (a ramped weight).
     Returns the figure."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -231,7 +232,9 @@ def plot_training_overview(histories: dict[str, list[dict]], styles: dict[str, s
         axes[0, 0].plot(ep, _series(hist, "loss"), fmt, color=color, label=f"{name} total")
         match = np.add(_series(hist, "match_vf"), _series(hist, "match_fv")) / 2
         axes[0, 0].plot(ep, match, fmt, color=color, alpha=0.5, label=f"{name} matching (Eq. 22)")
-        axes[0, 1].plot(ep, _series(hist, "w"), fmt, color=color, label=name)
+        axes[0, 1].plot(ep, _series(hist, "w"), fmt, color=color, label=f"{name} w")
+        if any("w_adv" in r for r in hist):  # a ramped adversarial weight (epoch mean)
+            axes[0, 1].plot(ep, _series(hist, "w_adv"), fmt, color=color, alpha=0.5, label=f"{name} w_adv")
         for key in ("epsilon_face", "epsilon_voice"):
             if any(key in r for r in hist):
                 axes[1, 0].plot(ep, _series(hist, key), fmt, color=color,
@@ -243,7 +246,7 @@ def plot_training_overview(histories: dict[str, list[dict]], styles: dict[str, s
         axes[1, 1].axvline(best, linestyle=":", color=color, linewidth=1)
     axes[0, 0].set_title("training losses (log scale)")
     axes[0, 0].set_yscale("log")
-    axes[0, 1].set_title("curriculum weight $w$ (epoch mean)")
+    axes[0, 1].set_title("weights $w$ (curriculum), $w_{adv}$ (epoch means)")
     axes[0, 1].set_ylim(-0.05, 1.05)
     axes[1, 0].set_title("learned threshold $\\epsilon$")
     axes[1, 1].axhline(0.5, color="black", linewidth=0.6)

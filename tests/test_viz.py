@@ -98,6 +98,11 @@ def test_plot_training_overview_marks_best_epoch():
     assert len(eps_lines) == 2  # only the model that logs epsilon
     vlines = [ln for ln in fig.axes[3].get_lines() if list(ln.get_xdata()) == [3, 3]]
     assert len(vlines) == 2  # the best epoch of each model
+    assert [ln.get_label() for ln in fig.axes[1].get_lines()] == ["BIANet w", "baseline w"]
+    plt.close(fig)
+    ramped = [{**r, "w_adv": 0.5 * r["epoch"] / 3} for r in _history()]
+    fig = viz.plot_training_overview({"BIANet": ramped})
+    assert [ln.get_label() for ln in fig.axes[1].get_lines()] == ["BIANet w", "BIANet w_adv"]
     plt.close(fig)
 
 
