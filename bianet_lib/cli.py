@@ -19,6 +19,7 @@ COMMANDS = {
     "bench": "bianet_lib.commands.bench",
     "experiments": "bianet_lib.commands.experiments",
     "course": "bianet_lib.commands.course",
+    "gpu-check": "bianet_lib.commands.gpu_check",
 }
 
 

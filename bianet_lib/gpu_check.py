@@ -195,14 +195,15 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--tiny", action="store_true", help="seconds-long form (the test suite's)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--report-dir", default=str(ROOT / "results" / "gpu"))
     ap.add_argument("--no-tests", action="store_true", help="skip the pytest stage")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     import tempfile
 
     import torch
@@ -223,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report written to {Path(folder) / name}")
     print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s")
     return 0 if report["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
