@@ -371,7 +371,10 @@ class Trainer:
         state = read_checkpoint(path, map_location=self.device)
         if "optimizer" not in state:
             raise CheckpointError(f"{path}: holds weights only (a best.pt?); resuming needs a latest.pt")
-        changes = config_changes(state["config"], self.cfg.to_dict())
+        try:
+            changes = config_changes(state["config"], self.cfg.to_dict())
+        except (ValueError, TypeError) as exc:  # e.g. a field this code does not know
+            raise ConfigMismatchError(f"{path}: its config cannot be read by this code ({exc})") from None
         if changes:
             raise ConfigMismatchError(f"{path}: the run was started with another config; changed: "
                                       + ", ".join(changes))

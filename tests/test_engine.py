@@ -203,3 +203,17 @@ def test_resume_under_another_config_is_refused(tmp_path):
     with pytest.raises(ConfigMismatchError, match=r"epochs=3 \(run: 1\)"):
         Trainer(tiny_config(epochs=3), train, val, tmp_path, progress=False).fit(resume=True)
     assert (tmp_path / LATEST).read_bytes() == before  # nothing trained, nothing written
+
+
+def test_resume_of_a_checkpoint_from_other_code_is_one_clear_error(tmp_path):
+    """A latest.pt whose config has a field this code does not know (written by newer code)."""
+    from bianet_lib.safeio import write_checkpoint
+    from bianet_lib.train import ConfigMismatchError
+
+    train, val = splits()
+    Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False).fit()
+    state = read_checkpoint(tmp_path / LATEST)
+    state["config"]["a_future_field"] = 1
+    write_checkpoint(tmp_path / LATEST, state)
+    with pytest.raises(ConfigMismatchError, match="cannot be read by this code.*a_future_field"):
+        Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False).fit(resume=True)
