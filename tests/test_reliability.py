@@ -319,14 +319,22 @@ def test_a_checkpoint_without_checksum_loads_with_a_warning(trained_run, tmp_pat
     assert torch.equal(next(iter(model.state_dict().values())), next(iter(state["model"].values())))
 
 
-def test_evaluate_reproduces_train_exactly_with_the_runs_threads(trained_run, tmp_path, capsys):
+def test_evaluate_reproduces_train_exactly_with_the_runs_threads(trained_run, tmp_path, capsys, monkeypatch):
     """evaluate runs under the run's num_threads (1) even when the process default differs."""
-    from bianet_lib import cli
+    from bianet_lib import cli, protocols
 
+    threads, real = [], protocols.evaluate_model
+
+    def spy(*args, **kwargs):
+        threads.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocols, "evaluate_model", spy)
     torch.set_num_threads(2)
     capsys.readouterr()
     assert cli.main(["evaluate", "--run-dir", str(trained_run), "--out", str(tmp_path / "e.json")]) == 0
     assert "identical to the metrics" in capsys.readouterr().out
+    assert threads == [1]  # the run's num_threads, not the process's 2
     assert torch.get_num_threads() == 2  # restored afterwards
 
 
