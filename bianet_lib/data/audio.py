@@ -191,9 +191,10 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     fdiff, ramps = np.diff(mel_f), np.subtract.outer(mel_f, freqs)
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
+    # float32 before the area normalisation, as librosa rounds: the filters are bit-identical
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
     weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
-    return weights.astype(np.float32)
+    return weights
 
 
 class LogMelFrontEnd(nn.Module):
