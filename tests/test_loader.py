@@ -223,3 +223,13 @@ def test_trainer_on_stored_splits_resumes_exactly(tmp_path):
     assert c.step == a.step == 2 * 2 * 2  # epochs x rounds x batches per round
     for name, ref in a.model.state_dict().items():
         assert torch.equal(ref, c.model.state_dict()[name]), name
+
+
+def test_relative_and_absolute_roots_find_the_same_store(tree, tmp_path, monkeypatch):
+    root, _, _ = tree
+    first, rep = _store(tree, tmp_path)
+    monkeypatch.chdir(root)
+    index, _ = build_index("wav", "faces", "wen")  # relative roots, relative paths
+    again, rep2 = open_or_build(index[index.split == "train"], tmp_path, "train",
+                                StoreSettings(clip_seconds=0.5, face_size=16), workers=1)
+    assert rep.built and not rep2.built and again.store.folder == first.store.folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 
@@ -173,3 +174,14 @@ def test_corrupt_cache_entry_is_reported_and_rebuilt(tree, tmp_path, capfd):
     load_split(index, "val", 1.0, 32, cache_dir=tmp_path / "c")
     assert capfd.readouterr().err == ""
     assert not list((tmp_path / "c").glob(".*.tmp"))
+
+
+def test_index_with_relative_roots_still_excludes_the_rejected(tree, tmp_path, monkeypatch, capsys):
+    root, _, _, broken = tree
+    monkeypatch.chdir(root)
+    out = tmp_path / "rel.csv"
+    assert main(["index", "--audio-root", "wav", "--face-root", "faces", "--split", "wen", "--out",
+                 str(out), "--validate", "--cache-dir", str(tmp_path / "c"), "--workers", "1"]) == 0
+    usable = pd.read_csv(out)
+    assert not set(broken) & {os.path.abspath(p) for p in usable.path}
+    assert usable.path.str.startswith("/").all()

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                              min_seconds=args.min_seconds or MIN_SECONDS)
     try:
         index, report = build_index(args.audio_root, args.face_root, args.split, args.split_file)
+        index["path"] = index["path"].map(os.path.abspath)  # as the feature store names them
         if index.empty:
             raise UsageError("no file of the split's identities found under the given roots")
         counts = index.groupby(["split", "modality"]).size().unstack(fill_value=0)

@@ -261,7 +261,9 @@ def check_store(folder: Path) -> str | None:
 def open_or_build(rows: pd.DataFrame, cache_dir: str | Path, split_name: str,
                   settings: StoreSettings, workers: int = 0) -> tuple[StoredSplit, BuildReport]:
     """The split's store under ``cache_dir/store``: reused when whole, else (re)built."""
-    rows = rows.reset_index(drop=True)
+    # absolute paths: `index --cache-dir` and `train` find the same store from any folder, and a
+    # corrupt entry can be re-decoded whatever the current folder
+    rows = rows.assign(path=rows["path"].map(os.path.abspath)).reset_index(drop=True)
     folder = Path(cache_dir) / "store" / f"{split_name}-{store_key(rows, split_name, settings)}"
     report = BuildReport()
     problem = check_store(folder) if folder.exists() else "absent"
