@@ -3,8 +3,9 @@
 Two map modes (``encoder_map``):
 - "pool3": adaptively pooled to 3 x 3, as the paper (Sec. 5.1: "uniformly adjusted to 512x3x3").
   The map must have at least 3 x 3 positions before pooling: it is never upsampled.
-- "native" (cpu-small): the trunk's own map. Faces keep an H x W grid (64 px at stride 8 ->
-  8 x 8 = 64 tokens); voices are averaged over frequency into 1 x T time tokens (1 s -> 13).
+- "native" (cpu-small): the trunk's own map. Faces keep an H x W grid (64 px at stride 16 ->
+  4 x 4 = 16 tokens; ``face_strides`` sets it); voices are averaged over frequency into 1 x T
+  time tokens (1 s -> 13).
   Departure, why: on a 3 x 3 map (and worse, a 2 x 2 map upsampled to 3 x 3) attention has
   no positions to choose between, so it cannot down-weight a local occluder or a noise burst.
 
