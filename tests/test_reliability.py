@@ -516,3 +516,21 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
     assert calls == (["bianet__s0"] if other_finishes else ["bianet__s0", "baseline__s0"])
     assert len(written) == len(calls)
     assert ex.pending_runs(GRID.name, out) == []
+
+
+def test_resume_from_a_damaged_latest_is_one_line(trained_run, tmp_path, capsys):
+    import shutil
+
+    from bianet_lib import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    data = bytearray((run / LATEST).read_bytes())
+    data[-100] ^= 0x01  # one flipped bit
+    (run / LATEST).write_bytes(bytes(data))
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and "latest.pt: damaged checkpoint (SHA-256" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
