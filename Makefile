@@ -9,7 +9,7 @@ STAMP       := $(VENV)/.bianet-installed
 BIANET      := $(VENV)/bin/bianet
 COURSE_RUNS := results/course
 
-.PHONY: venv test course course-runs verify-course experiments lint
+.PHONY: venv test course course-runs verify-course experiments lint gpu-check
 
 SHELL := /bin/bash
 # The course runs pin their thread count: torch's default is the number of cores, and float
@@ -71,3 +71,8 @@ experiments: venv
 
 lint: venv
 	$(VENV)/bin/ruff check bianet_lib tests notebooks
+
+# The one prepared GPU check (README, "Real data and the GPU"): about 8 minutes on one H100;
+# writes its JSON report under results/gpu/ (and $OUT on the lent device machine).
+gpu-check:
+	bash scripts/gpu_check.sh
