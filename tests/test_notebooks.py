@@ -121,7 +121,6 @@ PENDING_REEXECUTION = {
     "04_negative_intervention_attention.ipynb": "tqdm warning; re-executed after the course runs are retrained",
     "05_counterfactual_matching_and_curriculum.ipynb": "tqdm warning; re-executed after the retraining",
     "06_evaluation_protocols.ipynb": "tqdm warning; re-executed after the course runs are retrained",
-    "08_voxceleb_on_gpu.ipynb": "tqdm warning and a /root path; re-executed with the new model",
 }
 
 
