@@ -385,22 +385,37 @@ def health_markdown(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-#: A generated table in the README: ``<!-- health-table: label=path, ... -->`` ... ``<!-- /health-table -->``.
-README_BLOCK = re.compile(r"<!-- health-table: (.*?) -->\n(.*?)<!-- /health-table -->", re.S)
+def results_markdown(records: dict[str, dict]) -> str:
+    """A markdown table of several runs' ``results.json`` (classifier route, cosine in brackets)."""
+    from bianet_lib.experiments import flatten_metrics
+
+    cols = [("1:2 V-F", "vf_2"), ("1:2 F-V", "fv_2"), ("1:10 V-F", "vf_10"), ("1:10 F-V", "fv_10"),
+            ("verification acc.", "ver_acc"), ("ROC-AUC", "auc")]
+    lines = ["| run | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for label, record in records.items():
+        flat = flatten_metrics(record["metrics"])
+        lines.append(f"| {label} | " + " | ".join(f"{flat[k]:.3f} ({flat['cos_' + k]:.3f})" for _, k in cols) + " |")
+    return "\n".join(lines)
 
 
-def readme_blocks(text: str) -> list[tuple[str, str]]:
-    """The (header, body) of every generated health table in a README text."""
-    return [(m.group(1), m.group(2)) for m in README_BLOCK.finditer(text)]
+#: A generated table in the README: ``<!-- health-table: label=path, ... -->`` (diagnose JSON files)
+#: or ``<!-- results-table: label=path, ... -->`` (results.json files), closed by ``<!-- /KIND -->``.
+README_BLOCK = re.compile(r"<!-- (health-table|results-table): (.*?) -->\n(.*?)<!-- /\1 -->", re.S)
+RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 
 
-def render_readme_block(header: str, root) -> str:
-    """The table a block header names: ``label=path`` pairs of diagnose JSON files under ``root``."""
+def readme_blocks(text: str) -> list[tuple[str, str, str]]:
+    """The (kind, header, body) of every generated table in a README text."""
+    return [(m.group(1), m.group(2), m.group(3)) for m in README_BLOCK.finditer(text)]
+
+
+def render_readme_block(kind: str, header: str, root) -> str:
+    """The table a block names: ``label=path`` pairs of JSON files under ``root``."""
     reports = {}
     for item in header.split(","):
         label, _, path = item.strip().partition("=")
         reports[label.strip()] = json.loads((Path(root) / path.strip()).read_text())
-    return health_markdown(reports) + "\n"
+    return RENDERERS[kind](reports) + "\n"
 
 
 def rewrite_readme(path) -> int:
@@ -410,9 +425,10 @@ def rewrite_readme(path) -> int:
 
     def sub(m):
         nonlocal changed
-        body = render_readme_block(m.group(1), path.parent)
-        changed += body != m.group(2)
-        return f"<!-- health-table: {m.group(1)} -->\n{body}<!-- /health-table -->"
+        kind, header = m.group(1), m.group(2)
+        body = render_readme_block(kind, header, path.parent)
+        changed += body != m.group(3)
+        return f"<!-- {kind}: {header} -->\n{body}<!-- /{kind} -->"
 
     path.write_text(README_BLOCK.sub(sub, text))
     return changed
