@@ -35,7 +35,10 @@ class BIANetConfig:
     clip_seconds: float = 1.0
     # --- affinity and disentangling (Eq. 9-11) --------------------------------------------
     attn_channels: int = 64  # Q/K/V width; the authors reduce 512 -> 128
-    affinity_axis: str = "channels"  # "channels" (authors' code) | "tokens" (spatial positions)
+    # "tokens" (positions: a face's 4 x 4 grid, a voice's 13 time steps) | "channels" (authors' code).
+    # cpu-small: tokens, from a measured comparison (README, "The mechanism, alive"): accuracy tied,
+    # the threshold moves with epsilon and PIA is sharper on tokens, and only tokens can act on position
+    affinity_axis: str = "tokens"
     epsilon_mode: str = "learned"  # "fixed" | "learned" (scalar) | "adaptive" (per row)
     epsilon: float = 0.1  # fixed value, or the initial value when learned
     gate_sharpness: float = 0.05  # width of the soft threshold that lets epsilon learn
