@@ -115,13 +115,7 @@ DIRTY = re.compile(r"/work/|/home/|/root/|/tmp/|\.venv|site-packages|IProgress|\
 #: a home path): the fix is in their source; the outputs clean up when they are re-executed at
 #: the end of the model retraining (issue 10/15). Remove a line once its notebook is re-executed;
 #: the test fails for a listed notebook that is already clean, so the list cannot go stale.
-PENDING_REEXECUTION = {
-    "02_correlation_disentangling.ipynb": "tqdm warning; re-executed after the course runs are retrained",
-    "03_positive_intervention_attention.ipynb": "tqdm warning; re-executed after the course runs are retrained",
-    "04_negative_intervention_attention.ipynb": "tqdm warning; re-executed after the course runs are retrained",
-    "05_counterfactual_matching_and_curriculum.ipynb": "tqdm warning; re-executed after the retraining",
-    "06_evaluation_protocols.ipynb": "tqdm warning; re-executed after the course runs are retrained",
-}
+PENDING_REEXECUTION: dict[str, str] = {}  # every notebook is re-executed on the current code
 
 
 def dirty_outputs(notebook: Path) -> list[str]:

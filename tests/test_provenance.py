@@ -31,10 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: regenerating results with a writer that does not record provenance fails here. Remove an
 #: entry once its runs are regenerated (the test then insists on it).
 ALLOWED_WITHOUT_PROVENANCE = {
-    "results/course/*": (
-        "made before provenance.json existed; retrained with `make course` at the end of the model change "
-        "(issue 10)",
-        {"7caac970d2b5a7cc270d8182670329629d8bf137", "85f027ca62cda6e5a46284977bf76b4ca3f9b638"}),
     "results/experiments/cpu/*.json": (
         "grid made on the model before issue 10, before results records carried provenance; to be "
         "regenerated (`make experiments`) or removed",
