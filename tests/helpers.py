@@ -1,6 +1,7 @@
 """Tiny in-memory splits for fast model and engine tests."""
 
 import pandas as pd
+import pytest
 import torch
 
 from bianet_lib.config import BIANetConfig
@@ -28,3 +29,12 @@ def tiny_config(**overrides) -> BIANetConfig:
                   epochs=2, lr_encoders=3e-3, lr_heads=3e-3, num_threads=1, device="cpu")
     values.update(overrides)
     return BIANetConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread for the test, restored afterwards (import it into a test module: autouse)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

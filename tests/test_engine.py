@@ -15,15 +15,7 @@ from bianet_lib.evaluate import OracleScorer, evaluate_protocols
 from bianet_lib.protocols import standard_trials
 from bianet_lib.safeio import read_checkpoint
 from bianet_lib.train import BEST, LATEST, NonFiniteLossError, Trainer, load_model
-from tests.helpers import random_split, tiny_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 
 def splits():

@@ -16,7 +16,7 @@ from bianet_lib.experiments import VARIANTS
 from bianet_lib.losses import discriminator_loss
 from bianet_lib.model import BIANet
 from bianet_lib.train import Trainer
-from tests.helpers import random_split, tiny_config
+from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 #: Parameters that legitimately get no gradient, with the reason.
 ALWAYS_EXEMPT = {
@@ -25,14 +25,6 @@ ALWAYS_EXEMPT = {
 }
 #: A gradient this small is float noise: the first version's pia_out got 5e-7 to 2e-6.
 GRAD_FLOOR = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _tiny(overrides=(), **kw):

@@ -23,7 +23,7 @@ from bianet_lib import experiments as ex
 from bianet_lib import safeio
 from bianet_lib.safeio import CheckpointError, FileLock, read_checkpoint
 from bianet_lib.train import BEST, LATEST, METRICS, Trainer
-from tests.helpers import random_split, tiny_config
+from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,14 +46,6 @@ def hash_the_code_once():
     provenance.code_hashes = functools.lru_cache(maxsize=None)(real)
     yield
     provenance.code_hashes = real
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _splits():  # 16 identities x 2 samples, batch 8: 4 steps per epoch
