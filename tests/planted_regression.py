@@ -8,7 +8,7 @@ Nothing in the repository is touched. The library is copied to a temporary folde
 plant is appended there to ``bianet_lib/losses.py``: the metric loss (InfoNCE in ``cpu-small``)
 is halved, a plausible slip (a wrong weight or a mean instead of a sum) that trains without any
 error and only shows in the trained numbers. The course run(s) are retrained with that copy
-exactly as ``make course-runs`` does (``--set num_threads=2``) into the temporary folder, and:
+exactly as ``make course-runs`` does (``--set num_threads=1``) into the temporary folder, and:
 
 1. ``provenance.check_run`` on the fresh run, against the repository's code, must name
    ``bianet_lib/losses.py`` (the provenance test's message when such a run is committed);
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--both", action="store_true", help="retrain the baseline too (else the committed one is used)")
     parser.add_argument("--control", action="store_true", help="no plant: nbval must pass")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--threads", type=int, default=2, help="num_threads of the runs (the Makefile's 2)")
+    parser.add_argument("--threads", type=int, default=1, help="num_threads of the runs (the Makefile's 1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for the retrained runs (only to try the plumbing quickly, "
                              "e.g. --set epochs=1: such runs fail nbval with or without a plant)")
