@@ -56,7 +56,8 @@ def _modules(model: BIANet, modality: str):
     return model.voice_encoder, model.voice_intervention
 
 
-def _inputs(model: BIANet, split: SplitData, modality: str, idx: np.ndarray) -> torch.Tensor:
+def _inputs(split: SplitData, modality: str, idx: np.ndarray) -> torch.Tensor:
+    """What the encoder of ``modality`` reads (faces scaled as BIANet.embed_faces does)."""
     if modality == "face":
         return split.faces[idx].float() / 127.5 - 1.0
     return split.voices[idx].float()
@@ -80,7 +81,7 @@ def mechanism_health(model: BIANet, split: SplitData, modality: str, n: int = 25
     masks, n_tokens = [], None
     for start in range(0, len(idx), batch_size):
         chunk = idx[start:start + batch_size]
-        x = encoder(_inputs(model, split, modality, chunk).to(device))
+        x = encoder(_inputs(split, modality, chunk).to(device))
         out = mod(x)
         a, eps, w = out.affinity, out.epsilon, len(chunk)
         n_tokens = a.shape[-1]
