@@ -92,6 +92,7 @@ class BIANetConfig:
     device: str = "auto"
     seed: int = 0
     num_threads: int = 0  # 0: torch's default
+    loader_workers: int = -1  # DataLoader processes reading a feature store (-1: half the CPUs, at most 8)
     # --- data -----------------------------------------------------------------------------
     data: str = "synthvox"  # "synthvox" | "voxceleb" (then audio_root/face_root/split)
     world_seed: int = 0
@@ -178,6 +179,8 @@ class BIANetConfig:
                 bad(name, f">= k={self.k} (a 1:k trial needs k identities)")
         if self.num_threads < 0:
             bad("num_threads", ">= 0 (0: torch's default)")
+        if self.loader_workers < -1:
+            bad("loader_workers", ">= -1 (-1: half the CPUs, at most 8; 0: read in the main process)")
         if self.epsilon_mode in ("fixed", "learned") and not 0 <= self.epsilon < 1:
             bad("epsilon", f"in [0, 1) (a threshold on |cosine affinity|; epsilon_mode={self.epsilon_mode})")
         if not 0 <= self.bias <= 1:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
@@ -297,22 +295,18 @@ def evaluate_protocols(scorer: Scorer, test_split: SplitData, trials: Mapping[st
             "matching": matching, "curve": _curve(matching), "verification": verified}
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(bianet_lib.__file__).parent, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def results_record(metrics: dict, config: dict, seed: int) -> dict:
-    """Wrap results with what is needed to reproduce them: code, versions, seed, time."""
+    """Wrap results with what is needed to reproduce them: code, versions, seed.
+
+    The code is named by its content hash (``provenance``), not by a git commit or a time: the
+    same code on the same machine writes the same bytes, so regenerated results leave the tree
+    clean (a commit could not name itself anyway)."""
+    from bianet_lib.provenance import code_hashes, combined_hash
+
     return {"metrics": metrics, "config": config, "seed": seed,
-            "code": {"bianet_lib": bianet_lib.__version__, "git_commit": _git_commit()},
+            "code": {"bianet_lib": bianet_lib.__version__, "code_hash": combined_hash(code_hashes())},
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": np.__version__},
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                         "numpy": np.__version__}}
 
 
 def write_results_json(record: dict, path: str | os.PathLike) -> Path:

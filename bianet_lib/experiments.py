@@ -157,6 +157,37 @@ SMOKE_BASE = ["world_n_train=12", "world_n_val=4", "world_n_test=6", "world_per_
               "face_widths=[8, 8, 16, 16]", "audio_widths=[8, 8, 16, 16]", "attn_channels=8",
               "hidden_dim=32", "embed_dim=16", "n_mels=16", "num_threads=1", "device=cpu"]
 
+# --- the local-interference test-bed (issue 11; bianet_lib.testbed) ---------------------------
+TESTBED_ARMS = ("baseline", "pia", "nia", "bianet", "control")
+TESTBED_SEEDS = (0, 1, 2, 3, 4)
+#: The CPU default of notebook 07: the arms the README's answer rests on, 3 seeds.
+TESTBED_REDUCED_ARMS = ("baseline", "bianet", "control")
+
+
+def _testbed_base() -> list[str]:
+    from bianet_lib.testbed import TESTBED_WORLD
+
+    return [*REDUCED_BASE, *TESTBED_WORLD]
+
+
+def calibration_runs() -> list[Run]:
+    """The baseline alone at every calibration strength (bianet_lib.testbed)."""
+    from bianet_lib.testbed import CALIBRATION_SCALES, CALIBRATION_SEEDS
+
+    return [Run(f"baseline_scale{s:g}", (*VARIANTS["baseline"], f"world_local_scale={s}"), seed)
+            for s in CALIBRATION_SCALES for seed in CALIBRATION_SEEDS]
+
+
+def testbed_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
+    """Every arm at the calibrated strength, seed-major (a partly finished grid is balanced).
+    Empty until the calibration is committed (testbed.CALIBRATED_SCALE)."""
+    from bianet_lib.testbed import CALIBRATED_SCALE
+
+    if CALIBRATED_SCALE is None:
+        return []
+    return [Run(a, (*VARIANTS[a], f"world_local_scale={CALIBRATED_SCALE}"), s) for s in seeds for a in arms]
+
+
 GRIDS: dict[str, Grid] = {
     "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
                     "CPU default: baseline and BIANet at rho = 0 and rho = 0.9, 3 seeds, "
@@ -166,6 +197,15 @@ GRIDS: dict[str, Grid] = {
                  "at the reduced grid's CPU scale (its runs are shared)", workers=2, store="cpu"),
     "full-paper": Grid("full-paper", paper_runs(), "paper", ["data=synthvox"],
                        "every experiment with the paper preset on SynthVox (GPU)"),
+    "testbed-calibration": Grid("testbed-calibration", calibration_runs(), "cpu-small", _testbed_base(),
+                                "the baseline alone on the local-interference world at each strength tried "
+                                "(issue 11's pre-registered calibration)", workers=2),
+    "testbed": Grid("testbed", testbed_runs(), "cpu-small", _testbed_base(),
+                    "baseline, PIA, NIA, BIANet and the control on the calibrated local-interference world, "
+                    "5 seeds", workers=2),
+    "testbed-reduced": Grid("testbed-reduced", testbed_runs(TESTBED_REDUCED_ARMS, TESTBED_SEEDS[:3]), "cpu-small",
+                            _testbed_base(), "baseline, BIANet and the control on the test-bed, 3 seeds "
+                            "(its runs are the full test-bed grid's)", workers=2, store="testbed"),
     "smoke": Grid("smoke", [Run("baseline", tuple(VARIANTS["baseline"]), 0),
                             Run("bianet", tuple(VARIANTS["bianet"]), 0)], "cpu-small", SMOKE_BASE,
                   "two tiny runs (tests, FAST notebooks)"),
@@ -203,6 +243,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     from bianet_lib.data_sources import load_world
     from bianet_lib.evaluate import results_record, write_results_json
     from bianet_lib.protocols import evaluate_model
+    from bianet_lib.provenance import provenance_record
     from bianet_lib.train import BEST, ConfigMismatchError, Trainer, load_model
 
     cfg = grid.config(run)
@@ -220,6 +261,11 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     model = load_model(run_dir / BEST, str(trainer.device))
     metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
     record = results_record(metrics, cfg.to_dict(), run.seed)
+    record["provenance"] = provenance_record(cfg)  # the code that trained it (a stale result is visible)
+    if cfg.world_preset == "local":  # the test-bed's mechanism endpoints (bianet_lib.testbed)
+        from bianet_lib.testbed import run_endpoints
+
+        record["endpoints"] = run_endpoints(model, cfg, world, trainer.device)
     record["experiment"] = {"grid": grid.name, "name": run.name, "run_id": run.run_id,
                             "overrides": list(run.overrides), "base": list(grid.base), "preset": grid.preset,
                             "wall_s": time.perf_counter() - start, "best_val_acc": trainer.best_val,
@@ -308,10 +354,12 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
     done: list[Path] = []
     if not todo:
         return done
+    from bianet_lib.data_sources import world_cache_path
+
     seen = set()
-    for run in todo:  # fill the world cache once per distinct world (rho)
+    for run in todo:  # fill the world cache once per distinct world (rho, local scale, ...)
         cfg = grid.config(run)
-        key = (cfg.bias, cfg.world_seed, cfg.world_n_train, cfg.face_size)
+        key = world_cache_path(cfg) if cfg.data == "synthvox" else None
         if key not in seen:
             seen.add(key)
             load_world(cfg)

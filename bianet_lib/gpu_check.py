@@ -161,10 +161,11 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool) -> dict:
     rc = bianet(["train", "--preset", p["preset"], "--run-dir", str(run_dir), "--no-progress", "--set", *sets])
     train_s = time.perf_counter() - t0
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    timing = [json.loads(x) for x in (run_dir / "timing.jsonl").read_text().splitlines() if x.strip()]
     match = [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics]
     steps = metrics[-1]["step"] if metrics else 0
     report["train"] = {"returncode": rc, "seconds": train_s, "steps": steps,
-                       "steps_per_s": steps / sum(m["seconds"] for m in metrics) if metrics else None,
+                       "steps_per_s": steps / sum(t["seconds"] for t in timing) if timing else None,
                        "match_loss_per_epoch": match, "ln2": math.log(2),
                        "match_below_ln2_at_end": bool(match and match[-1] < math.log(2)),
                        "match_fell": bool(len(match) > 1 and match[-1] < match[0]),

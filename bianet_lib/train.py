@@ -48,6 +48,9 @@ from bianet_lib.safeio import (
 from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
 
 LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config.yaml"
+#: Wall seconds per epoch: kept apart from metrics.jsonl (and ignored by git), so that a rerun of
+#: the same command leaves the committed results bit-identical.
+TIMING = "timing.jsonl"
 VAL_TRIAL_SEED = 12345
 VAL_TRIALS_PER_ID = 10
 
@@ -125,6 +128,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         # in memory (SynthVox) or streamed from a feature store by DataLoader workers (VoxCeleb)
         self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world,
+                                       workers=None if cfg.loader_workers < 0 else cfg.loader_workers,
                                        pin_memory=self.device.type == "cuda")
         self.trial_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.optimizer, self.disc_optimizer = self._optimizers()
@@ -136,6 +140,7 @@ class Trainer:
         self.val_trials = {d: make_matching_trials(val, d, 2, VAL_TRIALS_PER_ID, VAL_TRIAL_SEED) for d in ("vf", "fv")}
         self.epoch, self.step, self.best_val = 0, 0, -1.0
         self.records: list[dict] = []  # every epoch's record so far (metrics.jsonl is derived)
+        self.timings: list[dict] = []  # {"epoch", "seconds"} per epoch (timing.jsonl)
         self.best_state: dict | None = None  # the validation-selected weights and where
         self.amp = cfg.amp and self.device.type == "cuda"
 
@@ -255,6 +260,7 @@ class Trainer:
             self.cfg.to_yaml(self.run_dir / CONFIG)
             write_provenance(self.run_dir, self.cfg)  # code hash, config schema, threads (provenance.py)
             atomic_write_text(self.run_dir / METRICS, "")
+            atomic_write_text(self.run_dir / TIMING, "")
         history = []
         while self.epoch < self.cfg.epochs:
             record = self._run_epoch()
@@ -272,6 +278,8 @@ class Trainer:
             if self.dist.is_main:
                 self.save_checkpoint(latest)  # the commit point
                 self._write_derived(best=improved)
+                self.timings.append({"epoch": self.epoch, "seconds": self.epoch_seconds})
+                atomic_write_text(self.run_dir / TIMING, "".join(json.dumps(t) + "\n" for t in self.timings))
         return history
 
     def _write_derived(self, best: bool, config: bool = False) -> None:
@@ -297,7 +305,7 @@ class Trainer:
         self.scheduler.step()
         n = len(self.batches)
         record = {"epoch": self.epoch + 1, "step": self.step, **{k: v / n for k, v in sums.items()}}
-        record["seconds"] = time.perf_counter() - start
+        self.epoch_seconds = time.perf_counter() - start  # timing.jsonl, not the record
         record.update(self._epsilons())
         record.update(self.validate())
         return self._reduce(record)
@@ -395,6 +403,7 @@ class Trainer:
             self.records = list(state["records"])
         else:  # a latest.pt written before the history moved into it
             self.records = [r for r in _read_jsonl(self.run_dir / METRICS) if r.get("epoch", 0) <= self.epoch]
+        self.timings = [t for t in _read_jsonl(self.run_dir / TIMING) if t.get("epoch", 0) <= self.epoch]
         best = state.get("best")
         self.best_state = None if best is None else {
             **best, "model": state["model"] if best["model"] is None else best["model"]}

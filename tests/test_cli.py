@@ -148,6 +148,7 @@ INDEX = ["index", "--audio-root", "audio", "--face-root", "faces", "--split", "w
     (TRAIN + ["world_n_val=1"], ["world_n_val=1", ">= k=2"]),
     (TRAIN + ["w_adv=-1"], ["w_adv=-1", ">= 0"]),
     (TRAIN + ["num_threads=-2"], ["num_threads=-2", ">= 0"]),
+    (TRAIN + ["loader_workers=-2"], ["loader_workers=-2", ">= -1"]),
     (TRAIN + ["audio_blocks=[1,1]"], ["audio_blocks", "one entry per"]),
     (["train", "--run-dir", "afile"], ["afile", "not a directory"]),
     (["experiments", "smoke", "--results-dir", "afile"], ["afile", "not a folder"]),

@@ -1,0 +1,152 @@
+"""The local-interference test-bed: per-trial bits, the pre-registered calibration rule, the
+endpoints every run records, and that the committed setting came from the baseline alone."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bianet_lib import experiments as ex
+from bianet_lib import testbed as tb
+from bianet_lib.config import load_config
+from bianet_lib.data_sources import load_world
+from bianet_lib.endpoints import trial_correct
+from bianet_lib.model import BIANet
+from bianet_lib.scoring import BIANetScorer
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIBRATION_DIR = ROOT / "results" / "experiments" / "testbed-calibration"
+TESTBED_DIR = ROOT / "results" / "experiments" / "testbed"
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 6000])
+def test_bits_round_trip(n):
+    x = np.random.default_rng(n).random(n) < 0.3
+    assert np.array_equal(tb.unpack_bits(tb.pack_bits(x), n), x)
+    with pytest.raises(ValueError, match="expected"):
+        tb.unpack_bits(tb.pack_bits(x), n + 8)
+
+
+def _row(scale, seed, vf, fv):
+    return {"scale": scale, "seed": seed, "vf_drop": vf, "fv_drop": fv, "vf_acc": 0.8, "fv_acc": 0.8,
+            "vf_clean": 0.8 + vf, "fv_clean": 0.8 + fv, "vf_filled": 0.8, "fv_filled": 0.8, "run": "r"}
+
+
+def test_choose_scale_known_answers():
+    # both directions must reach the target; the smallest such scale wins
+    rows = [_row(0.5, 0, 0.05, 0.02), _row(1.0, 0, 0.12, 0.08), _row(1.5, 0, 0.11, 0.10), _row(2.0, 0, 0.2, 0.2)]
+    assert tb.choose_scale(rows, 0.10) == 1.5
+    assert tb.choose_scale(rows, 0.25) is None
+    assert tb.choose_scale(rows, 0.0) == 0.5
+    # seeds are averaged: 0.14 and 0.04 -> 0.09 < 0.10
+    rows = [_row(1.0, 0, 0.14, 0.2), _row(1.0, 1, 0.04, 0.2), _row(2.0, 0, 0.1, 0.1)]
+    assert tb.choose_scale(rows, 0.10) == 2.0
+    text = tb.calibration_markdown(rows, 0.10)
+    assert "Chosen: **scale 2**" in text and text.count("\n| 1 |") == 2
+
+
+@pytest.fixture(scope="module")
+def local_world(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    cfgs = {arm: load_config("cpu-small", overrides=[*ex.SMOKE_BASE, "world_preset=local", "world_n_test=6",
+                                                     f"cache_dir={cache}", *ex.VARIANTS[arm]])
+            for arm in ("bianet", "baseline")}
+    return cfgs, load_world(cfgs["bianet"])
+
+
+def test_endpoints_of_a_model(local_world):
+    cfgs, world = local_world
+    torch.manual_seed(0)
+    model = BIANet(cfgs["bianet"])
+    rec = tb.run_endpoints(model, cfgs["bianet"], world)
+    trials = tb.endpoint_trials(world["test"])
+    for d in tb.DIRECTIONS:
+        r = rec["directions"][d]
+        assert r["n_trials"] == len(trials[d].query) == 6 * tb.TRIALS_PER_ID
+        assert set(r["accuracy"]) == {"dose0", "dose0.5", "dose1", "dose1.5", "filled"}
+        for cond, acc in r["accuracy"].items():  # the stored bits are the accuracies
+            bits = tb.trial_matrix({"endpoints": rec}, d, cond)
+            assert bits.mean() == pytest.approx(acc)
+        # dose 1 is the test split itself, scored trial by trial
+        direct = trial_correct(BIANetScorer(model), world["test"], trials[d], seed=tb.TRIAL_SEED)
+        assert np.array_equal(tb.trial_matrix({"endpoints": rec}, d, "dose1"), direct)
+        assert r["clean_twin_drop"] == pytest.approx(r["accuracy"]["dose0"] - r["accuracy"]["dose1"])
+    # PIA and NIA attention on both modalities; the uniform-attention share is the mask's share
+    for modality in ("face", "voice"):
+        for branch in ("pia", "nia"):
+            a = rec["attention"][modality][branch]
+            assert 0 < a["share"] < 1 and 0 <= a["mass"] <= 1 and a["n"] > 0
+    # the baseline has no attention to measure
+    base = BIANet(cfgs["baseline"])
+    assert tb.run_endpoints(base, cfgs["baseline"], world)["attention"] == {}
+
+
+def test_dose_splits_are_cached_and_exact(local_world):
+    cfgs, world = local_world
+    cfg = cfgs["bianet"]
+    a = tb.test_split_at(cfg, 0.0)
+    b = tb.test_split_at(cfg, 0.0)  # from the cache file
+    assert torch.equal(a.faces, b.faces) and torch.equal(a.voices, b.voices)
+    assert (a.face_boxes[:, 2] == a.face_boxes[:, 0]).all()  # dose 0: no interference left
+    one = tb.test_split_at(cfg, 1.0)  # regenerated at dose 1 = the world's test split
+    assert torch.equal(one.faces, world["test"].faces) and torch.equal(one.voices, world["test"].voices)
+
+
+def test_endpoints_refuse_a_world_without_masks(tmp_path):
+    cfg = load_config("cpu-small", overrides=[*ex.SMOKE_BASE, f"cache_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="world_preset=local"):
+        tb.run_endpoints(BIANet(cfg), cfg, load_world(cfg))
+
+
+def test_a_testbed_run_records_endpoints_and_provenance(monkeypatch, tmp_path):
+    monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
+    grid = ex.Grid("tiny-local", [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), 0)], "cpu-small",
+                   [*ex.SMOKE_BASE, "world_preset=local"])
+    monkeypatch.setitem(ex.GRIDS, "tiny-local", grid)
+    ex.run_grid("tiny-local", tmp_path / "results", progress=False)
+    rec = json.loads((tmp_path / "results" / "tiny-local" / "baseline__s0.json").read_text())
+    assert set(rec["endpoints"]["directions"]) == {"vf", "fv"}
+    assert rec["provenance"]["code_hash"] and rec["provenance"]["determinism"]["seed"] == 0
+    assert tb.calibration_rows(tmp_path / "results" / "tiny-local")[0]["scale"] == 1.0
+
+
+def test_the_testbed_grid_waits_for_the_calibration(monkeypatch):
+    monkeypatch.setattr(tb, "CALIBRATED_SCALE", None)
+    assert ex.testbed_runs() == []
+    monkeypatch.setattr(tb, "CALIBRATED_SCALE", 1.5)
+    runs = ex.testbed_runs()
+    assert len(runs) == len(ex.TESTBED_ARMS) * len(ex.TESTBED_SEEDS)
+    assert all("world_local_scale=1.5" in r.overrides for r in runs)
+    assert [r.seed for r in runs[:len(ex.TESTBED_ARMS)]] == [0] * len(ex.TESTBED_ARMS)  # seed-major
+    # the calibration trains the baseline only
+    assert {r.overrides[:2] for r in ex.calibration_runs()} == {tuple(ex.VARIANTS["baseline"])}
+
+
+def _git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_committed_setting_is_the_baseline_calibration():
+    """Pre-registration: CALIBRATED_SCALE is the rule applied to the committed baseline-only
+    calibration; every committed test-bed run uses it; and none of them was committed before it."""
+    rows = tb.calibration_rows(CALIBRATION_DIR)
+    if tb.CALIBRATED_SCALE is None:
+        assert not list(TESTBED_DIR.glob("*.json")), "test-bed runs exist but no calibrated scale"
+        return
+    assert rows, f"CALIBRATED_SCALE is set but {CALIBRATION_DIR} holds no calibration"
+    assert {json.loads(p.read_text())["config"]["use_pia"] for p in CALIBRATION_DIR.glob("*.json")} == {False}
+    assert tb.choose_scale(rows) == tb.CALIBRATED_SCALE
+    for path in TESTBED_DIR.glob("*.json"):
+        assert json.loads(path.read_text())["config"]["world_local_scale"] == tb.CALIBRATED_SCALE, path.name
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
+    set_at = _git("log", "--reverse", "--format=%H", "-G", r"^CALIBRATED_SCALE: float \| None = [0-9]",
+                  "--", "bianet_lib/testbed.py").splitlines()
+    first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(TESTBED_DIR)).splitlines()
+    if first_run:
+        # the commit that set the scale is an ancestor of the first commit holding a run
+        assert set_at, "the scale was never set in a commit"
+        subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
