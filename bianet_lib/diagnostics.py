@@ -401,8 +401,18 @@ def results_markdown(records: dict[str, dict]) -> str:
 
 #: A generated table in the README: ``<!-- health-table: label=path, ... -->`` (diagnose JSON files)
 #: or ``<!-- results-table: label=path, ... -->`` (results.json files), closed by ``<!-- /KIND -->``.
-README_BLOCK = re.compile(r"<!-- (health-table|results-table): (.*?) -->\n(.*?)<!-- /\1 -->", re.S)
+#: ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->``: the test-bed's
+#: calibration and grid tables from a folder of run JSONs (bianet_lib.testbed).
+README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table): (.*?) -->\n(.*?)"
+                          r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
+
+
+def _folder_renderers() -> dict:
+    from bianet_lib import testbed
+
+    return {"calibration-table": lambda d: testbed.calibration_markdown(testbed.calibration_rows(d)),
+            "testbed-table": testbed.testbed_markdown}
 
 
 def readme_blocks(text: str) -> list[tuple[str, str, str]]:
@@ -411,7 +421,11 @@ def readme_blocks(text: str) -> list[tuple[str, str, str]]:
 
 
 def render_readme_block(kind: str, header: str, root) -> str:
-    """The table a block names: ``label=path`` pairs of JSON files under ``root``."""
+    """The table a block names: ``label=path`` pairs of JSON files under ``root`` (or, for the
+    test-bed's kinds, one folder under ``root``)."""
+    folder = _folder_renderers().get(kind)
+    if folder is not None:
+        return folder(Path(root) / header.strip()) + "\n"
     reports = {}
     for item in header.split(","):
         label, _, path = item.strip().partition("=")

@@ -206,6 +206,10 @@ GRIDS: dict[str, Grid] = {
     "testbed-reduced": Grid("testbed-reduced", testbed_runs(TESTBED_REDUCED_ARMS, TESTBED_SEEDS[:3]), "cpu-small",
                             _testbed_base(), "baseline, BIANet and the control on the test-bed, 3 seeds "
                             "(its runs are the full test-bed grid's)", workers=2, store="testbed"),
+    "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
+                                            for a in ("baseline", "bianet", "control")],
+                          "cpu-small", [*SMOKE_BASE, "world_preset=local"],
+                          "three tiny runs on a tiny local-interference world (tests, notebook 07's FAST mode)"),
     "smoke": Grid("smoke", [Run("baseline", tuple(VARIANTS["baseline"]), 0),
                             Run("bianet", tuple(VARIANTS["bianet"]), 0)], "cpu-small", SMOKE_BASE,
                   "two tiny runs (tests, FAST notebooks)"),

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 DPI = 120
 # PNG text chunks matplotlib would otherwise write (its version string): dropped so that
@@ -313,3 +314,77 @@ def plot_signed_effects(ax, effects: dict[str, float], intervals: dict[str, tupl
     ax.set_xlabel(xlabel)
     ax.grid(axis="y", visible=False)
     return ax
+
+
+# --- the local-interference test-bed (notebook 07) ---------------------------------------------
+def show_local_faces(split, twin, n: int = 6):
+    """Top row: ``n`` faces of ``split`` with their interference box outlined; bottom row: the
+    same faces' clean twins (``twin``: the split regenerated at dose 0)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    idx = list(range(0, len(split.faces), max(1, len(split.faces) // n)))[:n]
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.7))
+    kinds = split.face_meta["local_kind"].astype(str).to_numpy() if "local_kind" in split.face_meta else None
+    for col, i in enumerate(idx):
+        for row, s in enumerate((split, twin)):
+            ax = axes[row, col]
+            ax.imshow(s.faces[i].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        if split.face_boxes is not None:
+            y0, x0, y1, x1 = (int(v) for v in split.face_boxes[i])
+            if y1 > y0:
+                axes[0, col].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                                 edgecolor="red", linewidth=1.5))
+        axes[0, col].set_title(kinds[i] if kinds is not None else "", fontsize=9)
+    axes[0, 0].set_ylabel("interfered")
+    axes[1, 0].set_ylabel("clean twin")
+    fig.tight_layout()
+    return fig
+
+
+def show_local_voices(split, n: int = 2, sample_rate: int = 16000):
+    """Waveforms of ``n`` clips with their interference bursts shaded."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 * n), sharex=True, squeeze=False)
+    kinds = split.voice_meta["local_kind"].astype(str).to_numpy() if "local_kind" in split.voice_meta else None
+    for r in range(n):
+        ax = axes[r, 0]
+        x = split.voices[r].numpy()
+        t = np.arange(len(x)) / sample_rate
+        ax.plot(t, x, linewidth=0.4, color="0.3")
+        if split.voice_intervals is not None:
+            for start, end in split.voice_intervals[r].tolist():
+                if end > start:
+                    ax.axvspan(start / sample_rate, end / sample_rate, color="red", alpha=0.2)
+        ax.set_ylabel(kinds[r] if kinds is not None else "")
+    axes[-1, 0].set_xlabel("seconds (red: the burst's ground-truth interval)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_dose_response(ax, arm_rows: list[dict], direction: str, doses, styles: dict | None = None):
+    """1:2 accuracy against the test-time interference dose, one line per arm (means over seeds,
+    ``testbed.arm_table`` rows)."""
+    for row in arm_rows:
+        ys = [row[f"{direction}_dose{d:g}"] for d in doses]
+        ax.plot(doses, ys, marker="o", label=f"{row['arm']} ({row['seeds']} seeds)",
+                **((styles or {}).get(row["arm"], {})))
+    ax.set_xlabel("test-time interference dose (1 = trained strength)")
+    ax.set_ylabel(f"1:2 {direction.upper()} accuracy")
+    ax.set_xticks(list(doses))
+
+
+def plot_attention_mass(ax, att_rows: list[dict]):
+    """Bars of attention mass on the interference tokens over their share (1 = blind), per arm,
+    modality and branch (``testbed.attention_table`` rows)."""
+    labels = [f"{a['arm']}\n{a['modality']} {a['branch'].upper()}" for a in att_rows]
+    ratios = [a["ratio"] for a in att_rows]
+    ax.bar(range(len(ratios)), ratios, color=["C0" if a["branch"] == "pia" else "C3" for a in att_rows])
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(ratios)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("mass on interference / its share")

@@ -7,6 +7,7 @@ rebuilds each, so a re-run that changes a number fails here until the README is 
 (``python -m bianet_lib.diagnostics --readme README.md`` rewrites every such block).
 """
 
+import shutil
 from pathlib import Path
 
 from bianet_lib.diagnostics import readme_blocks, render_readme_block, rewrite_readme
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_tables_match_the_committed_json():
     blocks = readme_blocks((ROOT / "README.md").read_text())
-    assert {kind for kind, _, _ in blocks} == {"health-table", "results-table"}
+    assert {kind for kind, _, _ in blocks} >= {"health-table", "results-table", "calibration-table"}
     for kind, header, body in blocks:
         assert body.strip() == render_readme_block(kind, header, ROOT).strip(), (
             f"README {kind} {header!r} disagrees with its JSON files: regenerate it")
@@ -25,12 +26,16 @@ def test_readme_tables_match_the_committed_json():
 def test_a_changed_number_is_caught_and_rewritten(tmp_path):
     text = (ROOT / "README.md").read_text()
     kind, header, body = readme_blocks(text)[0]
+    assert kind == "health-table"
     changed = body.replace("0.", "0.9", 1)
     assert changed.strip() != render_readme_block(kind, header, ROOT).strip()
     # the rewriter restores it (paths resolve against the README's folder)
     readme = tmp_path / "README.md"
     readme.write_text(text.replace(body, changed, 1))
-    for _, hdr, _ in readme_blocks(text):
+    for knd, hdr, _ in readme_blocks(text):
+        if knd in ("calibration-table", "testbed-table"):  # a folder of run JSONs
+            shutil.copytree(ROOT / hdr.strip(), tmp_path / hdr.strip(), ignore=shutil.ignore_patterns("runs"))
+            continue
         for item in hdr.split(","):
             rel = item.strip().partition("=")[2].strip()
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

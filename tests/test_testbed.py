@@ -79,9 +79,35 @@ def test_endpoints_of_a_model(local_world):
         for branch in ("pia", "nia"):
             a = rec["attention"][modality][branch]
             assert 0 < a["share"] < 1 and 0 <= a["mass"] <= 1 and a["n"] > 0
+    # probes: kind on every sample, position on those that carry interference; h_tilde with NIA
+    assert set(rec["probes"]) == {"face/h_hat", "face/h_tilde", "voice/h_hat", "voice/h_tilde"}
+    assert 0 <= rec["probes"]["face/h_hat"]["kind"]["accuracy"] <= 1
     # the baseline has no attention to measure
     base = BIANet(cfgs["baseline"])
     assert tb.run_endpoints(base, cfgs["baseline"], world)["attention"] == {}
+
+
+def test_local_labels_known_answers(local_world):
+    _, world = local_world
+    test = world["test"]
+    lab = tb.local_labels(test, "face")
+    size = test.faces.shape[-1]
+    for i in range(len(test.faces)):
+        y0, x0, y1, x1 = (int(v) for v in test.face_boxes[i])
+        if y1 == y0:
+            assert lab["position"][i] == -1 and lab["kind"][i] == "none"
+        else:  # the quadrant of the box centre, read off the mask itself
+            ys, xs = np.nonzero(tb_mask(test, i))
+            assert lab["position"][i] == 2 * (ys.mean() + 0.5 >= size / 2) + (xs.mean() + 0.5 >= size / 2)
+    lab = tb.local_labels(test, "voice")
+    assert set(np.unique(lab["position"])) <= {-1, 0, 1, 2} and len(lab["kind"]) == len(test.voices)
+    assert ((lab["position"] == -1) == (lab["kind"] == "none")).all()
+
+
+def tb_mask(split, i):
+    from bianet_lib.data.interference import split_face_masks
+
+    return split_face_masks(split, [i])[0].numpy()
 
 
 def test_dose_splits_are_cached_and_exact(local_world):
@@ -150,3 +176,32 @@ def test_the_committed_setting_is_the_baseline_calibration():
         # the commit that set the scale is an ancestor of the first commit holding a run
         assert set_at, "the scale was never set in a commit"
         subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
+
+
+def test_holm_known_answers():
+    # sorted p: 0.01 * 4 = 0.04, 0.02 * 3 = 0.06, 0.03 * 2 = 0.06 (monotone), 0.5 * 1
+    assert tb.holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert tb.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert tb.holm([0.01]) == [0.01]
+
+
+def test_hierarchical_bootstrap_detects_a_real_gap_and_not_a_null():
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(100), 20)  # 100 identities x 20 trials
+    ease = rng.random(100)[clusters]  # identities differ in difficulty (shared by both arms)
+    a = (rng.random((3, 2000)) < 0.6 + 0.3 * ease).astype(float)
+    same = (rng.random((3, 2000)) < 0.6 + 0.3 * ease).astype(float)
+    better = (rng.random((3, 2000)) < 0.65 + 0.3 * ease).astype(float)
+    null = tb.hierarchical_bootstrap(same, a, clusters, n_boot=1000)
+    assert null["p"] > 0.05 and null["ci"][0] < 0 < null["ci"][1]
+    gap = tb.hierarchical_bootstrap(better, a, clusters, n_boot=1000)
+    assert gap["diff"] == pytest.approx(better.mean() - a.mean())
+    assert gap["p"] < 0.01 and gap["ci"][0] < 0.05 < gap["ci"][1] and gap["ci"][0] > 0
+    assert gap["seeds"] == [3, 3]
+    # one run per arm, the same bits: no seed to resample, the same identities: exactly 0
+    zero = tb.hierarchical_bootstrap(a[:1], a[:1].copy(), clusters, n_boot=200)
+    assert zero["diff"] == 0 and zero["ci"] == [0.0, 0.0] and zero["p"] == 1.0
+    # the same three runs on each side: seeds are resampled within each arm, so the interval
+    # has the seed spread's width around 0
+    same3 = tb.hierarchical_bootstrap(a, a.copy(), clusters, n_boot=500)
+    assert same3["diff"] == 0 and same3["ci"][0] < 0 < same3["ci"][1] and same3["p"] > 0.5
