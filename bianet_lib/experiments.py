@@ -31,6 +31,7 @@ world differs only by rho (``bias``), and worlds are cached by ``load_world``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -254,6 +255,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     out = result_path(results_dir, grid, run)
     run_dir = _scratch(results_dir, grid, run)
     start = time.perf_counter()
+    provenance = provenance_record(cfg)  # the code as it is now, before training: not at the end
     world = load_world(cfg)
     trainer = Trainer(cfg, world["train"], world["val"], run_dir, progress=progress)
     try:
@@ -265,7 +267,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     model = load_model(run_dir / BEST, str(trainer.device))
     metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
     record = results_record(metrics, cfg.to_dict(), run.seed)
-    record["provenance"] = provenance_record(cfg)  # the code that trained it (a stale result is visible)
+    record["provenance"] = provenance  # the code that trained it (a stale result is visible)
     if cfg.world_preset == "local":  # the test-bed's mechanism endpoints (bianet_lib.testbed)
         from bianet_lib.testbed import run_endpoints
 
@@ -317,6 +319,32 @@ def _remove_finished_scratch(grid: Grid, results_dir: str | Path, finished: list
                     shutil.rmtree(_scratch(results_dir, grid, run), ignore_errors=True)
                 finally:
                     lock.release()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the grid process that started it dies (a killed
+    grid must not leave workers training on, and writing results, behind it). Linux: the
+    kernel's parent-death signal; elsewhere a thread polling the parent's pid."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != parent_pid:  # the parent died before the signal was armed
+                os._exit(1)
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _execute_in_worker(grid_name: str, run: Run, results_dir: str, wait: bool) -> str | None:
@@ -394,7 +422,8 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_execute_in_worker, grid_name, run, str(results_dir), wait): run
                        for run in runs}
             for fut in as_completed(futures):

@@ -317,15 +317,28 @@ def plot_signed_effects(ax, effects: dict[str, float], intervals: dict[str, tupl
 
 
 # --- the local-interference test-bed (notebook 07) ---------------------------------------------
+def _by_kind(kinds, n: int) -> list[int]:
+    """n sample indices cycling over the interference kinds (interfered kinds first, "none" last),
+    each kind's samples taken in order."""
+    order = sorted(set(kinds), key=lambda k: (k == "none", k))
+    pools = {k: [i for i, x in enumerate(kinds) if x == k] for k in order}
+    out: list[int] = []
+    while len(out) < min(n, len(kinds)):
+        for k in order:
+            if pools[k] and len(out) < n:
+                out.append(pools[k].pop(0))
+    return out
+
+
 def show_local_faces(split, twin, n: int = 6):
     """Top row: ``n`` faces of ``split`` with their interference box outlined; bottom row: the
     same faces' clean twins (``twin``: the split regenerated at dose 0)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    idx = list(range(0, len(split.faces), max(1, len(split.faces) // n)))[:n]
-    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.7))
     kinds = split.face_meta["local_kind"].astype(str).to_numpy() if "local_kind" in split.face_meta else None
+    idx = _by_kind(kinds, n) if kinds is not None else list(range(n))
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.7))
     for col, i in enumerate(idx):
         for row, s in enumerate((split, twin)):
             ax = axes[row, col]
@@ -351,16 +364,17 @@ def show_local_voices(split, n: int = 2, sample_rate: int = 16000):
 
     fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 * n), sharex=True, squeeze=False)
     kinds = split.voice_meta["local_kind"].astype(str).to_numpy() if "local_kind" in split.voice_meta else None
-    for r in range(n):
+    idx = _by_kind(kinds, n) if kinds is not None else list(range(n))
+    for r, i in enumerate(idx):
         ax = axes[r, 0]
-        x = split.voices[r].numpy()
+        x = split.voices[i].numpy()
         t = np.arange(len(x)) / sample_rate
         ax.plot(t, x, linewidth=0.4, color="0.3")
         if split.voice_intervals is not None:
-            for start, end in split.voice_intervals[r].tolist():
+            for start, end in split.voice_intervals[i].tolist():
                 if end > start:
                     ax.axvspan(start / sample_rate, end / sample_rate, color="red", alpha=0.2)
-        ax.set_ylabel(kinds[r] if kinds is not None else "")
+        ax.set_ylabel(kinds[i] if kinds is not None else "")
     axes[-1, 0].set_xlabel("seconds (red: the burst's ground-truth interval)")
     fig.tight_layout()
     return fig

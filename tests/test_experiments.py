@@ -174,3 +174,40 @@ def test_welch_p_from_the_table_equals_the_test_on_raw_seeds():
     assert far < 1e-5
     assert np.isnan(ex.welch_p(0.9, 0.0, 1, 0.5, 0.01, 3))  # one seed: no test
     assert np.isnan(ex.welch_p(0.9, 0.0, 3, 0.9, 0.0, 3))  # no spread anywhere: undefined
+
+
+def test_grid_workers_die_with_a_killed_grid(tmp_path):
+    """A killed grid process must not leave its workers training on (and writing results later)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from bianet_lib.experiments import die_with_parent\n"
+        "def work():\n    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent,\n"
+        "                              initargs=(os.getpid(),))\n"
+        "    pool.submit(work)\n"
+        "    time.sleep(3)\n"
+        "    print(*[p.pid for p in pool._processes.values()], flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 1, out.stderr
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 10
+    while alive(pids[0]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(pids[0]), "the worker outlived its killed parent"
