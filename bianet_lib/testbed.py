@@ -475,3 +475,18 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
             lines.append(f"| {a['arm']} | {a['modality']} | {a['branch'].upper()} | {a['mass']:.3f} | "
                          f"{a['share']:.3f} | {a['ratio']:.2f} |")
     return "\n".join(lines)
+
+
+def learned(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_boot: int = 2000) -> list[dict]:
+    """Per arm and direction: 1:2 accuracy on the interfered split (per-trial mean over seeds) with
+    a bootstrap interval over test identities, and whether it is above chance (the interval's lower
+    end above 0.5). A clean-twin drop only measures robustness for an arm that learned: a model at
+    chance has nothing to lose, so its drop is 0 whatever it attends to."""
+    from bianet_lib.endpoints import bootstrap_mean_ci
+
+    out = []
+    for arm, recs in records.items():
+        for d in DIRECTIONS:
+            mean, lo, hi = bootstrap_mean_ci(per_trial(recs, d, "accuracy").mean(0), clusters[d], n_boot)
+            out.append({"arm": arm, "direction": d, "accuracy": mean, "ci": [lo, hi], "above_chance": lo > 0.5})
+    return out

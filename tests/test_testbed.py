@@ -205,3 +205,24 @@ def test_hierarchical_bootstrap_detects_a_real_gap_and_not_a_null():
     # has the seed spread's width around 0
     same3 = tb.hierarchical_bootstrap(a, a.copy(), clusters, n_boot=500)
     assert same3["diff"] == 0 and same3["ci"][0] < 0 < same3["ci"][1] and same3["p"] > 0.5
+
+
+def _fake_record(p_correct: dict[str, float], n: int = 2000, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    dirs = {}
+    for d in tb.DIRECTIONS:
+        hit = rng.random(n) < p_correct[d]
+        dirs[d] = {"n_trials": n, "bits": {"dose1": tb.pack_bits(hit), "dose0": tb.pack_bits(hit)}}
+    return {"endpoints": {"directions": dirs}}
+
+
+def test_learned_tells_chance_from_learning():
+    clusters = {d: np.repeat(np.arange(100), 20) for d in tb.DIRECTIONS}
+    records = {"chance": [_fake_record({"vf": 0.5, "fv": 0.5}, seed=s) for s in range(3)],
+               "learned": [_fake_record({"vf": 0.6, "fv": 0.7}, seed=s) for s in range(3)]}
+    rows = {(r["arm"], r["direction"]): r for r in tb.learned(records, clusters, n_boot=500)}
+    assert not rows["chance", "vf"]["above_chance"] and not rows["chance", "fv"]["above_chance"]
+    assert rows["learned", "vf"]["above_chance"] and rows["learned", "fv"]["above_chance"]
+    assert rows["learned", "fv"]["ci"][0] < rows["learned", "fv"]["accuracy"] < rows["learned", "fv"]["ci"][1]
+    # a model at chance and its own clean twins: drop exactly 0 (nothing to lose)
+    assert tb.per_trial(records["chance"], "vf", "clean_twin_drop").sum() == 0
