@@ -275,7 +275,10 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     record["experiment"] = {"grid": grid.name, "name": run.name, "run_id": run.run_id,
                             "overrides": list(run.overrides), "base": list(grid.base), "preset": grid.preset,
                             "wall_s": time.perf_counter() - start, "best_val_acc": trainer.best_val,
-                            "epochs_this_attempt": len(history)}
+                            "epochs_this_attempt": len(history),
+                            # every epoch's losses and validation accuracy: how a run that stayed at
+                            # chance failed is visible after its checkpoints are gone
+                            "history": [{k: v for k, v in r.items()} for r in trainer.records]}
     write_results_json(record, out)
     shutil.rmtree(run_dir, ignore_errors=True)
     return out

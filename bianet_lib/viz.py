@@ -402,3 +402,48 @@ def plot_attention_mass(ax, att_rows: list[dict]):
     ax.set_xticks(range(len(ratios)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("mass on interference / its share")
+
+
+def pia_maps(model, faces, device="cpu"):
+    """Where PIA puts weight on each face of ``faces`` (uint8 [N, 3, S, S]): (maps upsampled to
+    S x S and scaled to [0, 1] per image, for display; the raw [N, h, w] maps). Token axis: the
+    attention each position receives, averaged over query rows; channel axis: the
+    channel-weighted magnitude of the values V (its rows are channels, not positions)."""
+    import torch
+    import torch.nn.functional as F
+
+    fi = model.face_intervention
+    with torch.no_grad():
+        f = faces.to(device)
+        xm = model.face_encoder(f.float() / 127.5 - 1.0)
+        received = fi(xm).positive_attention.mean(dim=1)  # [N, rows]
+        if fi.axis == "tokens":
+            cam = received.view(len(f), 1, *xm.shape[-2:])
+        else:
+            cam = (received[:, :, None, None] * fi.value(xm).abs()).sum(1, keepdim=True)
+        lo = cam.flatten(1).amin(1)[:, None, None, None]
+        hi = cam.flatten(1).amax(1)[:, None, None, None]
+        shown = (cam - lo) / (hi - lo).clamp_min(1e-8)
+        up = F.interpolate(shown, size=f.shape[-2:], mode="bilinear", align_corners=False)
+    return up[:, 0].cpu(), cam[:, 0].cpu()
+
+
+def show_overlays(faces, groups, maps, titles):
+    """Two rows per column: a face, and the face under its map (``maps`` [n, S, S] in [0, 1], one
+    per face of ``groups``' index lists, in order); ``titles`` one per column."""
+    import matplotlib.pyplot as plt
+
+    n_cols = max(sum(len(ids) for _, ids in groups), 1)
+    fig, axes = plt.subplots(2, n_cols, figsize=(2.0 * n_cols, 4.4), squeeze=False)
+    col = 0
+    for _, ids in groups:
+        for i in ids:
+            img = faces[i].permute(1, 2, 0).numpy()
+            axes[0, col].imshow(img)
+            axes[0, col].set_title(titles[col], fontsize=8)
+            axes[1, col].imshow(img)
+            axes[1, col].imshow(maps[col], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            col += 1
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig

@@ -136,6 +136,7 @@ def test_a_testbed_run_records_endpoints_and_provenance(monkeypatch, tmp_path):
     rec = json.loads((tmp_path / "results" / "tiny-local" / "baseline__s0.json").read_text())
     assert set(rec["endpoints"]["directions"]) == {"vf", "fv"}
     assert rec["provenance"]["code_hash"] and rec["provenance"]["determinism"]["seed"] == 0
+    assert [h["epoch"] for h in rec["experiment"]["history"]] == [1] and "val_acc" in rec["experiment"]["history"][0]
     assert tb.calibration_rows(tmp_path / "results" / "tiny-local")[0]["scale"] == 1.0
 
 
