@@ -214,16 +214,15 @@ def _fake_record(p_correct: dict[str, float], n: int = 2000, seed: int = 0) -> d
     for d in tb.DIRECTIONS:
         hit = rng.random(n) < p_correct[d]
         dirs[d] = {"n_trials": n, "bits": {"dose1": tb.pack_bits(hit), "dose0": tb.pack_bits(hit)}}
-    return {"endpoints": {"directions": dirs}}
+    return {"seed": seed, "endpoints": {"directions": dirs}}
 
 
-def test_learned_tells_chance_from_learning():
+def test_learned_tells_chance_from_learning_run_by_run():
     clusters = {d: np.repeat(np.arange(100), 20) for d in tb.DIRECTIONS}
-    records = {"chance": [_fake_record({"vf": 0.5, "fv": 0.5}, seed=s) for s in range(3)],
-               "learned": [_fake_record({"vf": 0.6, "fv": 0.7}, seed=s) for s in range(3)]}
-    rows = {(r["arm"], r["direction"]): r for r in tb.learned(records, clusters, n_boot=500)}
-    assert not rows["chance", "vf"]["above_chance"] and not rows["chance", "fv"]["above_chance"]
-    assert rows["learned", "vf"]["above_chance"] and rows["learned", "fv"]["above_chance"]
-    assert rows["learned", "fv"]["ci"][0] < rows["learned", "fv"]["accuracy"] < rows["learned", "fv"]["ci"][1]
+    records = {"mixed": [_fake_record({"vf": 0.5, "fv": 0.5}, seed=0), _fake_record({"vf": 0.6, "fv": 0.7}, seed=1)]}
+    rows = {(r["seed"], r["direction"]): r for r in tb.learned(records, clusters, n_boot=500)}
+    assert not rows[0, "vf"]["above_chance"] and not rows[0, "fv"]["above_chance"]
+    assert rows[1, "vf"]["above_chance"] and rows[1, "fv"]["above_chance"]
+    assert rows[1, "fv"]["ci"][0] < rows[1, "fv"]["accuracy"] < rows[1, "fv"]["ci"][1]
     # a model at chance and its own clean twins: drop exactly 0 (nothing to lose)
-    assert tb.per_trial(records["chance"], "vf", "clean_twin_drop").sum() == 0
+    assert tb.per_trial(records["mixed"][:1], "vf", "clean_twin_drop").sum() == 0
