@@ -467,7 +467,22 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
             lines.append(f"| {c['comparison']} | {c['endpoint'].replace('_', ' ')} | {c['direction'].upper()} | "
                          f"{c['diff']:+.3f} | [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['p']:.3f} | "
                          f"{c['p_holm']:.3f}{' *' if c['significant'] else ''} |")
+    verdict = [f"{sum(c['significant'] for c in comps)} of {len(comps)} pre-registered comparisons are "
+               f"significant after Holm" + (": " + "; ".join(f"{c['comparison']}, {c['endpoint'].replace('_', ' ')}, "
+                                                             f"{c['direction'].upper()} {c['diff']:+.3f}"
+                                                             for c in comps if c["significant"]) if any(
+                   c["significant"] for c in comps) else "") + "."]
+    runs = learned(records, clusters_for(first), n_boot)
+    stuck = sorted({(r["arm"], r["seed"]) for r in runs if not r["above_chance"]})
+    if stuck:
+        verdict.append("Runs not above chance (their drop of about 0 is nothing to lose, not robustness): "
+                       + ", ".join(f"{a} seed {s}" for a, s in stuck) + ".")
     att = attention_table(records)
+    if att:
+        ratios = [a["ratio"] for a in att]
+        verdict.append(f"PIA's and NIA's attention mass on the interference tokens, relative to uniform attention "
+                       f"(1 = blind to it): {min(ratios):.2f} to {max(ratios):.2f}.")
+    lines += ["", " ".join(verdict)]
     if att:
         lines += ["", "| arm | modality | branch | attention mass on interference | uniform (its share) | ratio |",
                   "|---|---|---|---:|---:|---:|"]

@@ -387,7 +387,7 @@ def plot_dose_response(ax, arm_rows: list[dict], direction: str, doses, styles: 
         ys = [row[f"{direction}_dose{d:g}"] for d in doses]
         ax.plot(doses, ys, marker="o", label=f"{row['arm']} ({row['seeds']} seeds)",
                 **((styles or {}).get(row["arm"], {})))
-    ax.set_xlabel("test-time interference dose (1 = trained strength)")
+    ax.set_xlabel("test-time dose (1 = trained strength)")
     ax.set_ylabel(f"1:2 {direction.upper()} accuracy")
     ax.set_xticks(list(doses))
 

@@ -22,7 +22,7 @@ import torch
 from bianet_lib import experiments as ex
 from bianet_lib import safeio
 from bianet_lib.safeio import CheckpointError, FileLock, read_checkpoint
-from bianet_lib.train import BEST, LATEST, METRICS, Trainer
+from bianet_lib.train import BEST, LATEST, METRICS, TIMING, Trainer
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,9 +161,10 @@ def test_kill_inside_every_write_resumes_bit_identical(reference, tmp_path, monk
     seen = reference["points"]
     latest = [i + 1 for i, (stage, name) in enumerate(seen) if name == LATEST and stage == "write"]
     assert len(latest) == 3, seen  # one commit per epoch
-    # start (config, metrics ...) + per epoch latest, best (when improved), metrics; 3 stages each
-    assert [name for _, name in seen[latest[1] - 1:latest[2] - 1:3]] == [LATEST, BEST, METRICS]
-    assert [name for _, name in seen[latest[2] - 1::3]] == [LATEST, METRICS]  # epoch 3: no better
+    # start (config, metrics ...) + per epoch latest, best (when improved), metrics, then the wall
+    # times (timing.jsonl, after the commit: not a result); 3 stages each
+    assert [name for _, name in seen[latest[1] - 1:latest[2] - 1:3]] == [LATEST, BEST, METRICS, TIMING]
+    assert [name for _, name in seen[latest[2] - 1::3]] == [LATEST, METRICS, TIMING]  # epoch 3: no better
     points = list(range(1, len(seen) + 1))
     if not FULL:
         chosen = points[latest[1] - 1:latest[2] + 2]
