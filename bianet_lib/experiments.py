@@ -278,7 +278,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
                             "epochs_this_attempt": len(history),
                             # every epoch's losses and validation accuracy: how a run that stayed at
                             # chance failed is visible after its checkpoints are gone
-                            "history": [{k: v for k, v in r.items()} for r in trainer.records]}
+                            "history": trainer.records}
     write_results_json(record, out)
     shutil.rmtree(run_dir, ignore_errors=True)
     return out

@@ -35,6 +35,7 @@ Correctness is stored per trial (bit-packed) so that any analysis can pair arms 
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
@@ -86,17 +87,11 @@ def unpack_bits(text: str, n: int) -> np.ndarray:
 
 
 # --- the test split at other doses ------------------------------------------------------------
-def world_of(cfg):
-    from bianet_lib.data_sources import world_config
-
-    return world_config(cfg)
-
-
 def test_split_at(cfg, dose: float, base=None):
     """The config's test split regenerated at ``dose`` x its local scale (cached beside the world;
     dose 1 is ``base`` when given)."""
     from bianet_lib.data.synthvox import regenerate_split
-    from bianet_lib.data_sources import world_cache_path
+    from bianet_lib.data_sources import world_cache_path, world_config
     from bianet_lib.safeio import atomic_write_bytes
 
     if dose == 1.0 and base is not None:
@@ -108,9 +103,7 @@ def test_split_at(cfg, dose: float, base=None):
             return torch.load(path, weights_only=False)
         except Exception:  # noqa: BLE001 - a damaged cache is regenerated
             pass
-    split = regenerate_split(world_of(cfg), cfg.world_seed, "test", dose)
-    import io
-
+    split = regenerate_split(world_config(cfg), cfg.world_seed, "test", dose)
     buf = io.BytesIO()
     torch.save(split, buf)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +130,7 @@ def attention_masses(model, test, device="cpu", n: int = N_ATTENTION) -> dict:
         token_share_1d,
         token_share_2d,
     )
+    from bianet_lib.diagnostics import _inputs
     from bianet_lib.endpoints import attention_mass_on_mask
 
     model.eval()
@@ -157,11 +151,11 @@ def attention_masses(model, test, device="cpu", n: int = N_ATTENTION) -> dict:
         sums: dict = {}
         for start in range(0, len(idx), 128):
             chunk = idx[start:start + 128]
+            encoder = model.face_encoder if modality == "face" else model.voice_encoder
+            x = encoder(_inputs(test, modality, chunk).to(device))
             if modality == "face":
-                x = model.face_encoder(test.faces[chunk].float().to(device) / 127.5 - 1.0)
                 share = token_share_2d(masks[chunk], tuple(x.shape[-2:]))
             else:
-                x = model.voice_encoder(test.voices[chunk].float().to(device))
                 # row-major (H, W) tokens; W is time: every row of the map shares a column's share
                 share = token_share_1d(masks[chunk], x.shape[-1]).repeat(1, x.shape[-2])
             res = mod(x)
@@ -206,13 +200,14 @@ def local_labels(split, modality: str) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def local_probes(model, test, device="cpu") -> dict:
+def local_probes(model, test, device="cpu", scorer=None) -> dict:
     """Linear probes (folds grouped by identity) of h_hat and, with NIA, h_tilde for the local
-    interference's kind (all samples) and position (samples that carry it)."""
+    interference's kind (all samples) and position (samples that carry it). ``scorer``: a
+    ``BIANetScorer`` of ``model`` whose embeddings of ``test`` may already be cached."""
     from bianet_lib.diagnostics import linear_probe
     from bianet_lib.scoring import BIANetScorer
 
-    scorer = BIANetScorer(model, device)
+    scorer = scorer if scorer is not None else BIANetScorer(model, device)
     out = {}
     for modality in ("face", "voice"):
         emb = scorer.embed(test, modality)
@@ -259,7 +254,7 @@ def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
         rec["ceiling_gain"] = rec["accuracy"]["filled"] - rec["accuracy"]["dose1"]
         record["directions"][d] = rec
     record["attention"] = attention_masses(model, test, device)
-    record["probes"] = local_probes(model, test, device)
+    record["probes"] = local_probes(model, test, device, scorer)  # the same scorer: test embedded once
     return record
 
 
@@ -304,11 +299,14 @@ def choose_scale(rows: list[dict], target: float = CALIBRATION_TARGET) -> float 
 
 def calibration_markdown(rows: list[dict], target: float = CALIBRATION_TARGET) -> str:
     """The calibration as a markdown table, with the rule's choice under it."""
+    from bianet_lib.data.synthvox import PRESETS
+
+    face, voice = PRESETS["local"]["face_local"], PRESETS["local"]["voice_local"]
     lines = ["| scale | face share | voice share | seed | V-F 1:2 | V-F clean twin | V-F drop | "
              "F-V 1:2 | F-V clean twin | F-V drop | V-F / F-V, interference filled |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['scale']:g} | {min(0.3 * r['scale'], 1):.2f} | {min(0.4 * r['scale'], 1):.2f} | "
+        lines.append(f"| {r['scale']:g} | {min(face * r['scale'], 1):.2f} | {min(voice * r['scale'], 1):.2f} | "
                      f"{r['seed']} | {r['vf_acc']:.3f} | {r['vf_clean']:.3f} | {r['vf_drop']:+.3f} | "
                      f"{r['fv_acc']:.3f} | {r['fv_clean']:.3f} | {r['fv_drop']:+.3f} | "
                      f"{r['vf_filled']:.3f} / {r['fv_filled']:.3f} |")
@@ -459,7 +457,8 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         lines.append(f"| {r['arm']} | {r['seeds']} | {r['vf_dose1']:.3f} | {r['fv_dose1']:.3f} | {r['vf_dose0']:.3f} | "
                      f"{r['fv_dose0']:.3f} | {r['vf_drop']:+.3f} | {r['fv_drop']:+.3f} | "
                      f"{r['vf_filled']:.3f} / {r['fv_filled']:.3f} |")
-    comps = compare_arms(records, clusters_for(first), n_boot)
+    clusters = clusters_for(first)
+    comps = compare_arms(records, clusters, n_boot)
     if comps:
         lines += ["", "| comparison | endpoint | direction | difference | 95% interval | p | p (Holm) |",
                   "|---|---|---|---:|---:|---:|---:|"]
@@ -472,7 +471,7 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
                                                              f"{c['direction'].upper()} {c['diff']:+.3f}"
                                                              for c in comps if c["significant"]) if any(
                    c["significant"] for c in comps) else "") + "."]
-    runs = learned(records, clusters_for(first), n_boot)
+    runs = learned(records, clusters, n_boot)
     stuck = sorted({(r["arm"], r["seed"]) for r in runs if not r["above_chance"]})
     if stuck:
         verdict.append("Runs not above chance (their drop of about 0 is nothing to lose, not robustness): "
