@@ -401,9 +401,10 @@ def results_markdown(records: dict[str, dict]) -> str:
 
 #: A generated table in the README: ``<!-- health-table: label=path, ... -->`` (diagnose JSON files)
 #: or ``<!-- results-table: label=path, ... -->`` (results.json files), closed by ``<!-- /KIND -->``.
-#: ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->``: the test-bed's
-#: calibration and grid tables from a folder of run JSONs (bianet_lib.testbed).
-README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table): (.*?) -->\n(.*?)"
+#: ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
+#: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
+#: tables from a folder of run JSONs (bianet_lib.testbed).
+README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 
@@ -412,7 +413,7 @@ def _folder_renderers() -> dict:
     from bianet_lib import testbed
 
     return {"calibration-table": lambda d: testbed.calibration_markdown(testbed.calibration_rows(d)),
-            "testbed-table": testbed.testbed_markdown}
+            "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown}
 
 
 def readme_blocks(text: str) -> list[tuple[str, str, str]]:

@@ -165,6 +165,16 @@ TESTBED_SEEDS = (0, 1, 2, 3, 4)
 TESTBED_REDUCED_ARMS = ("baseline", "bianet", "control")
 
 
+#: The second pre-registered family (written and committed before any of its runs): the peer
+#: (Table 1: a contrastive two-tower without PIA/NIA) and BIANet without the curriculum (Table 7,
+#: w = 1 throughout), 3 seeds, in the test-bed's store; compared under their own Holm correction
+#: (testbed.SECONDARY_COMPARISONS).
+TESTBED_SECONDARY = {"peer": VARIANTS["peer"], "curriculum_constant": [*VARIANTS["bianet"], "curriculum=constant"]}
+#: The convergence check: the baseline and BIANet at twice the test-bed's epochs, 2 seeds, in their
+#: own store (the 8-epoch validation curves were still rising).
+TESTBED_LONG_EPOCHS = 16
+
+
 def _testbed_base() -> list[str]:
     from bianet_lib.testbed import TESTBED_WORLD
 
@@ -189,6 +199,22 @@ def testbed_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
     return [Run(a, (*VARIANTS[a], f"world_local_scale={CALIBRATED_SCALE}"), s) for s in seeds for a in arms]
 
 
+def testbed_secondary_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
+    """The peer and BIANet without the curriculum at the calibrated strength, seed-major."""
+    from bianet_lib.testbed import CALIBRATED_SCALE
+
+    return [Run(name, (*over, f"world_local_scale={CALIBRATED_SCALE}"), s)
+            for s in seeds for name, over in TESTBED_SECONDARY.items()]
+
+
+def testbed_long_runs(seeds=TESTBED_SEEDS[:2]) -> list[Run]:
+    """The baseline and BIANet trained for ``TESTBED_LONG_EPOCHS`` (named ``<arm>_long``)."""
+    from bianet_lib.testbed import CALIBRATED_SCALE
+
+    return [Run(f"{a}_long", (*VARIANTS[a], f"world_local_scale={CALIBRATED_SCALE}", f"epochs={TESTBED_LONG_EPOCHS}"), s)
+            for s in seeds for a in ("baseline", "bianet")]
+
+
 GRIDS: dict[str, Grid] = {
     "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
                     "CPU default: baseline and BIANet at rho = 0 and rho = 0.9, 3 seeds, "
@@ -207,6 +233,12 @@ GRIDS: dict[str, Grid] = {
     "testbed-reduced": Grid("testbed-reduced", testbed_runs(TESTBED_REDUCED_ARMS, TESTBED_SEEDS[:3]), "cpu-small",
                             _testbed_base(), "baseline, BIANet and the control on the test-bed, 3 seeds "
                             "(its runs are the full test-bed grid's)", workers=2, store="testbed"),
+    "testbed-secondary": Grid("testbed-secondary", testbed_secondary_runs(), "cpu-small", _testbed_base(),
+                              "the peer (Table 1) and BIANet without the curriculum (Table 7) on the test-bed, "
+                              "3 seeds (a second pre-registered family)", workers=2, store="testbed"),
+    "testbed-long": Grid("testbed-long", testbed_long_runs(), "cpu-small", _testbed_base(),
+                         f"the baseline and BIANet at {TESTBED_LONG_EPOCHS} epochs on the test-bed, 2 seeds "
+                         "(does the 8-epoch budget converge?)", workers=2),
     "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
                                             for a in ("baseline", "bianet", "control")],
                           "cpu-small", [*SMOKE_BASE, "world_preset=local"],

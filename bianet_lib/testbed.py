@@ -233,7 +233,7 @@ def _finite(probe: dict) -> dict:
 def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     """Every endpoint of one trained model on the test-bed (see the module docstring)."""
     from bianet_lib.endpoints import neutral_fill, trial_correct
-    from bianet_lib.scoring import BIANetScorer
+    from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
 
     test = world["test"]
     if test.face_boxes is None and test.voice_intervals is None:
@@ -241,9 +241,10 @@ def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     trials = endpoint_trials(test)
     conditions = {f"dose{d:g}": test_split_at(cfg, d, base=test) for d in DOSES}
     conditions["filled"] = neutral_fill(test)
-    scorer = BIANetScorer(model, device)
-    record: dict = {"trial_seed": TRIAL_SEED, "trials_per_id": TRIALS_PER_ID, "doses": list(DOSES),
-                    "local_scale": cfg.world_local_scale, "directions": {}}
+    # the route the run was selected on: the peer's classifier is never trained (select_route=cosine)
+    scorer = (EmbeddingCosineScorer if cfg.select_route == "cosine" else BIANetScorer)(model, device)
+    record: dict = {"route": cfg.select_route, "trial_seed": TRIAL_SEED, "trials_per_id": TRIALS_PER_ID,
+                    "doses": list(DOSES), "local_scale": cfg.world_local_scale, "directions": {}}
     for d, tr in trials.items():
         rec = {"n_trials": len(tr.query), "accuracy": {}, "bits": {}}
         for name, split in conditions.items():
@@ -323,6 +324,10 @@ def calibration_markdown(rows: list[dict], target: float = CALIBRATION_TARGET) -
 COMPARISONS = (("pia", "baseline"), ("nia", "baseline"), ("bianet", "baseline"), ("control", "baseline"),
                ("bianet", "control"))
 ENDPOINTS = ("accuracy", "clean_twin_drop")
+#: The second family, pre-registered with its grid (experiments.TESTBED_SECONDARY) before any of its
+#: runs: the peer against the baseline (Table 1) and BIANet against BIANet without the curriculum
+#: (Table 7), Holm-corrected on their own (8 tests): they ask other questions than the first family.
+SECONDARY_COMPARISONS = (("peer", "baseline"), ("bianet", "curriculum_constant"))
 
 
 def load_records(results_dir: str | Path) -> dict[str, list[dict]]:
@@ -392,11 +397,12 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def compare_arms(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_boot: int = 2000,
-                 alpha: float = 0.05) -> list[dict]:
-    """Every pre-registered comparison (``COMPARISONS`` x ``ENDPOINTS`` x directions) whose arms
-    have runs, with its hierarchical-bootstrap interval and p, and Holm's adjustment over all."""
+                 alpha: float = 0.05, comparisons=COMPARISONS) -> list[dict]:
+    """Every pre-registered comparison of one family (``comparisons`` x ``ENDPOINTS`` x
+    directions) whose arms have runs, with its hierarchical-bootstrap interval and p, and Holm's
+    adjustment over the family."""
     rows = []
-    for arm, ref in COMPARISONS:
+    for arm, ref in comparisons:
         if arm not in records or ref not in records:
             continue
         for endpoint in ENDPOINTS:
@@ -459,18 +465,8 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
                      f"{r['vf_filled']:.3f} / {r['fv_filled']:.3f} |")
     clusters = clusters_for(first)
     comps = compare_arms(records, clusters, n_boot)
-    if comps:
-        lines += ["", "| comparison | endpoint | direction | difference | 95% interval | p | p (Holm) |",
-                  "|---|---|---|---:|---:|---:|---:|"]
-        for c in comps:
-            lines.append(f"| {c['comparison']} | {c['endpoint'].replace('_', ' ')} | {c['direction'].upper()} | "
-                         f"{c['diff']:+.3f} | [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['p']:.3f} | "
-                         f"{c['p_holm']:.3f}{' *' if c['significant'] else ''} |")
-    verdict = [f"{sum(c['significant'] for c in comps)} of {len(comps)} pre-registered comparisons are "
-               f"significant after Holm" + (": " + "; ".join(f"{c['comparison']}, {c['endpoint'].replace('_', ' ')}, "
-                                                             f"{c['direction'].upper()} {c['diff']:+.3f}"
-                                                             for c in comps if c["significant"]) if any(
-                   c["significant"] for c in comps) else "") + "."]
+    lines += _comparison_lines(comps)
+    verdict = [_verdict(comps, "pre-registered comparisons")]
     runs = learned(records, clusters, n_boot)
     stuck = sorted({(r["arm"], r["seed"]) for r in runs if not r["above_chance"]})
     if stuck:
@@ -488,7 +484,30 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         for a in att:
             lines.append(f"| {a['arm']} | {a['modality']} | {a['branch'].upper()} | {a['mass']:.3f} | "
                          f"{a['share']:.3f} | {a['ratio']:.2f} |")
+    secondary = compare_arms(records, clusters, n_boot, comparisons=SECONDARY_COMPARISONS)
+    if secondary:
+        lines += ["", "Second pre-registered family (the peer, Table 1; the curriculum, Table 7), Holm-corrected "
+                  "on its own:", *_comparison_lines(secondary)[1:], "", _verdict(secondary, "comparisons of this family")]
     return "\n".join(lines)
+
+
+def _comparison_lines(comps: list[dict]) -> list[str]:
+    if not comps:
+        return []
+    lines = ["", "| comparison | endpoint | direction | difference | 95% interval | p | p (Holm) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for c in comps:
+        lines.append(f"| {c['comparison']} | {c['endpoint'].replace('_', ' ')} | {c['direction'].upper()} | "
+                     f"{c['diff']:+.3f} | [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['p']:.3f} | "
+                     f"{c['p_holm']:.3f}{' *' if c['significant'] else ''} |")
+    return lines
+
+
+def _verdict(comps: list[dict], what: str) -> str:
+    sig = [c for c in comps if c["significant"]]
+    return (f"{len(sig)} of {len(comps)} {what} are significant after Holm"
+            + (": " + "; ".join(f"{c['comparison']}, {c['endpoint'].replace('_', ' ')}, {c['direction'].upper()} "
+                                f"{c['diff']:+.3f}" for c in sig) if sig else "") + ".")
 
 
 def learned(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_boot: int = 2000) -> list[dict]:
@@ -508,3 +527,51 @@ def learned(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_b
                 out.append({"arm": arm, "seed": int(rec["seed"]), "direction": d, "accuracy": mean,
                             "ci": [lo, hi], "above_chance": lo > 0.5})
     return out
+
+
+def long_rows(long_dir: str | Path, base_dir: str | Path | None = None) -> list[dict]:
+    """The convergence check, run by run: the same arm and seed trained 8 epochs (``base_dir``,
+    default the sibling ``testbed`` folder) and ``TESTBED_LONG_EPOCHS`` (``long_dir``): validation
+    accuracy by epoch, best epoch, and the endpoints' 1:2 accuracy and clean-twin drop of each."""
+    long_dir = Path(long_dir)
+    base = load_records(base_dir if base_dir is not None else long_dir.parent / "testbed")
+    out = []
+    for name, recs in load_records(long_dir).items():
+        arm = name.removesuffix("_long")
+        short = {int(r["seed"]): r for r in base.get(arm, [])}
+        for rec in recs:
+            row: dict = {"arm": arm, "seed": int(rec["seed"])}
+            for tag, r in (("long", rec), ("short", short.get(int(rec["seed"])))):
+                if r is None:
+                    continue
+                val = [h["val_acc"] for h in r["experiment"]["history"]]
+                row[f"{tag}_epochs"] = len(val)
+                row[f"{tag}_val"] = val
+                row[f"{tag}_best_epoch"] = int(np.argmax(val)) + 1
+                for d in DIRECTIONS:
+                    acc = r["endpoints"]["directions"][d]["accuracy"]
+                    row[f"{tag}_{d}"] = acc["dose1"]
+                    row[f"{tag}_{d}_drop"] = acc["dose0"] - acc["dose1"]
+            out.append(row)
+    return sorted(out, key=lambda r: (r["arm"], r["seed"]))
+
+
+def long_markdown(long_dir: str | Path) -> str:
+    """The convergence check's table (``long_rows``) in markdown, with one sentence from it."""
+    rows = [r for r in long_rows(long_dir) if "short_val" in r]
+    if not rows:
+        return "No convergence-check run has finished yet."
+    n = rows[0]["long_epochs"]
+    lines = [f"| arm | seed | validation 1:2 at epoch 8 | at epoch {n} | best epoch of {n} | V-F / F-V 1:2, 8 epochs | "
+             f"V-F / F-V 1:2, {n} epochs | V-F / F-V drop, 8 epochs | V-F / F-V drop, {n} epochs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['seed']} | {r['long_val'][7]:.3f} | {r['long_val'][-1]:.3f} | "
+                     f"{r['long_best_epoch']} | {r['short_vf']:.3f} / {r['short_fv']:.3f} | "
+                     f"{r['long_vf']:.3f} / {r['long_fv']:.3f} | {r['short_vf_drop']:+.3f} / {r['short_fv_drop']:+.3f} | "
+                     f"{r['long_vf_drop']:+.3f} / {r['long_fv_drop']:+.3f} |")
+    gain = np.mean([(r["long_vf"] - r["short_vf"] + r["long_fv"] - r["short_fv"]) / 2 for r in rows])
+    late = np.mean([r["long_val"][-1] - r["long_val"][7] for r in rows])
+    lines += ["", f"Over these {len(rows)} runs, doubling the epochs changed the endpoints' 1:2 accuracy by "
+                  f"{gain:+.3f} on average and validation accuracy moved {late:+.3f} from epoch 8 to epoch {n}."]
+    return "\n".join(lines)

@@ -447,3 +447,45 @@ def show_overlays(faces, groups, maps, titles):
     for ax in axes.flat:
         ax.axis("off")
     return fig
+
+
+def attention_matrices(affinity, positive, negative):
+    """One sample's A (Eq. 9), PIA's softmax(tau_1 A_hat) and NIA's softmax(A_tilde) side by side
+    (each [rows, rows]), rows and columns sorted by mean affinity so strong and weak blocks show."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    order = torch.argsort(torch.as_tensor(affinity).mean(0))
+    panels = [("A (Eq. 9)", affinity, "RdBu_r"), ("PIA: softmax($\\tau_1\\hat A$)", positive, "viridis"),
+              ("NIA: softmax($\\tilde A$)", negative, "viridis")]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    for ax, (title, mat, cmap) in zip(axes, panels, strict=True):
+        im = ax.imshow(torch.as_tensor(mat)[order][:, order], cmap=cmap, vmin=-1 if cmap == "RdBu_r" else 0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def probe_bars(probe: dict, show: dict[str, list[str]]):
+    """Linear-probe accuracy of h_hat (PIA) and h_tilde (NIA) per target, one panel per modality,
+    chance marked (``diagnostics.probes`` output; ``show`` maps modality -> targets)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(show), figsize=(6 * len(show), 3.8), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, (modality, targets) in zip(axes, show.items(), strict=True):
+        xs = np.arange(len(targets))
+        for j, part in enumerate(("h_hat", "h_tilde")):
+            r = probe[f"{modality}/{part}"]
+            ax.bar(xs + (j - 0.5) * 0.38, [r[t]["accuracy"] for t in targets], 0.38,
+                   label=f"{part} ({'PIA' if j == 0 else 'NIA'})")
+        r = probe[f"{modality}/h_hat"]
+        ax.scatter(xs, [r[t]["chance"] for t in targets], marker="_", s=600, color="black", zorder=3, label="chance")
+        ax.set_xticks(xs, targets, fontsize=9)
+        ax.set_title(modality)
+    axes[0].set_ylabel("linear probe accuracy")
+    axes[-1].legend(fontsize=8)
+    return fig

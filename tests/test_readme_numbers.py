@@ -33,7 +33,7 @@ def test_a_changed_number_is_caught_and_rewritten(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(text.replace(body, changed, 1))
     for knd, hdr, _ in readme_blocks(text):
-        if knd in ("calibration-table", "testbed-table"):  # a folder of run JSONs
+        if knd in ("calibration-table", "testbed-table", "testbed-long-table"):  # a folder of run JSONs
             shutil.copytree(ROOT / hdr.strip(), tmp_path / hdr.strip(), ignore=shutil.ignore_patterns("runs"))
             continue
         for item in hdr.split(","):

@@ -15,7 +15,7 @@ from bianet_lib.config import load_config
 from bianet_lib.data_sources import load_world
 from bianet_lib.endpoints import trial_correct
 from bianet_lib.model import BIANet
-from bianet_lib.scoring import BIANetScorer
+from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_DIR = ROOT / "results" / "experiments" / "testbed-calibration"
@@ -85,6 +85,22 @@ def test_endpoints_of_a_model(local_world):
     # the baseline has no attention to measure
     base = BIANet(cfgs["baseline"])
     assert tb.run_endpoints(base, cfgs["baseline"], world)["attention"] == {}
+    assert rec["route"] == "classifier"
+
+
+def test_endpoints_score_on_the_route_the_run_was_selected_on(local_world):
+    """The peer's classifier is never trained (select_route=cosine): its endpoints must use the
+    cosine route, or every peer trial would be scored by an untrained head."""
+    _, world = local_world
+    cfg = load_config("cpu-small", overrides=[*ex.SMOKE_BASE, "world_preset=local", *ex.VARIANTS["peer"]])
+    torch.manual_seed(0)
+    model = BIANet(cfg)
+    rec = tb.run_endpoints(model, cfg, world)
+    assert rec["route"] == "cosine"
+    trials = tb.endpoint_trials(world["test"])
+    for d in tb.DIRECTIONS:
+        cosine = trial_correct(EmbeddingCosineScorer(model), world["test"], trials[d], seed=tb.TRIAL_SEED)
+        assert np.array_equal(tb.trial_matrix({"endpoints": rec}, d, "dose1"), cosine)
 
 
 def test_local_labels_known_answers(local_world):
@@ -150,6 +166,62 @@ def test_the_testbed_grid_waits_for_the_calibration(monkeypatch):
     assert [r.seed for r in runs[:len(ex.TESTBED_ARMS)]] == [0] * len(ex.TESTBED_ARMS)  # seed-major
     # the calibration trains the baseline only
     assert {r.overrides[:2] for r in ex.calibration_runs()} == {tuple(ex.VARIANTS["baseline"])}
+
+
+def test_the_secondary_and_convergence_grids():
+    sec = ex.get_grid("testbed-secondary")
+    assert sec.store == "testbed" and [r.seed for r in sec.runs] == [0, 0, 1, 1, 2, 2]
+    by = {r.name: r.overrides for r in sec.runs}
+    assert by["peer"][:-1] == tuple(ex.VARIANTS["peer"])
+    assert by["curriculum_constant"][:-1] == (*ex.VARIANTS["bianet"], "curriculum=constant")
+    assert all(r.overrides[-1] == f"world_local_scale={tb.CALIBRATED_SCALE}" for r in sec.runs)
+    # the family compares arms that exist in the store's grids
+    arms = {r.name for g in ("testbed", "testbed-secondary") for r in ex.get_grid(g).runs}
+    assert {a for pair in tb.SECONDARY_COMPARISONS for a in pair} <= arms
+    long = ex.get_grid("testbed-long")
+    assert long.store == "testbed-long" and {r.name for r in long.runs} == {"baseline_long", "bianet_long"}
+    cfg = long.config(long.runs[0])
+    assert cfg.epochs == ex.TESTBED_LONG_EPOCHS == 16 and cfg.world_local_scale == tb.CALIBRATED_SCALE
+    # everything else as the 8-epoch run of the same arm and seed
+    short = ex.get_grid("testbed").config(ex.Run("baseline", (*ex.VARIANTS["baseline"],
+                                                              f"world_local_scale={tb.CALIBRATED_SCALE}"), 0))
+    assert {**cfg.to_dict(), "epochs": 8} == short.to_dict()
+
+
+def _epoch_record(name, seed, vals, acc1, acc0):
+    dirs = {d: {"accuracy": {"dose1": acc1, "dose0": acc0}} for d in tb.DIRECTIONS}
+    return {"seed": seed, "endpoints": {"directions": dirs},
+            "experiment": {"name": name, "history": [{"val_acc": v} for v in vals]}}
+
+
+def test_the_convergence_table_known_answers(tmp_path):
+    (tmp_path / "testbed").mkdir()
+    (tmp_path / "testbed-long").mkdir()
+    short = _epoch_record("baseline", 0, [0.5, 0.6, 0.62, 0.64, 0.66, 0.68, 0.69, 0.70], 0.60, 0.70)
+    long = _epoch_record("baseline_long", 0, [0.5, 0.6, 0.62, 0.64, 0.66, 0.68, 0.69, 0.70] + [0.72, 0.71] + [0.73] * 6,
+                        0.65, 0.73)
+    (tmp_path / "testbed" / "baseline__s0.json").write_text(json.dumps(short))
+    (tmp_path / "testbed-long" / "baseline_long__s0.json").write_text(json.dumps(long))
+    rows = tb.long_rows(tmp_path / "testbed-long")
+    assert len(rows) == 1 and rows[0]["arm"] == "baseline" and rows[0]["long_best_epoch"] == 11
+    assert rows[0]["short_vf_drop"] == pytest.approx(0.10) and rows[0]["long_fv_drop"] == pytest.approx(0.08)
+    text = tb.long_markdown(tmp_path / "testbed-long")
+    assert "| baseline | 0 | 0.700 | 0.730 | 11 | 0.600 / 0.600 | 0.650 / 0.650 | +0.100 / +0.100 | +0.080 / +0.080 |" in text
+    assert "by +0.050 on average" in text and "moved +0.030 from epoch 8 to epoch 16" in text
+
+
+def test_the_secondary_family_was_committed_before_its_runs():
+    """Pre-registration of the second family: the commit that wrote SECONDARY_COMPARISONS is an
+    ancestor of the first commit holding one of its runs (peer or curriculum_constant)."""
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("shallow clone: the commit order cannot be read")
+    set_at = _git("log", "--reverse", "--format=%H", "-G", r"^SECONDARY_COMPARISONS = ", "--",
+                  "bianet_lib/testbed.py").splitlines()
+    paths = [str(TESTBED_DIR / f"{arm}__s{s}.json") for arm in ex.TESTBED_SECONDARY for s in ex.TESTBED_SEEDS]
+    first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", *paths).splitlines()
+    if first_run:
+        assert set_at, "secondary runs are committed but the family never was"
+        subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
 
 
 def _git(*args) -> str:
