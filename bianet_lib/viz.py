@@ -489,3 +489,38 @@ def probe_bars(probe: dict, show: dict[str, list[str]]):
     axes[0].set_ylabel("linear probe accuracy")
     axes[-1].legend(fontsize=8)
     return fig
+
+
+def plot_validation_curves(ax, records: dict[str, list[dict]], styles: dict | None = None):
+    """Validation 1:2 accuracy per epoch from grid records (``experiment.history``): one thin line
+    per seed and a thick mean per arm (``records``: {arm: [record, ...]}, e.g. testbed.load_records)."""
+    for i, (arm, recs) in enumerate(records.items()):
+        style = {"color": f"C{i}", **((styles or {}).get(arm, {}))}
+        # runs recorded before the grid kept every epoch have no history: left out, counted in the label
+        curves = [[h["val_acc"] for h in r["experiment"]["history"]] for r in recs if r["experiment"].get("history")]
+        if not curves:
+            continue
+        for c in curves:
+            ax.plot(range(1, len(c) + 1), c, linewidth=0.8, alpha=0.35, color=style["color"])
+        n = min(len(c) for c in curves)
+        ax.plot(range(1, n + 1), np.mean([c[:n] for c in curves], axis=0), linewidth=2.2,
+                label=f"{arm} ({len(curves)} of {len(recs)} seeds)", **style)
+    ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation 1:2 accuracy")
+
+
+def plot_one_to_k(ax, records: dict[str, list[dict]], direction: str, styles: dict | None = None):
+    """Fig. 4's curve: 1:K matching accuracy (K = 2..10) per arm, means over seeds, each run read on
+    the route it was selected on (``select_route``), chance 1/K dotted."""
+    ks = None
+    for i, (arm, recs) in enumerate(records.items()):
+        curves = [r["metrics"][r["config"].get("select_route", "classifier")]["curve"][direction] for r in recs]
+        ks = sorted(int(k) for k in curves[0])
+        ax.plot(ks, [np.mean([c[str(k)] for c in curves]) for k in ks], marker="o", markersize=3,
+                label=f"{arm} ({len(recs)} seeds)", **({"color": f"C{i}", **((styles or {}).get(arm, {}))}))
+    if ks:
+        ax.plot(ks, [1 / k for k in ks], color="black", linestyle=":", linewidth=1, label="chance 1/K")
+        ax.set_xticks(ks)
+    ax.set_xlabel("K (candidates)")
+    ax.set_ylabel(f"1:K {direction.upper()} accuracy")
