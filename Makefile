@@ -26,7 +26,7 @@ venv: $(STAMP)
 # torch/torchvision come from local disk through the machine's pip constraints.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[pinned]"
 	@$(PY) -c "from jupyter_client.kernelspec import KernelSpecManager as K; import sys; sys.exit(0 if K().find_kernel_specs().get('python3','').startswith(sys.prefix) else 1)" \
 	  || $(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3"
 	@touch $(STAMP)

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _pyproject_deps() -> list[str]:
+def _project() -> dict:
     with open(ROOT / "pyproject.toml", "rb") as fh:
-        return tomllib.load(fh)["project"]["dependencies"]
+        return tomllib.load(fh)["project"]
+
+
+def _pyproject_deps() -> list[str]:
+    """The exact environment: the ``pinned`` extra."""
+    return _project()["optional-dependencies"]["pinned"]
+
+
+def _ranges() -> list[str]:
+    """What the package declares it needs: ``dependencies`` plus the ``course`` extra."""
+    project = _project()
+    return project["dependencies"] + project["optional-dependencies"]["course"]
 
 
 def _environment_pip() -> list[str]:
@@ -37,6 +48,32 @@ def test_environment_yml_pins_equal_pyproject():
 def test_every_pin_is_exact():
     for dep in _pyproject_deps():
         assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.+\-]*", dep), f"not an exact pin: {dep}"
+
+
+def _name(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower()
+
+
+def test_every_declared_range_has_a_pin_that_satisfies_it():
+    from packaging.requirements import Requirement
+
+    pins = {_name(p): p.split("==")[1] for p in _pyproject_deps()}
+    declared = [Requirement(r) for r in _ranges()]
+    assert sorted(pins) == sorted(r.name.lower() for r in declared), "pinned and declared packages differ"
+    for req in declared:
+        assert not any(s.operator == "==" for s in req.specifier), f"{req}: a range, not a pin, belongs here"
+        assert req.specifier.contains(pins[req.name.lower()]), f"pin {pins[req.name.lower()]} outside {req}"
+
+
+def test_requires_python_admits_310_to_313():
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(_project()["requires-python"])
+    assert all(spec.contains(v) for v in ("3.10", "3.11", "3.12", "3.13")), spec
+
+
+def test_makefile_installs_the_pinned_extra():
+    assert '-m pip install --quiet -e ".[pinned]"' in (ROOT / "Makefile").read_text()
 
 
 def test_torch_and_torchvision_versions():

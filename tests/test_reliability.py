@@ -434,7 +434,7 @@ def test_experiments_default_folder_is_the_repositorys(tmp_path, monkeypatch, ca
     from bianet_lib import cli
 
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["experiments", "reduced", "--list"]) == 0
+    assert cli.main(["experiments", "testbed-reduced", "--list"]) == 0
     assert "done" in capsys.readouterr().out  # the committed results of the repository
     assert not (tmp_path / "results").exists()
 
