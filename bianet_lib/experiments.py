@@ -207,6 +207,12 @@ def testbed_secondary_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
             for s in seeds for name, over in TESTBED_SECONDARY.items()]
 
 
+def calibration_long_runs() -> list[Run]:
+    """The calibration again, baseline only, at ``TESTBED_LONG_EPOCHS``: the 8-epoch budget did not
+    converge (testbed-long), so a longer grid must first re-apply the rule at its own budget."""
+    return [Run(r.name, (*r.overrides, f"epochs={TESTBED_LONG_EPOCHS}"), r.seed) for r in calibration_runs()]
+
+
 def testbed_long_runs(seeds=TESTBED_SEEDS[:2]) -> list[Run]:
     """The baseline and BIANet trained for ``TESTBED_LONG_EPOCHS`` (named ``<arm>_long``)."""
     from bianet_lib.testbed import CALIBRATED_SCALE
@@ -239,6 +245,10 @@ GRIDS: dict[str, Grid] = {
     "testbed-long": Grid("testbed-long", testbed_long_runs(), "cpu-small", _testbed_base(),
                          f"the baseline and BIANet at {TESTBED_LONG_EPOCHS} epochs on the test-bed, 2 seeds "
                          "(does the 8-epoch budget converge?)", workers=2),
+    "testbed-calibration-16": Grid("testbed-calibration-16", calibration_long_runs(), "cpu-small", _testbed_base(),
+                                   f"the baseline-only calibration at {TESTBED_LONG_EPOCHS} epochs (for a "
+                                   "converged test-bed grid; the rule is re-applied before any other arm runs)",
+                                   workers=2),
     "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
                                             for a in ("baseline", "bianet", "control")],
                           "cpu-small", [*SMOKE_BASE, "world_preset=local"],

@@ -186,6 +186,11 @@ def test_the_secondary_and_convergence_grids():
     short = ex.get_grid("testbed").config(ex.Run("baseline", (*ex.VARIANTS["baseline"],
                                                               f"world_local_scale={tb.CALIBRATED_SCALE}"), 0))
     assert {**cfg.to_dict(), "epochs": 8} == short.to_dict()
+    # the calibration at the longer budget: the baseline alone, the same scales, 16 epochs
+    cal16 = ex.get_grid("testbed-calibration-16")
+    cfgs = [cal16.config(r) for r in cal16.runs]
+    assert sorted(c.world_local_scale for c in cfgs) == sorted(tb.CALIBRATION_SCALES)
+    assert all(c.epochs == 16 and not c.use_pia and not c.use_nia and not c.control_attention for c in cfgs)
 
 
 def _epoch_record(name, seed, vals, acc1, acc0):
