@@ -487,7 +487,7 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
     secondary = compare_arms(records, clusters, n_boot, comparisons=SECONDARY_COMPARISONS)
     if secondary:
         lines += ["", "Second pre-registered family (the peer, Table 1; the curriculum, Table 7), Holm-corrected "
-                  "on its own:", *_comparison_lines(secondary)[1:], "", _verdict(secondary, "comparisons of this family")]
+                  "on its own:", *_comparison_lines(secondary), "", _verdict(secondary, "comparisons of this family")]
     return "\n".join(lines)
 
 
