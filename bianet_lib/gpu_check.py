@@ -46,11 +46,12 @@ def plan(device: str, tiny: bool) -> dict:
                                                     faces_per_id=2, seconds=0.5, face_size=32),
                 "clip_seconds": 0.25, "batch_size": 4, "epochs": 2, "bench_steps": 1,
                 "model": _tiny_model() + ["face_size=32", "clip_seconds=0.25"],
-                "loader_batches": 4, "torchrun_epochs": 1}
+                "loader_batches": 4, "torchrun_epochs": 1, "reserve_s": 0}
     return {"preset": "paper", "tree": dict(n_train=400, n_val=40, n_test=60, clips_per_id=4,
                                             faces_per_id=4, seconds=6.0, face_size=224),
             "clip_seconds": 10.0, "batch_size": 50, "epochs": 8, "bench_steps": 5,
-            "model": [], "loader_batches": 40, "torchrun_epochs": 1}
+            "model": [], "loader_batches": 40, "torchrun_epochs": 1,
+            "reserve_s": 120}
 
 
 def environment(device: str) -> dict:
@@ -78,120 +79,184 @@ def _sets(p: dict, tree: Path, cache: Path, device: str) -> list[str]:
             f"batch_size={p['batch_size']}", f"clip_seconds={p['clip_seconds']}", *p["model"]]
 
 
-def run_check(device: str, tiny: bool, work: Path, tests: bool) -> dict:
+class _Stages:
+    """Runs the check's stages in order; each is timed, a failure is recorded (not raised) and
+    the report is written after every stage, so a check killed at its time limit keeps what it
+    measured. Stages left once ``budget_s`` is spent are recorded as skipped, never silently."""
+
+    def __init__(self, report: dict, write, budget_s: float | None):
+        self.report, self.write, self.budget_s = report, write, budget_s
+        self.t0 = time.perf_counter()
+
+    def left(self) -> float:
+        return math.inf if self.budget_s is None else self.budget_s - (time.perf_counter() - self.t0)
+
+    def __call__(self, name: str, fn, min_left_s: float = 0.0) -> bool:
+        import traceback
+
+        if self.left() < min_left_s:
+            self.report.setdefault("skipped", []).append(name)
+            print(f"{name}: SKIPPED ({self.left():.0f} s of the budget left, needs {min_left_s:.0f})",
+                  flush=True)
+            self.write(self.report)
+            return False
+        t0 = time.perf_counter()
+        try:
+            fn()
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - recorded in the report, the next stage still runs
+            self.report.setdefault("errors", {})[name] = traceback.format_exc().strip().splitlines()[-6:]
+            print(f"{name}: FAILED: {exc!r}", flush=True)
+            ok = False
+        self.report.setdefault("stage_seconds", {})[name] = time.perf_counter() - t0
+        self.report["total_s"] = time.perf_counter() - self.t0
+        self.write(self.report)
+        return ok
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda report: None,
+              budget_s: float | None = None) -> dict:
     import torch
 
     from bianet_lib.batches import IdentityBatches
     from bianet_lib.bench import bench_config, time_train_steps
-    from bianet_lib.cli import main as bianet
     from bianet_lib.data.store import StoreSettings, open_or_build
     from bianet_lib.data.vox_tree import write_vox_tree
     from bianet_lib.data.voxceleb import build_index
 
     p = plan(device, tiny)
-    report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device)}
-    t_all = time.perf_counter()
+    report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device),
+                    "budget_s": budget_s}
+    stage = _Stages(report, write, budget_s)
+    tree, cache, state = work / "tree", work / "cache", {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-    if tests and not tiny:
-        t0 = time.perf_counter()
+    def run_tests():
         files = ["tests/test_loader.py", "tests/test_documented_commands.py", "tests/test_portability.py"]
         res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
-                             cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             cwd=ROOT, capture_output=True, text=True, env=env)
         report["tests"] = {"files": files, "returncode": res.returncode,
-                           "tail": res.stdout.strip().splitlines()[-1:] if res.stdout else [],
-                           "seconds": time.perf_counter() - t0}
-        print(f"tests: rc={res.returncode} {report['tests']['tail']}", flush=True)
+                           "tail": res.stdout.strip().splitlines()[-3:] if res.stdout else []}
+        print(f"tests: rc={res.returncode} {report['tests']['tail'][-1:]}", flush=True)
 
-    # --- tree, stores, loader ----------------------------------------------------------------
-    tree, cache = work / "tree", work / "cache"
-    t0 = time.perf_counter()
-    if not (tree / "wav").is_dir():
-        write_vox_tree(tree, **p["tree"])
-    report["tree"] = {**p["tree"], "generation_s": time.perf_counter() - t0}
-    index, _ = build_index(tree / "wav", tree / "faces", "wen")
-    settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
-    stores = {}
-    for split in ("train", "val", "test"):
-        stored, built = open_or_build(index[index["split"] == split], cache, split, settings)
-        stores[split] = {"built": built.built, "seconds": built.seconds, "voices": len(stored.voices),
-                         "faces": len(stored.faces), "skipped": len(built.skipped)}
-        if split == "train":
-            train_split = stored
-    report["stores"] = stores
-    batches = IdentityBatches(train_split, p["batch_size"], seed=0, pin_memory=device == "cuda")
-    it = iter(batches.epoch())
-    next(it)
-    t0, n = time.perf_counter(), 0
-    while n < p["loader_batches"]:
+    def build_tree_and_stores():
+        t0 = time.perf_counter()
+        if not (tree / "wav").is_dir():
+            write_vox_tree(tree, **p["tree"])
+        report["tree"] = {**p["tree"], "generation_s": time.perf_counter() - t0}
+        index, _ = build_index(tree / "wav", tree / "faces", "wen")
+        settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
+        report["stores"] = {}
+        for split in ("train", "val", "test"):
+            stored, built = open_or_build(index[index["split"] == split], cache, split, settings)
+            report["stores"][split] = {"built": built.built, "seconds": built.seconds,
+                                       "voices": len(stored.voices), "faces": len(stored.faces),
+                                       "skipped": len(built.skipped)}
+            if split == "train":
+                state["train_split"] = stored
+
+    def loader():
+        batches = IdentityBatches(state["train_split"], p["batch_size"], seed=0, pin_memory=device == "cuda")
+        it = iter(batches.epoch())
+        next(it)
+        t0, n = time.perf_counter(), 0
+        while n < p["loader_batches"]:
+            try:
+                next(it)
+                n += 1
+            except StopIteration:
+                it = iter(batches.epoch())
+        dt = time.perf_counter() - t0
+        workers = batches._loader.num_workers
+        report["loader"] = {"workers": workers, "samples_per_s": n * p["batch_size"] / dt,
+                            "samples_per_s_per_worker": n * p["batch_size"] / dt / max(1, workers)}
+        print(f"loader: {report['loader']}", flush=True)
+
+    def bench():
+        import dataclasses
+
+        cfg = bench_config(p["preset"], device, [f"batch_size={p['batch_size']}", *p["model"]])
+        base = time_train_steps(dataclasses.replace(cfg, use_pia=False, use_nia=False), p["bench_steps"])
+        full = time_train_steps(cfg, p["bench_steps"])
+        report["bench"] = {"step_time_s": {"bianet": full["median_s"], "baseline": base["median_s"]},
+                           "ratio_bianet_to_baseline": full["median_s"] / base["median_s"],
+                           "samples_per_s": {"bianet": p["batch_size"] / full["median_s"],
+                                             "baseline": p["batch_size"] / base["median_s"]},
+                           "peak_memory_mb": {k: v.get("peak_memory_mb", v.get("process_peak_rss_mb"))
+                                              for k, v in (("bianet", full), ("baseline", base))},
+                           "amp_bf16": cfg.amp and device == "cuda", "steps": p["bench_steps"],
+                           "params": {"bianet": full["params"], "baseline": base["params"]}}
+        print(f"bench: ratio {report['bench']['ratio_bianet_to_baseline']:.3f} "
+              f"{report['bench']['samples_per_s']}", flush=True)
+
+    def train_cmd(run_dir: Path, epochs: int, torchrun: bool) -> list[str]:
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+                     str(29500 + os.getpid() % 1000)] if torchrun else [sys.executable])
+        return [*launcher, "-m", "bianet_lib", "train", "--preset", p["preset"], "--run-dir", str(run_dir),
+                "--no-progress", "--set", *_sets(p, tree, cache, device), f"epochs={epochs}"]
+
+    def train():
+        # A subprocess with a deadline: the epochs finished before it are read back from the run's
+        # metrics.jsonl, so a slow card still reports the losses it reached (timed_out says so).
+        run_dir = work / "run"
+        timeout = None if budget_s is None else max(30.0, stage.left() - p["reserve_s"])
+        t0, timed_out, rc = time.perf_counter(), False, None
         try:
-            next(it)
-            n += 1
-        except StopIteration:
-            it = iter(batches.epoch())
-    dt = time.perf_counter() - t0
-    workers = batches._loader.num_workers
-    report["loader"] = {"workers": workers, "samples_per_s": n * p["batch_size"] / dt,
-                        "samples_per_s_per_worker": n * p["batch_size"] / dt / max(1, workers)}
-    del it, batches
-    print(f"loader: {report['loader']}", flush=True)
+            rc = subprocess.run(train_cmd(run_dir, p["epochs"], False), cwd=ROOT, env=env,
+                                timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        metrics, timing = _read_jsonl(run_dir / "metrics.jsonl"), _read_jsonl(run_dir / "timing.jsonl")
+        match = [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics]
+        steps = metrics[-1]["step"] if metrics else 0
+        report["train"] = {"returncode": rc, "timed_out": timed_out, "seconds": time.perf_counter() - t0,
+                           "epochs_done": len(metrics), "steps": steps,
+                           "steps_per_s": steps / sum(t["seconds"] for t in timing) if timing else None,
+                           "match_loss_per_epoch": match, "ln2": math.log(2),
+                           "match_below_ln2_at_end": bool(match and match[-1] < math.log(2)),
+                           "match_fell": bool(len(match) > 1 and match[-1] < match[0]),
+                           "val_acc_per_epoch": [m.get("val_acc") for m in metrics]}
+        res_file = run_dir / "results.json"
+        if res_file.is_file():
+            report["train"]["results"] = json.loads(res_file.read_text())
+        print(f"train: rc={rc} timed_out={timed_out} steps={steps} match={[round(x, 3) for x in match]}",
+              flush=True)
 
-    # --- step timing: BIANet vs baseline -------------------------------------------------------
-    import dataclasses
+    def torchrun():
+        ddp_dir = work / "run-ddp"
+        timeout = None if budget_s is None else max(30.0, stage.left())
+        t0 = time.perf_counter()
+        try:
+            res = subprocess.run(train_cmd(ddp_dir, p["torchrun_epochs"], True), cwd=ROOT,
+                                 capture_output=True, text=True, env=env, timeout=timeout)
+            rc, tail = res.returncode, res.stderr.strip().splitlines()[-3:]
+        except subprocess.TimeoutExpired:
+            rc, tail = None, ["timed out"]
+        report["torchrun"] = {"returncode": rc, "seconds": time.perf_counter() - t0,
+                              "backend": "nccl" if device == "cuda" else "gloo",
+                              "results": (json.loads((ddp_dir / "results.json").read_text())
+                                          if (ddp_dir / "results.json").is_file() else None),
+                              "stderr_tail": tail}
+        print(f"torchrun: rc={rc}", flush=True)
 
-    overrides = [f"batch_size={p['batch_size']}", *p["model"]]
-    cfg = bench_config(p["preset"], device, overrides)
-    base = time_train_steps(dataclasses.replace(cfg, use_pia=False, use_nia=False), p["bench_steps"])
-    full = time_train_steps(cfg, p["bench_steps"])
-    report["bench"] = {"step_time_s": {"bianet": full["median_s"], "baseline": base["median_s"]},
-                       "ratio_bianet_to_baseline": full["median_s"] / base["median_s"],
-                       "samples_per_s": {"bianet": p["batch_size"] / full["median_s"],
-                                         "baseline": p["batch_size"] / base["median_s"]},
-                       "peak_memory_mb": {k: v.get("peak_memory_mb", v.get("process_peak_rss_mb"))
-                                          for k, v in (("bianet", full), ("baseline", base))},
-                       "amp_bf16": cfg.amp and device == "cuda", "steps": p["bench_steps"],
-                       "params": {"bianet": full["params"], "baseline": base["params"]}}
-    print(f"bench: ratio {report['bench']['ratio_bianet_to_baseline']:.3f} "
-          f"{report['bench']['samples_per_s']}", flush=True)
-
-    # --- a short training run, evaluated -------------------------------------------------------
-    run_dir = work / "run"
-    sets = _sets(p, tree, cache, device) + [f"epochs={p['epochs']}"]
-    t0 = time.perf_counter()
-    rc = bianet(["train", "--preset", p["preset"], "--run-dir", str(run_dir), "--no-progress", "--set", *sets])
-    train_s = time.perf_counter() - t0
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    timing = [json.loads(x) for x in (run_dir / "timing.jsonl").read_text().splitlines() if x.strip()]
-    match = [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics]
-    steps = metrics[-1]["step"] if metrics else 0
-    report["train"] = {"returncode": rc, "seconds": train_s, "steps": steps,
-                       "steps_per_s": steps / sum(t["seconds"] for t in timing) if timing else None,
-                       "match_loss_per_epoch": match, "ln2": math.log(2),
-                       "match_below_ln2_at_end": bool(match and match[-1] < math.log(2)),
-                       "match_fell": bool(len(match) > 1 and match[-1] < match[0]),
-                       "val_acc_per_epoch": [m.get("val_acc") for m in metrics]}
-    res_file = run_dir / "results.json"
-    if res_file.is_file():
-        report["train"]["results"] = json.loads(res_file.read_text())
-    print(f"train: rc={rc} steps={steps} match={[round(x, 3) for x in match]}", flush=True)
-
-    # --- the same under torchrun (one process) ---------------------------------------------------
-    ddp_dir = work / "run-ddp"
-    sets = _sets(p, tree, cache, device) + [f"epochs={p['torchrun_epochs']}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-           str(29500 + os.getpid() % 1000), "-m", "bianet_lib", "train", "--preset", p["preset"],
-           "--run-dir", str(ddp_dir), "--no-progress", "--set", *sets]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    report["torchrun"] = {"returncode": res.returncode, "seconds": time.perf_counter() - t0,
-                          "backend": "nccl" if device == "cuda" else "gloo",
-                          "results": (json.loads((ddp_dir / "results.json").read_text())
-                                      if (ddp_dir / "results.json").is_file() else None),
-                          "stderr_tail": res.stderr.strip().splitlines()[-3:]}
-    print(f"torchrun: rc={res.returncode}", flush=True)
-    report["total_s"] = time.perf_counter() - t_all
-    report["ok"] = bool(rc == 0 and res.returncode == 0 and report.get("tests", {}).get("returncode", 0) == 0)
+    if tests and not tiny:
+        stage("tests", run_tests)
+    stage("tree_and_stores", build_tree_and_stores)
+    if "train_split" in state:
+        stage("loader", loader)
+    stage("bench", bench, min_left_s=60)
+    stage("train", train, min_left_s=90)
+    stage("torchrun", torchrun, min_left_s=45)
+    report["ok"] = bool(not report.get("errors") and not report.get("skipped")
+                        and report.get("train", {}).get("returncode") == 0
+                        and report.get("torchrun", {}).get("returncode") == 0
+                        and report.get("tests", {}).get("returncode", 0) == 0)
+    report["total_s"] = time.perf_counter() - stage.t0
+    write(report)
     del torch
     return report
 
@@ -202,6 +267,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--report-dir", default=str(ROOT / "results" / "gpu"))
     ap.add_argument("--no-tests", action="store_true", help="skip the pytest stage")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="wall-clock seconds for the whole check (default 420 on the full form, none "
+                         "on --tiny); training stops at the deadline and reports the epochs it finished")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,17 +281,28 @@ def run(args: argparse.Namespace) -> int:
         print("gpu_check: error: --device cuda but torch sees no GPU (use --device cpu --tiny)",
               file=sys.stderr)
         return 2
+    name = f"report-{args.device}{'-tiny' if args.tiny else ''}.json"
+    folders = [Path(f) for f in filter(None, (args.report_dir, os.environ.get("OUT")))]
+
+    def write(report: dict) -> None:
+        text = json.dumps(report, indent=1, default=str) + "\n"
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp_file = folder / (name + ".tmp")
+            tmp_file.write_text(text)
+            os.replace(tmp_file, folder / name)  # a kill mid-write leaves the previous report
+
+    budget = args.budget_s if args.budget_s is not None else (None if args.tiny else 420.0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = run_check(args.device, args.tiny, work, tests=not args.no_tests)
-    name = f"report-{args.device}{'-tiny' if args.tiny else ''}.json"
-    text = json.dumps(report, indent=1, default=str)
-    for folder in filter(None, (args.report_dir, os.environ.get("OUT"))):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / name).write_text(text + "\n")
-        print(f"report written to {Path(folder) / name}")
-    print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s")
+        report = run_check(args.device, args.tiny, work, tests=not args.no_tests, write=write,
+                           budget_s=budget)
+    for folder in folders:
+        print(f"report written to {folder / name}")
+    print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s"
+          + (f" (skipped: {', '.join(report['skipped'])})" if report.get("skipped") else "")
+          + (f" (failed: {', '.join(report['errors'])})" if report.get("errors") else ""))
     return 0 if report["ok"] else 1
 
 
