@@ -85,10 +85,40 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+_NEW_FIELDS = frozenset({"type_params"})  # added by Python 3.12 (PEP 695); empty unless used
+
+
+def canonical_dump(node) -> str:
+    """The syntax tree as Python 3.11's ``ast.dump(node, annotate_fields=False)`` writes it, on any
+    Python: 3.12 adds an empty ``type_params`` to every function and class and 3.13 drops empty
+    fields from ``ast.dump``, either of which would change every hash (and fail every committed run)
+    on a newer interpreter though the code is the same."""
+    if isinstance(node, ast.AST):
+        cls, args, keywords = type(node), [], False
+        for name in node._fields:
+            try:
+                value = getattr(node, name)
+            except AttributeError:
+                keywords = True
+                continue
+            if name in _NEW_FIELDS and not value:
+                continue
+            if value is None and getattr(cls, name, ...) is None:  # an optional field left out
+                keywords = True
+                continue
+            text = canonical_dump(value)
+            args.append(f"{name}={text}" if keywords else text)
+        return f"{cls.__name__}({', '.join(args)})"
+    if isinstance(node, list):
+        return "[" + ", ".join(canonical_dump(x) for x in node) + "]"
+    return repr(node)
+
+
 def source_hash(source: str) -> str:
-    """SHA-256 of the docstring-free syntax tree of ``source`` (comments and layout ignored)."""
+    """SHA-256 of the docstring-free syntax tree of ``source`` (comments and layout ignored; the
+    same on Python 3.10-3.13, see ``canonical_dump``)."""
     tree = _strip_docstrings(ast.parse(source))
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+    return hashlib.sha256(canonical_dump(tree).encode()).hexdigest()
 
 
 def relevant_modules(roots: tuple[str, ...] = ROOTS, package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:

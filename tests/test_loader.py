@@ -201,7 +201,8 @@ def test_trainer_on_stored_splits_resumes_exactly(tmp_path):
     settings = StoreSettings(clip_seconds=0.25, face_size=32)
     train, _ = open_or_build(index[index.split == "train"], tmp_path / "c", "train", settings, 1)
     val, _ = open_or_build(index[index.split == "val"], tmp_path / "c", "val", settings, 1)
-    cfg = tiny_config(epochs=2, batch_size=4, clip_seconds=0.25)
+    # one worker named, not the default (half the CPUs): the same test on a 16-core box
+    cfg = tiny_config(epochs=2, batch_size=4, clip_seconds=0.25, loader_workers=1)
     a = Trainer(cfg, train, val, tmp_path / "a", progress=False)
     assert a.batches.stored and a.batches._loader.num_workers == 1
     a.fit()

@@ -203,3 +203,31 @@ def test_committed_run_check_fails_for_a_run_made_by_other_code(tmp_path, monkey
     assert excused("results/experiments/old/x.json", "0297c75699b9a83e9feafd186fcab0d43033cad3")
     assert not excused("results/experiments/old/x.json", "0" * 40)
 
+
+
+def test_code_hash_is_the_same_on_every_python():
+    """Python 3.12 adds an empty ``type_params`` field to functions and classes (and 3.13 drops
+    empty fields from ``ast.dump``): the canonical dump leaves them out, so committed runs still
+    match their code on a newer interpreter. On 3.11 it equals ``ast.dump`` exactly."""
+    import ast
+    import sys
+
+    from bianet_lib.provenance import PACKAGE_DIR, canonical_dump
+
+    src = "def f(a, *, b=None) -> int:\n    return a if b is None else b\nclass C(object):\n    x: int = 1\n"
+    tree = ast.parse(src)
+    if sys.version_info[:2] == (3, 11):
+        for path in sorted(PACKAGE_DIR.rglob("*.py")):
+            t = ast.parse(path.read_text())
+            assert canonical_dump(t) == ast.dump(t, annotate_fields=False), path
+    fn = tree.body[0]
+    # a 3.12-shaped FunctionDef: the same fields plus an empty type_params at the end
+    fields = tuple(f for f in type(fn)._fields if f != "type_params") + ("type_params",)
+    newer = type("FunctionDef", (ast.AST,), {"_fields": fields, "returns": None, "type_comment": None})()
+    for name in fields:
+        setattr(newer, name, getattr(fn, name, []))
+    newer.type_params = []
+    assert canonical_dump(newer) == canonical_dump(fn)
+    newer.type_params = [ast.Name("T")]  # a function that does use type parameters is different code
+    assert canonical_dump(newer) != canonical_dump(fn)
+    assert "kind" not in canonical_dump(ast.parse("x = 1"))  # optional None fields left out as 3.11 does
