@@ -403,17 +403,20 @@ def results_markdown(records: dict[str, dict]) -> str:
 #: or ``<!-- results-table: label=path, ... -->`` (results.json files), closed by ``<!-- /KIND -->``.
 #: ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
 #: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
-#: tables from a folder of run JSONs (bianet_lib.testbed).
-README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table): (.*?) -->\n(.*?)"
+#: tables from a folder of run JSONs (bianet_lib.testbed). ``<!-- gpu-report: FILE -->``: the GPU
+#: check's report (bianet_lib.gpu_check.report_markdown).
+README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
+                          r"|gpu-report): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 
 
 def _folder_renderers() -> dict:
-    from bianet_lib import testbed
+    from bianet_lib import gpu_check, testbed
 
     return {"calibration-table": lambda d: testbed.calibration_markdown(testbed.calibration_rows(d)),
-            "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown}
+            "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
+            "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text()))}
 
 
 def readme_blocks(text: str) -> list[tuple[str, str, str]]:

@@ -196,7 +196,9 @@ def test_grid_workers_die_with_a_killed_grid(tmp_path):
         "    time.sleep(3)\n"
         "    print(*[p.pid for p in pool._processes.values()], flush=True)\n"
         "    os.kill(os.getpid(), 9)\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(ex.__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
     pids = [int(p) for p in out.stdout.split()]
     assert len(pids) == 1, out.stderr
 

@@ -35,3 +35,37 @@ def test_gpu_check_tiny_cpu_form(tmp_path):
     assert report["torchrun"]["returncode"] == 0 and report["torchrun"]["backend"] == "gloo"
     assert report["torchrun"]["results"] is not None
     assert "gpu_check: OK" in res.stdout
+
+
+REPORT = ROOT / "results" / "gpu" / "report-cuda.json"
+
+
+def test_readme_sentences_about_the_gpu_report_match_it():
+    """The GPU numbers typed into README prose (outside the generated table) are the report's."""
+    r = json.loads(REPORT.read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    b, match = r["bench"], r["train"]["match_loss_per_epoch"]
+    assert r["ok"] and r["env"]["gpu"] == "NVIDIA H200"
+    assert (f"a BIANet step takes {b['step_time_s']['bianet']:.3f} s against {b['step_time_s']['baseline']:.3f} s "
+            f"for the baseline, a ratio of {b['ratio_bianet_to_baseline']:.2f}, at "
+            f"{b['peak_memory_mb']['bianet'] / 1000:.1f} GB peak GPU memory") in readme
+    assert f"from {match[0]:.3f} in the first epoch to {match[-1]:.3f} in the eighth" in readme
+    assert len(match) == 8 and match[-1] < math.log(2)
+
+
+def test_gpu_report_text_follows_its_numbers():
+    """report_markdown writes its verdicts from the numbers: a loss that never falls below ln 2,
+    or validation still rising at the end, changes the sentence."""
+    from bianet_lib.gpu_check import report_markdown
+
+    r = json.loads(REPORT.read_text())
+    text = report_markdown(r)
+    assert "OK in" in text and "is below ln 2 from epoch 1 on" in text and "overfits 400" in text
+    flat = json.loads(json.dumps(r))
+    flat["train"]["match_loss_per_epoch"] = [0.75] * 8
+    flat["train"]["match_below_ln2_at_end"] = False
+    flat["train"]["val_acc_per_epoch"] = [0.5 + 0.01 * i for i in range(8)]
+    flat["ok"] = False
+    other = report_markdown(flat)
+    assert "FAILED in" in other and "is below ln 2 at no epoch" in other
+    assert "overfits" not in other and "Validation ends at 0.570 (epoch 8)" in other

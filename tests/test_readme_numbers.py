@@ -36,6 +36,10 @@ def test_a_changed_number_is_caught_and_rewritten(tmp_path):
         if knd in ("calibration-table", "testbed-table", "testbed-long-table"):  # a folder of run JSONs
             shutil.copytree(ROOT / hdr.strip(), tmp_path / hdr.strip(), ignore=shutil.ignore_patterns("runs"))
             continue
+        if knd == "gpu-report":  # one report file
+            (tmp_path / hdr.strip()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / hdr.strip(), tmp_path / hdr.strip())
+            continue
         for item in hdr.split(","):
             rel = item.strip().partition("=")[2].strip()
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
