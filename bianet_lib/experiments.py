@@ -221,6 +221,17 @@ def testbed_long_runs(seeds=TESTBED_SEEDS[:2]) -> list[Run]:
             for s in seeds for a in ("baseline", "bianet")]
 
 
+def testbed_converged_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
+    """Every arm at ``TESTBED_LONG_EPOCHS`` and the strength its own calibration chose
+    (testbed.CALIBRATED_SCALE_LONG), seed-major; empty until that setting is committed."""
+    from bianet_lib.testbed import CALIBRATED_SCALE_LONG
+
+    if CALIBRATED_SCALE_LONG is None:
+        return []
+    return [Run(a, (*VARIANTS[a], f"world_local_scale={CALIBRATED_SCALE_LONG}", f"epochs={TESTBED_LONG_EPOCHS}"), s)
+            for s in seeds for a in arms]
+
+
 GRIDS: dict[str, Grid] = {
     "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
                     "CPU default: baseline and BIANet at rho = 0 and rho = 0.9, 3 seeds, "
@@ -249,6 +260,10 @@ GRIDS: dict[str, Grid] = {
                                    f"the baseline-only calibration at {TESTBED_LONG_EPOCHS} epochs (for a "
                                    "converged test-bed grid; the rule is re-applied before any other arm runs)",
                                    workers=2),
+    "testbed-16": Grid("testbed-16", testbed_converged_runs(), "cpu-small", _testbed_base(),
+                       f"baseline, PIA, NIA, BIANet and the control at {TESTBED_LONG_EPOCHS} epochs on the "
+                       "test-bed at the strength its own baseline calibration chose, 5 seeds (the converged "
+                       "headline grid; resumable, run in chunks)", workers=2),
     "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
                                             for a in ("baseline", "bianet", "control")],
                           "cpu-small", [*SMOKE_BASE, "world_preset=local"],

@@ -65,6 +65,13 @@ CALIBRATION_TARGET = 0.10
 #: (None until it exists; the test-bed grid refuses to run before). The rule chose 2 (baseline
 #: drop 0.104 V-F / 0.135 F-V; 1.5 gave 0.069 / 0.077), committed before any other arm ran.
 CALIBRATED_SCALE: float | None = 2.0
+#: The strength of the converged grid (experiments "testbed-16": every arm at
+#: experiments.TESTBED_LONG_EPOCHS, since the 8-epoch curves were still rising): the same rule on its
+#: own baseline-only calibration at that budget ("testbed-calibration-16": drops V-F / F-V
+#: 0.049 / 0.052 at 1, 0.076 / 0.099 at 1.5, 0.081 / 0.106 at 2, 0.105 / 0.141 at 2.5; the
+#: baseline learns the interference away with more training), set and committed before any run of
+#: that grid (tested from the commit history).
+CALIBRATED_SCALE_LONG: float | None = 2.5
 
 DOSES = (0.0, 0.5, 1.0, 1.5)
 TRIAL_SEED, TRIALS_PER_ID = 7, 20  # 6,000 trials per direction on 300 test identities

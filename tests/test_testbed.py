@@ -256,6 +256,33 @@ def test_the_committed_setting_is_the_baseline_calibration():
         subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
 
 
+def test_the_converged_setting_is_its_own_baseline_calibration():
+    """Pre-registration of the 16-epoch grid: CALIBRATED_SCALE_LONG is the rule applied to the
+    committed 16-epoch baseline-only calibration; every run of the grid uses it and 16 epochs; the
+    commit that set it precedes the first commit holding one of the grid's runs."""
+    from bianet_lib.experiments import GRIDS, TESTBED_LONG_EPOCHS
+
+    cal16, grid16 = ROOT / "results" / "experiments" / "testbed-calibration-16", ROOT / "results" / "experiments" / "testbed-16"
+    rows = tb.calibration_rows(cal16)
+    assert {json.loads(p.read_text())["config"]["use_pia"] for p in cal16.glob("*.json")} == {False}
+    assert tb.CALIBRATED_SCALE_LONG is not None and tb.choose_scale(rows) == tb.CALIBRATED_SCALE_LONG
+    runs = GRIDS["testbed-16"].runs
+    assert len(runs) == 25 and {r.seed for r in runs} == {0, 1, 2, 3, 4}
+    assert all(f"world_local_scale={tb.CALIBRATED_SCALE_LONG}" in r.overrides
+               and f"epochs={TESTBED_LONG_EPOCHS}" in r.overrides for r in runs)
+    for path in grid16.glob("*.json"):
+        cfg = json.loads(path.read_text())["config"]
+        assert (cfg["world_local_scale"], cfg["epochs"]) == (tb.CALIBRATED_SCALE_LONG, TESTBED_LONG_EPOCHS), path.name
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
+    set_at = _git("log", "--reverse", "--format=%H", "-G", r"^CALIBRATED_SCALE_LONG: float \| None = [0-9]",
+                  "--", "bianet_lib/testbed.py").splitlines()
+    first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(grid16)).splitlines()
+    if first_run:
+        assert set_at, "the 16-epoch scale was never set in a commit"
+        subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
+
+
 def test_holm_known_answers():
     # sorted p: 0.01 * 4 = 0.04, 0.02 * 3 = 0.06, 0.03 * 2 = 0.06 (monotone), 0.5 * 1
     assert tb.holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
