@@ -5,7 +5,8 @@ and writes one JSON report (``results/gpu/report-<device>.json`` and, when set, 
 
 1. environment: Python, torch, the GPU, which optional packages are missing (librosa is only
    needed to decode non-PCM audio; the check's tree is PCM WAV);
-2. the tests that matter for this path (``--tests``; skipped in the tiny form);
+2. the tests that matter for this path (``--tests``; skipped in the tiny form), and whether
+   ``pip install .`` resolves offline against the interpreter's own packages (a dry run);
 3. a generated VoxCeleb-shaped tree, its feature stores (first-pass build time), and the
    DataLoader's throughput;
 4. the training step of BIANet and of the plain baseline (``bench``: bf16 autocast on CUDA,
@@ -143,6 +144,15 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
                            "tail": res.stdout.strip().splitlines()[-3:] if res.stdout else []}
         print(f"tests: rc={res.returncode} {report['tests']['tail'][-1:]}", flush=True)
 
+    def install():
+        # Would `pip install .` work here, offline, with the packages this interpreter already has?
+        # (--dry-run: nothing is installed; the shared H200 image first stopped at librosa, now an extra.)
+        res = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
+                              "--no-build-isolation", str(ROOT)], capture_output=True, text=True, env=env)
+        report["install"] = {"returncode": res.returncode,
+                             "tail": (res.stdout + res.stderr).strip().splitlines()[-2:]}
+        print(f"install (dry run, offline): rc={res.returncode} {report['install']['tail'][-1:]}", flush=True)
+
     def build_tree_and_stores():
         t0 = time.perf_counter()
         if not (tree / "wav").is_dir():
@@ -245,6 +255,8 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
 
     if tests and not tiny:
         stage("tests", run_tests)
+    if not tiny:
+        stage("install", install)
     stage("tree_and_stores", build_tree_and_stores)
     if "train_split" in state:
         stage("loader", loader)
@@ -254,7 +266,8 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
     report["ok"] = bool(not report.get("errors") and not report.get("skipped")
                         and report.get("train", {}).get("returncode") == 0
                         and report.get("torchrun", {}).get("returncode") == 0
-                        and report.get("tests", {}).get("returncode", 0) == 0)
+                        and report.get("tests", {}).get("returncode", 0) == 0
+                        and report.get("install", {}).get("returncode", 0) == 0)
     report["total_s"] = time.perf_counter() - stage.t0
     write(report)
     del torch
@@ -281,6 +294,9 @@ def report_markdown(report: dict) -> str:
                            f"{', '.join(env['missing_packages']) or 'none'}"),
         ("tests (loader, documented commands, portability)",
          f"{tests['tail'][-1] if tests and tests['tail'] else 'not run'}"),
+        *([("`pip install .` offline with the machine's packages (dry run)",
+            f"exit code {report['install']['returncode']}: {report['install']['tail'][-1]}")]
+          if report.get("install") else []),
         (f"tree: {n_ids} identities ({tree['n_train']}/{tree['n_val']}/{tree['n_test']}), "
          f"{tree['clips_per_id']} clips of {tree['seconds']:g} s and {tree['faces_per_id']} faces of "
          f"{tree['face_size']}x{tree['face_size']} each", f"generated in {tree['generation_s']:.1f} s"),

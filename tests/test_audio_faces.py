@@ -131,6 +131,20 @@ def test_pcm_wav_and_the_front_end_need_no_librosa(tmp_path):
     assert out.stdout.split() == ["16000", "(1,", "1,", "40,", "101)"]
 
 
+def test_synth_without_soundfile_says_so_in_one_line(tmp_path):
+    """soundfile is the ``audio`` extra: without it ``bianet synth`` refuses at once (exit 2, one
+    line naming the package), before generating anything."""
+    code = ("import sys; sys.modules['soundfile'] = None\n"
+            "from bianet_lib.cli import main\n"
+            f"sys.exit(main(['synth', '--out', {str(tmp_path / 'w')!r}, '--n-train', '2', '--n-val', '1', "
+            "'--n-test', '1']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "soundfile" in lines[0] and "bianet_lib[audio]" in lines[0], lines
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
 @pytest.mark.parametrize("sr, n_fft, n_mels", [(16000, 512, 40), (16000, 512, 64), (22050, 2048, 128)])
 def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels):
     ours = mel_filterbank(sr, n_fft, n_mels)

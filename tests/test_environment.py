@@ -23,9 +23,19 @@ def _pyproject_deps() -> list[str]:
 
 
 def _ranges() -> list[str]:
-    """What the package declares it needs: ``dependencies`` plus the ``course`` extra."""
+    """What the package declares it needs: ``dependencies`` plus the ``audio`` and ``course`` extras."""
     project = _project()
-    return project["dependencies"] + project["optional-dependencies"]["course"]
+    extras = project["optional-dependencies"]
+    return project["dependencies"] + extras["audio"] + extras["course"]
+
+
+def test_the_core_install_needs_no_audio_decoder():
+    """librosa and soundfile are the ``audio`` extra: a GPU image with torch but without them
+    (the shared H200 image) installs the package offline; the pinned environment keeps both."""
+    core = {_name(r) for r in _project()["dependencies"]}
+    assert not core & {"librosa", "soundfile"}, core
+    assert {_name(r) for r in _project()["optional-dependencies"]["audio"]} == {"librosa", "soundfile"}
+    assert {"librosa", "soundfile"} <= {_name(p) for p in _pyproject_deps()}
 
 
 def _environment_pip() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from bianet_lib.cli import UsageError
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty directory")
+    if importlib.util.find_spec("soundfile") is None:  # checked before minutes of generation
+        raise UsageError("writing the WAV files needs soundfile, which is not installed "
+                         "(pip install 'bianet_lib[audio]', or its wheel: README, 'GPU')")
     try:
         world, summary = timed_world(cfg, args.seed, args.workers)
         write_voxceleb_tree(world, out)
