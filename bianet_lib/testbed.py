@@ -564,6 +564,14 @@ def long_rows(long_dir: str | Path, base_dir: str | Path | None = None) -> list[
     return sorted(out, key=lambda r: (r["arm"], r["seed"]))
 
 
+def still_rising(records: dict[str, list[dict]], last: int = 2, tol: float = 0.01) -> tuple[int, int]:
+    """(runs whose validation 1:2 accuracy rose by more than ``tol`` over their last ``last``
+    epochs, runs with at least ``last + 1`` recorded epochs): has a grid's budget converged?"""
+    hists = [[h["val_acc"] for h in r["experiment"]["history"]] for recs in records.values() for r in recs
+             if len(r["experiment"].get("history", [])) > last]
+    return sum(1 for h in hists if h[-1] - h[-1 - last] > tol), len(hists)
+
+
 def long_markdown(long_dir: str | Path) -> str:
     """The convergence check's table (``long_rows``) in markdown, with one sentence from it. The
     long run's epoch 8 is not the 8-epoch run: the learning-rate milestones and the curriculum
