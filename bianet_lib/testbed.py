@@ -456,6 +456,13 @@ def attention_table(records: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+def expected_runs(store: str) -> set[tuple[str, int]]:
+    """(run name, seed) of every run that the grids writing to the store ``store`` define."""
+    from bianet_lib.experiments import GRIDS
+
+    return {(r.name, r.seed) for g in GRIDS.values() if g.store == store for r in g.runs}
+
+
 def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
     """The grid's three tables (arms, pre-registered comparisons under Holm, attention mass), in
     markdown, from the run JSONs in ``results_dir`` (deterministic: fixed bootstrap seed)."""
@@ -484,6 +491,18 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         ratios = [a["ratio"] for a in att]
         verdict.append(f"PIA's and NIA's attention mass on the interference tokens, relative to uniform attention "
                        f"(1 = blind to it): {min(ratios):.2f} to {max(ratios):.2f}.")
+        full = sorted({a["modality"] for a in att if a["share"] >= 0.99})
+        if full:
+            verdict.append(f"On {' and '.join(full)}, the interference covers (nearly) every token of the samples "
+                           "that carry it at this strength, so attention there can neither seek nor avoid it: "
+                           "that endpoint is uninformative by construction, and the test-bed is local on the "
+                           "other modality only.")
+    expected = expected_runs(Path(results_dir).name)
+    n_done = sum(len(v) for v in records.values())
+    if n_done < len(expected):
+        verdict.insert(0, f"INTERIM: {n_done} of the {len(expected)} pre-registered runs of this store have "
+                          "finished (seed-major); the comparisons are a progress report, the pre-registered "
+                          "analysis is the one over all of them.")
     lines += ["", " ".join(verdict)]
     if att:
         lines += ["", "| arm | modality | branch | attention mass on interference | uniform (its share) | ratio |",

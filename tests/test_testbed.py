@@ -266,6 +266,10 @@ def test_the_converged_setting_is_its_own_baseline_calibration():
     rows = tb.calibration_rows(cal16)
     assert {json.loads(p.read_text())["config"]["use_pia"] for p in cal16.glob("*.json")} == {False}
     assert tb.CALIBRATED_SCALE_LONG is not None and tb.choose_scale(rows) == tb.CALIBRATED_SCALE_LONG
+    # the README's prose about this calibration is its numbers
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    at1 = next(r for r in rows if r["scale"] == 1.0)
+    assert f"drop {at1['vf_drop']:.3f} / {at1['fv_drop']:.3f} at scale 1" in readme
     runs = GRIDS["testbed-16"].runs
     assert len(runs) == 25 and {r.seed for r in runs} == {0, 1, 2, 3, 4}
     assert all(f"world_local_scale={tb.CALIBRATED_SCALE_LONG}" in r.overrides
