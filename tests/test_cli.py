@@ -42,6 +42,9 @@ def _exit_code(argv):
     (["train", "--run-dir", "R", "--config", "missing.yaml"], "missing.yaml"),
     (["evaluate", "--run-dir", "does/not/exist"], "no such directory"),
     (["evaluate", "--run-dir", "."], "not found"),
+    # ResNet-18 leaves a 2x2 map of a 64x64 face: refused before any data is read, naming the field
+    (["train", "--preset", "paper", "--run-dir", "R", "--set", "face_size=64", "face_weights=null", "device=cpu"],
+     "config field face_size=64: the encoder's map is (2, 2)"),
     (["bench", "--steps", "0"], "--steps"),
     (["bench", "--device", "tpu"], "invalid choice"),
 ])

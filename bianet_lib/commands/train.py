@@ -99,6 +99,30 @@ def load_world_ranked(cfg):
     return world if world is not None else load_world(cfg)
 
 
+def preflight_shapes(cfg) -> None:
+    """One face and one clip of the configured sizes through both encoders (CPU, eval mode, no
+    gradients) before any data is read: sizes too small for the attention's 3x3 map (a 64x64
+    face through ResNet-18 leaves 2x2) are refused in one line naming the field, not by a
+    traceback at the first training step."""
+    import torch
+
+    from bianet_lib.data.audio import SAMPLE_RATE
+    from bianet_lib.encoders import AudioEncoder, FaceEncoder
+
+    checks = (("face_size", cfg.face_size, lambda: FaceEncoder(
+                  cfg.face_encoder, cfg.face_widths, None, cfg.face_strides, cfg.encoder_map),
+               lambda: torch.zeros(1, 3, cfg.face_size, cfg.face_size)),
+              ("clip_seconds", cfg.clip_seconds, lambda: AudioEncoder(
+                  cfg.audio_encoder, cfg.audio_widths, cfg.audio_blocks, cfg.n_mels, cfg.encoder_map),
+               lambda: torch.zeros(1, round(cfg.clip_seconds * SAMPLE_RATE))))
+    for field, value, build, sample in checks:
+        try:
+            with torch.no_grad():
+                build().eval()(sample())
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"config field {field}={value}: {' '.join(str(exc).split())}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from bianet_lib.commands.evaluate import evaluate_checkpoint, print_summary
     from bianet_lib.config import load_config
@@ -141,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"config field batch_size={cfg.batch_size}: must be <= world_n_train="
                          f"{cfg.world_n_train} (a batch holds distinct identities)")
 
+    preflight_shapes(cfg)
     created = init_distributed(cfg.device)
     try:
         try:
