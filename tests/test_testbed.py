@@ -233,6 +233,19 @@ def _git(*args) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _assert_set_before_first_run(constant: str, runs_dir: Path) -> None:
+    """The commit that first gave ``testbed.<constant>`` a value is an ancestor of the first commit
+    that added a run file under ``runs_dir`` (skipped on a shallow clone, which lacks the history)."""
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
+    set_at = _git("log", "--reverse", "--format=%H", "-G", rf"^{constant}: float \| None = [0-9]",
+                  "--", "bianet_lib/testbed.py").splitlines()
+    first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(runs_dir)).splitlines()
+    if first_run:
+        assert set_at, f"{constant} was never set in a commit"
+        subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
+
+
 def test_the_committed_setting_is_the_baseline_calibration():
     """Pre-registration: CALIBRATED_SCALE is the rule applied to the committed baseline-only
     calibration; every committed test-bed run uses it; and none of them was committed before it."""
@@ -245,15 +258,7 @@ def test_the_committed_setting_is_the_baseline_calibration():
     assert tb.choose_scale(rows) == tb.CALIBRATED_SCALE
     for path in TESTBED_DIR.glob("*.json"):
         assert json.loads(path.read_text())["config"]["world_local_scale"] == tb.CALIBRATED_SCALE, path.name
-    if _git("rev-parse", "--is-shallow-repository") == "true":
-        pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
-    set_at = _git("log", "--reverse", "--format=%H", "-G", r"^CALIBRATED_SCALE: float \| None = [0-9]",
-                  "--", "bianet_lib/testbed.py").splitlines()
-    first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(TESTBED_DIR)).splitlines()
-    if first_run:
-        # the commit that set the scale is an ancestor of the first commit holding a run
-        assert set_at, "the scale was never set in a commit"
-        subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
+    _assert_set_before_first_run("CALIBRATED_SCALE", TESTBED_DIR)
 
 
 def test_the_converged_setting_is_its_own_baseline_calibration():
@@ -277,14 +282,7 @@ def test_the_converged_setting_is_its_own_baseline_calibration():
     for path in grid16.glob("*.json"):
         cfg = json.loads(path.read_text())["config"]
         assert (cfg["world_local_scale"], cfg["epochs"]) == (tb.CALIBRATED_SCALE_LONG, TESTBED_LONG_EPOCHS), path.name
-    if _git("rev-parse", "--is-shallow-repository") == "true":
-        pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
-    set_at = _git("log", "--reverse", "--format=%H", "-G", r"^CALIBRATED_SCALE_LONG: float \| None = [0-9]",
-                  "--", "bianet_lib/testbed.py").splitlines()
-    first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(grid16)).splitlines()
-    if first_run:
-        assert set_at, "the 16-epoch scale was never set in a commit"
-        subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
+    _assert_set_before_first_run("CALIBRATED_SCALE_LONG", grid16)
 
 
 def test_holm_known_answers():
