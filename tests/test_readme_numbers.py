@@ -46,3 +46,39 @@ def test_a_changed_number_is_caught_and_rewritten(tmp_path):
             (tmp_path / rel).write_text((ROOT / rel).read_text())
     assert rewrite_readme(readme) == 1
     assert readme.read_text() == text
+
+
+def _epochs(folder: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (ROOT / "results" / folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_paper_preset_checks_in_the_readme_are_their_metrics():
+    """The "Paper preset learning rates" paragraph quotes both CPU checks; every quoted loss and
+    accuracy is read back from the committed run, and each verdict (below ln 2 or not) holds."""
+    import json
+    import math
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    small = _epochs("paper-cpu-check")
+    vox = _epochs("paper-cpu-check-vox")
+    per_epoch = ", ".join(f"{e['match_vf']:.3f} / {e['match_fv']:.3f}" for e in small)
+    assert per_epoch in text
+    assert all(min(e["match_vf"], e["match_fv"]) > math.log(2) for e in small)  # "does not get below ln 2"
+    assert "does not get below ln 2 in 288 steps" in text and small[-1]["step"] == 288
+
+    first, second, last = vox[0], vox[1], vox[-1]
+    assert last["step"] == 288 and second["step"] == 48
+    quoted = (f"{first['match_vf']:.3f} / {first['match_fv']:.3f} in epoch 1, {second['match_vf']:.3f} / "
+              f"{second['match_fv']:.3f} in epoch 2 (steps 25-{second['step']}), {last['match_vf']:.3f} / "
+              f"{last['match_fv']:.3f} in epoch {last['epoch']}")
+    assert quoted in text
+    assert max(second["match_vf"], second["match_fv"]) < math.log(2)  # "it does" (below ln 2 by step 48)
+    best = max(vox, key=lambda e: e["val_acc"])
+    assert f"validation 1:2 best {best['val_acc']:.3f} (epoch {best['epoch']})" in text
+    res = json.loads((ROOT / "results" / "paper-cpu-check-vox" / "results.json").read_text())["metrics"]
+    acc = {route: (res[route]["matching"]["vf_1:2"]["accuracy"], res[route]["matching"]["fv_1:2"]["accuracy"])
+           for route in ("classifier", "cosine")}
+    assert (f"{acc['classifier'][0]:.3f} / {acc['classifier'][1]:.3f} (classifier), "
+            f"{acc['cosine'][0]:.3f} / {acc['cosine'][1]:.3f} (cosine)") in text
