@@ -612,3 +612,93 @@ def long_markdown(long_dir: str | Path) -> str:
     lines += ["", f"Over these {len(rows)} runs, doubling the epochs changed the endpoints' 1:2 accuracy by "
                   f"{gain:+.3f} on average and validation accuracy moved {late:+.3f} from epoch 8 to epoch {n}."]
     return "\n".join(lines)
+
+
+def verdict_lines(records: dict[str, list[dict]], n_boot: int = 2000) -> list[str]:
+    """What a grid's numbers say, as sentences assembled from them (notebook 07 prints these, so a
+    re-run cannot leave its text and its tables disagreeing): which runs left chance; every
+    pre-registered comparison with its interval and Holm p; the neutral-fill ceiling; where PIA's
+    and NIA's attention goes against the paper's prediction; whether the embeddings encode the
+    interference's kind; the dose-response beyond the trained strength."""
+    if not records:
+        return ["No run of this grid has finished yet."]
+    clusters = clusters_for(next(iter(records.values()))[0])
+    out = []
+    runs = learned(records, clusters, n_boot)
+    ok = {}
+    for r in runs:
+        ok[(r["arm"], r["seed"])] = ok.get((r["arm"], r["seed"]), True) and r["above_chance"]
+        if not r["above_chance"]:
+            out.append(f"{r['arm']} seed {r['seed']} {r['direction'].upper()}: 1:2 accuracy {r['accuracy']:.3f} "
+                       f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]: NOT above chance; its drop of about 0 is nothing to "
+                       "lose, not robustness")
+    out.append(f"{sum(ok.values())} of {len(ok)} runs are above chance in both directions.")
+    chance_arms = {arm for (arm, _), good in ok.items() if not good}
+    comps = compare_arms(records, clusters, n_boot)
+    for arm, ref in COMPARISONS:
+        for endpoint in ENDPOINTS:
+            sub = [c for c in comps if c["comparison"] == f"{arm} - {ref}" and c["endpoint"] == endpoint]
+            if not sub:
+                out.append(f"{arm} - {ref}, {endpoint.replace('_', ' ')}: not run yet.")
+                continue
+            parts = [f"{c['direction'].upper()} {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] "
+                     f"(Holm p {c['p_holm']:.3f})" for c in sub]
+            caveat = (" (an arm here has a run at chance, which lowers its mean drop without any robustness)"
+                      if endpoint == "clean_twin_drop" and {arm, ref} & chance_arms else "")
+            out.append(f"{arm} - {ref}, {endpoint.replace('_', ' ')}: " + "; ".join(parts)
+                       + f" -> {sum(c['significant'] for c in sub)} of {len(sub)} significant after Holm{caveat}.")
+    rows = {r["arm"]: r for r in arm_table(records)}
+    for arm, recs in records.items():  # exploratory (not pre-registered, no test): runs that learned only
+        kept = [r for r in recs if ok[(arm, int(r["seed"]))]]
+        if kept and len(kept) < len(recs):
+            drops = [float(per_trial(kept, d, "clean_twin_drop").mean()) for d in DIRECTIONS]
+            out.append(f"Exploratory: {arm} over its {len(kept)} run(s) above chance: drop {drops[0]:+.3f} V-F / "
+                       f"{drops[1]:+.3f} F-V (all {len(recs)} runs: {rows[arm]['vf_drop']:+.3f} / "
+                       f"{rows[arm]['fv_drop']:+.3f}).")
+    if "baseline" in rows:
+        b = rows["baseline"]
+        gain = (b["vf_ceiling"] + b["fv_ceiling"]) / 2
+        out.append(f"The neutral fill takes the baseline from {b['vf_dose1']:.3f} / {b['fv_dose1']:.3f} to "
+                   f"{b['vf_filled']:.3f} / {b['fv_filled']:.3f} (V-F / F-V; the clean twins give {b['vf_dose0']:.3f} / "
+                   f"{b['fv_dose0']:.3f}): a mean change of {gain:+.3f}, so removing the interference by hand, "
+                   + ("without retraining, would help this model." if gain > 0 else
+                      "without retraining, does not help this model: the fill is as foreign to it as the interference."))
+    att = {(a["arm"], a["modality"], a["branch"]): a for a in attention_table(records)}
+    for modality in ("face", "voice"):
+        p, n = att.get(("bianet", modality, "pia")), att.get(("bianet", modality, "nia"))
+        if p and n:
+            if min(p["share"], n["share"]) >= 0.99:
+                out.append(f"BIANet {modality}: the interference covers every token of the samples that carry it, so "
+                           "the attention-mass endpoint cannot tell seeking from avoiding here.")
+                continue
+            seeds = [(r["endpoints"]["attention"][modality]["pia"]["ratio"], r["endpoints"]["attention"][modality]["nia"]["ratio"])
+                     for r in records["bianet"] if r["endpoints"]["attention"].get(modality, {}).get("nia")]
+            below = sum(pr < 1 for pr, _ in seeds)
+            above = sum(nr > pr for pr, nr in seeds)
+            out.append(f"BIANet {modality}: PIA puts {p['ratio']:.2f}x, NIA {n['ratio']:.2f}x the uniform mass on the "
+                       f"interference (mean over seeds); PIA is below 1 in {below} of {len(seeds)} seeds and NIA above "
+                       f"PIA in {above} of {len(seeds)} (the paper's story predicts both in every seed); "
+                       + ("the attention does steer away from the interference, if weakly."
+                          if below == len(seeds) and p["ratio"] < 0.95 else
+                          "within a few percent of uniform, the attention is close to blind to the interference."))
+    for arm in ("bianet", "nia"):
+        recs = records.get(arm, [])
+        for modality in ("face", "voice"):
+            accs = {key: [r["endpoints"]["probes"][f"{modality}/{key}"]["kind"] for r in recs
+                          if f"{modality}/{key}" in r["endpoints"]["probes"]] for key in ("h_hat", "h_tilde")}
+            if all(accs.values()):
+                m = {k: (float(np.mean([v["accuracy"] for v in vs])), float(np.mean([v["chance"] for v in vs])))
+                     for k, vs in accs.items()}
+                out.append(f"{arm} {modality}: a linear probe reads the interference's kind from h_hat at "
+                           f"{m['h_hat'][0]:.3f} and from h_tilde at {m['h_tilde'][0]:.3f} (chance {m['h_hat'][1]:.3f}); "
+                           + ("h_tilde encodes it more than h_hat, as the paper's story wants."
+                              if m["h_tilde"][0] > m["h_hat"][0] else
+                              "h_hat encodes it at least as well as h_tilde: the positive embedding has not shed it."))
+    if "baseline" in rows:
+        for arm in ("bianet", "control"):
+            if arm in rows:
+                beyond = {a: (rows[a]["vf_dose1"] - rows[a]["vf_dose1.5"] + rows[a]["fv_dose1"] - rows[a]["fv_dose1.5"]) / 2
+                          for a in (arm, "baseline")}
+                out.append(f"From the trained strength to 1.5 times it, {arm} loses {beyond[arm]:+.3f} and the baseline "
+                           f"{beyond['baseline']:+.3f} of 1:2 accuracy (mean of the directions, no retraining).")
+    return out

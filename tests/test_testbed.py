@@ -332,3 +332,78 @@ def test_learned_tells_chance_from_learning_run_by_run():
     assert rows[1, "fv"]["ci"][0] < rows[1, "fv"]["accuracy"] < rows[1, "fv"]["ci"][1]
     # a model at chance and its own clean twins: drop exactly 0 (nothing to lose)
     assert tb.per_trial(records["mixed"][:1], "vf", "clean_twin_drop").sum() == 0
+
+
+def test_verdict_sentences_follow_the_numbers():
+    """tb.verdict_lines (notebook 07's sentences) on the committed converged grid states the
+    comparisons' own numbers, and its verdicts flip when constructed numbers say the opposite."""
+    import copy
+
+    records = tb.load_records(ROOT / "results" / "experiments" / "testbed-16")
+    lines = tb.verdict_lines(records, n_boot=300)
+    comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]), n_boot=300)
+    for c in comps:
+        quoted = f"{c['direction'].upper()} {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] (Holm p {c['p_holm']:.3f})"
+        assert any(line.startswith(f"{c['comparison']}, {c['endpoint'].replace('_', ' ')}:") and quoted in line
+                   for line in lines), quoted
+    n_runs = sum(len(v) for v in records.values())
+    assert f"{n_runs} of {n_runs} runs are above chance in both directions." in lines  # no run at chance here
+    assert any("BIANet voice: the interference covers every token" in line for line in lines)  # share 1.0 at 2.5
+    # constructed: PIA looks away from the face patch and NIA at it, in every seed; h_tilde holds the kind
+    steered = copy.deepcopy(records)
+    for rec in steered["bianet"]:
+        rec["endpoints"]["attention"]["face"]["pia"]["ratio"] = 0.5
+        rec["endpoints"]["attention"]["face"]["nia"]["ratio"] = 1.5
+        rec["endpoints"]["probes"]["face/h_tilde"]["kind"]["accuracy"] = 0.99
+    out = tb.verdict_lines(steered, n_boot=100)
+    face = next(line for line in out if line.startswith("BIANet face"))
+    assert "PIA is below 1 in 5 of 5 seeds and NIA above PIA in 5 of 5" in face and "does steer away" in face
+    assert "h_tilde encodes it more than h_hat" in next(line for line in out if line.startswith("bianet face: a linear"))
+    before = next(line for line in lines if line.startswith("BIANet face"))
+    assert "close to blind" in before
+
+
+def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
+    """The README's "What the converged grid says" paragraph, number by number, from the runs."""
+    records = tb.load_records(ROOT / "results" / "experiments" / "testbed-16")
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    para = readme[readme.index("**What the converged grid says**"):]
+    para = para[:para.index("GPU scale")]
+    comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]))
+    get = {(c["comparison"], c["endpoint"], c["direction"]): c for c in comps}
+    assert not any(c["significant"] for c in comps) and "**a null result.**" in para
+    assert f"None of the {len(comps)} pre-registered comparisons" in para
+    assert f"smallest Holm p {min(c['p_holm'] for c in comps):.3f}" in para
+    ba = [get["bianet - baseline", "accuracy", d] for d in tb.DIRECTIONS]
+    assert f"by {ba[0]['diff']:+.3f} (V-F) and {ba[1]['diff']:+.3f} (F-V)" in para
+    assert f"reach at most {max(c['ci'][1] for c in ba):+.3f}" in para and max(c["ci"][1] for c in ba) < 0.015
+    bc = [get["bianet - control", "accuracy", d] for d in tb.DIRECTIONS]
+    assert f"control of the same capacity ({bc[0]['diff']:+.3f} / {bc[1]['diff']:+.3f})" in para
+    att = {(a["arm"], a["modality"], a["branch"]): a for a in tb.attention_table(records)}
+    assert (f"PIA puts {att['bianet', 'face', 'pia']['ratio']:.2f}x and NIA {att['bianet', 'face', 'nia']['ratio']:.2f}x"
+            in para)
+    probes = {k: np.mean([r["endpoints"]["probes"][f"face/{k}"]["kind"]["accuracy"] for r in records["bianet"]])
+              for k in ("h_hat", "h_tilde")}
+    chance = np.mean([r["endpoints"]["probes"]["face/h_hat"]["kind"]["chance"] for r in records["bianet"]])
+    assert probes["h_hat"] > probes["h_tilde"]  # "better than from its negative h_tilde"
+    assert f"h_hat ({probes['h_hat']:.3f}, chance {chance:.3f})" in para and f"h_tilde ({probes['h_tilde']:.3f})" in para
+    rows = {r["arm"]: r for r in tb.arm_table(records)}
+    loss = {a: (rows[a]["vf_dose1"] - rows[a]["vf_dose1.5"] + rows[a]["fv_dose1"] - rows[a]["fv_dose1.5"]) / 2
+            for a in ("bianet", "baseline")}
+    assert f"BIANet loses {loss['bianet']:.3f} of 1:2 accuracy and the baseline {loss['baseline']:.3f}" in para
+
+
+def test_the_readme_states_the_converged_grids_convergence_and_cost():
+    records = tb.load_records(ROOT / "results" / "experiments" / "testbed-16")
+    short = tb.load_records(ROOT / "results" / "experiments" / "testbed")
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    n = sum(len(v) for v in records.values())
+    rising, n_hist = tb.still_rising(records)
+    rising8, n_hist8 = tb.still_rising(short)
+    assert f"all {n} runs finished, every one above chance in both directions" in readme
+    assert all(r["above_chance"] for r in tb.learned(records, tb.clusters_for(records["baseline"][0]), n_boot=300))
+    assert (f"{n_hist - rising} of {n_hist} gaining less than 0.01 validation accuracy over their last two epochs "
+            f"(at 8 epochs {rising8} of {n_hist8} runs were still rising") in readme
+    walls = [r["experiment"]["wall_s"] / 60 for recs in records.values() for r in recs]
+    assert f"{sum(walls):.0f} worker-minutes measured" in readme
+    assert f"25 runs of about {sum(walls) / len(walls):.0f} worker-minutes each" in readme
