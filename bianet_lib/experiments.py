@@ -173,6 +173,9 @@ TESTBED_SECONDARY = {"peer": VARIANTS["peer"], "curriculum_constant": [*VARIANTS
 #: The convergence check: the baseline and BIANet at twice the test-bed's epochs, 2 seeds, in their
 #: own store (the 8-epoch validation curves were still rising).
 TESTBED_LONG_EPOCHS = 16
+#: Table 6 on the converged test-bed: BIANet with epsilon fixed at the paper's values (the learned
+#: threshold is the "bianet" arm), compared under their own Holm correction (testbed.TABLE6_COMPARISONS).
+TESTBED_TABLE6 = {f"epsilon_{e:g}": [*VARIANTS["bianet"], "epsilon_mode=fixed", f"epsilon={e}"] for e in (0.01, 0.1, 0.2)}
 
 
 def _testbed_base() -> list[str]:
@@ -232,6 +235,18 @@ def testbed_converged_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
             for s in seeds for a in arms]
 
 
+def testbed_converged_more_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
+    """The second and third families at the converged setting, 3 seeds: the peer and BIANet without
+    the curriculum first (seed-major), then Table 6's fixed thresholds (seed-major)."""
+    from bianet_lib.testbed import CALIBRATED_SCALE_LONG
+
+    if CALIBRATED_SCALE_LONG is None:
+        return []
+    tail = (f"world_local_scale={CALIBRATED_SCALE_LONG}", f"epochs={TESTBED_LONG_EPOCHS}")
+    return [Run(name, (*over, *tail), s) for family in (TESTBED_SECONDARY, TESTBED_TABLE6)
+            for s in seeds for name, over in family.items()]
+
+
 GRIDS: dict[str, Grid] = {
     "reduced": Grid("reduced", reduced_runs(), "cpu-small", REDUCED_BASE,
                     "CPU default: baseline and BIANet at rho = 0 and rho = 0.9, 3 seeds, "
@@ -264,6 +279,10 @@ GRIDS: dict[str, Grid] = {
                        f"baseline, PIA, NIA, BIANet and the control at {TESTBED_LONG_EPOCHS} epochs on the "
                        "test-bed at the strength its own baseline calibration chose, 5 seeds (the converged "
                        "headline grid; resumable, run in chunks)", workers=2),
+    "testbed-16-more": Grid("testbed-16-more", testbed_converged_more_runs(), "cpu-small", _testbed_base(),
+                            f"the peer and BIANet without the curriculum (second family), then Table 6's fixed "
+                            f"thresholds (third family), at {TESTBED_LONG_EPOCHS} epochs on the converged test-bed, "
+                            "3 seeds, in the converged grid's store", workers=2, store="testbed-16"),
     "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
                                             for a in ("baseline", "bianet", "control")],
                           "cpu-small", [*SMOKE_BASE, "world_preset=local"],

@@ -215,18 +215,57 @@ def test_the_convergence_table_known_answers(tmp_path):
     assert "by +0.050 on average" in text and "moved +0.030 from epoch 8 to epoch 16" in text
 
 
-def test_the_secondary_family_was_committed_before_its_runs():
-    """Pre-registration of the second family: the commit that wrote SECONDARY_COMPARISONS is an
-    ancestor of the first commit holding one of its runs (peer or curriculum_constant)."""
+GRID16_DIR = ROOT / "results" / "experiments" / "testbed-16"
+
+
+@pytest.mark.parametrize("pattern, path, store, arms", [
+    (r"^SECONDARY_COMPARISONS = ", "bianet_lib/testbed.py", TESTBED_DIR, ex.TESTBED_SECONDARY),
+    (r"^TABLE6_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.TESTBED_TABLE6),
+    (r'"testbed-16-more": Grid\(', "bianet_lib/experiments.py", GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TESTBED_TABLE6}),
+], ids=["secondary", "table6", "converged-more-grid"])
+def test_later_families_were_committed_before_their_runs(pattern, path, store, arms):
+    """Pre-registration of the later families: the commit that wrote the family (or the grid that
+    runs it at the converged setting) is an ancestor of the first commit holding one of its runs."""
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order cannot be read")
-    set_at = _git("log", "--reverse", "--format=%H", "-G", r"^SECONDARY_COMPARISONS = ", "--",
-                  "bianet_lib/testbed.py").splitlines()
-    paths = [str(TESTBED_DIR / f"{arm}__s{s}.json") for arm in ex.TESTBED_SECONDARY for s in ex.TESTBED_SEEDS]
+    set_at = _git("log", "--reverse", "--format=%H", "-G", pattern, "--", path).splitlines()
+    paths = [str(store / f"{arm}__s{s}.json") for arm in arms for s in ex.TESTBED_SEEDS]
     first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", *paths).splitlines()
     if first_run:
-        assert set_at, "secondary runs are committed but the family never was"
+        assert set_at, f"runs of {sorted(arms)} are committed but {pattern!r} never was"
         subprocess.run(["git", "merge-base", "--is-ancestor", set_at[0], first_run[0]], cwd=ROOT, check=True)
+
+
+def test_the_converged_grids_second_part():
+    more = ex.get_grid("testbed-16-more")
+    assert more.store == "testbed-16" and len(more.runs) == 15
+    assert [r.name for r in more.runs[:6]] == ["peer", "curriculum_constant"] * 3  # the second family first
+    assert [r.seed for r in more.runs] == [0, 0, 1, 1, 2, 2] + [0] * 3 + [1] * 3 + [2] * 3
+    for r in more.runs:
+        cfg = more.config(r)
+        assert (cfg.world_local_scale, cfg.epochs) == (tb.CALIBRATED_SCALE_LONG, ex.TESTBED_LONG_EPOCHS)
+        if r.name.startswith("epsilon_"):
+            assert cfg.epsilon_mode == "fixed" and f"epsilon_{cfg.epsilon:g}" == r.name and cfg.use_pia and cfg.use_nia
+    assert {a for pair in tb.TABLE6_COMPARISONS for a in pair} <= {r.name for r in more.runs} | {"bianet"}
+
+
+def test_interim_is_said_per_family(tmp_path):
+    """A store whose first family is complete but whose later family is not: the first family's
+    text carries no INTERIM line, the later family's does."""
+    import shutil
+
+    store = tmp_path / "testbed-16"
+    store.mkdir()
+    for p in GRID16_DIR.glob("*.json"):
+        if p.stem.split("__")[0] in ex.TESTBED_ARMS:
+            shutil.copy(p, store / p.name)
+    fake = json.loads((store / "bianet__s0.json").read_text())
+    fake["experiment"]["name"] = "epsilon_0.1"
+    (store / "epsilon_0.1__s0.json").write_text(json.dumps(fake))
+    text = tb.testbed_markdown(store, n_boot=100)
+    first, _, later = text.partition("Third pre-registered family")
+    assert "INTERIM" not in first
+    assert "INTERIM: 6 of its 14 pre-registered runs have finished" in later  # 5 bianet + 1 of 9 fixed
 
 
 def _git(*args) -> str:
@@ -339,7 +378,7 @@ def test_verdict_sentences_follow_the_numbers():
     comparisons' own numbers, and its verdicts flip when constructed numbers say the opposite."""
     import copy
 
-    records = tb.load_records(ROOT / "results" / "experiments" / "testbed-16")
+    records = {a: v for a, v in tb.load_records(GRID16_DIR).items() if a in ex.TESTBED_ARMS}
     lines = tb.verdict_lines(records, n_boot=300)
     comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]), n_boot=300)
     for c in comps:
@@ -365,7 +404,7 @@ def test_verdict_sentences_follow_the_numbers():
 
 def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
     """The README's "What the converged grid says" paragraph, number by number, from the runs."""
-    records = tb.load_records(ROOT / "results" / "experiments" / "testbed-16")
+    records = {a: v for a, v in tb.load_records(GRID16_DIR).items() if a in ex.TESTBED_ARMS}
     readme = " ".join((ROOT / "README.md").read_text().split())
     para = readme[readme.index("**What the converged grid says**"):]
     para = para[:para.index("GPU scale")]
@@ -394,7 +433,7 @@ def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
 
 
 def test_the_readme_states_the_converged_grids_convergence_and_cost():
-    records = tb.load_records(ROOT / "results" / "experiments" / "testbed-16")
+    records = {a: v for a, v in tb.load_records(GRID16_DIR).items() if a in ex.TESTBED_ARMS}
     short = tb.load_records(ROOT / "results" / "experiments" / "testbed")
     readme = " ".join((ROOT / "README.md").read_text().split())
     n = sum(len(v) for v in records.values())
