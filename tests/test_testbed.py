@@ -430,6 +430,14 @@ def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
     loss = {a: (rows[a]["vf_dose1"] - rows[a]["vf_dose1.5"] + rows[a]["fv_dose1"] - rows[a]["fv_dose1.5"]) / 2
             for a in ("bianet", "baseline")}
     assert f"BIANet loses {loss['bianet']:.3f} of 1:2 accuracy and the baseline {loss['baseline']:.3f}" in para
+    full = tb.load_records(GRID16_DIR)
+    second = tb.compare_arms(full, tb.clusters_for(full["baseline"][0]), comparisons=tb.SECONDARY_COMPARISONS)
+    sec = {(c["comparison"], c["endpoint"], c["direction"]): c for c in second}
+    assert len(second) == 8 and not any(c["significant"] for c in second)
+    assert f"null as well (0 of {len(second)} significant after Holm)" in para
+    pb = [sec["peer - baseline", "accuracy", d]["diff"] for d in tb.DIRECTIONS]
+    bc = [sec["bianet - curriculum_constant", "accuracy", d]["diff"] for d in tb.DIRECTIONS]
+    assert f"baseline's by {pb[0]:+.3f} / {pb[1]:+.3f}" in para and f"without it by {bc[0]:+.3f} / {bc[1]:+.3f}" in para
 
 
 def test_the_readme_states_the_converged_grids_convergence_and_cost():
