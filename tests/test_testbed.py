@@ -438,6 +438,15 @@ def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
     pb = [sec["peer - baseline", "accuracy", d]["diff"] for d in tb.DIRECTIONS]
     bc = [sec["bianet - curriculum_constant", "accuracy", d]["diff"] for d in tb.DIRECTIONS]
     assert f"baseline's by {pb[0]:+.3f} / {pb[1]:+.3f}" in para and f"without it by {bc[0]:+.3f} / {bc[1]:+.3f}" in para
+    third = tb.compare_arms(full, tb.clusters_for(full["baseline"][0]), comparisons=tb.TABLE6_COMPARISONS)
+    thr = {(c["comparison"], c["endpoint"], c["direction"]): c for c in third}
+    assert len(third) == 12 and not any(c["significant"] for c in third)
+    assert f"null too (0 of {len(third)} significant after Holm)" in para
+    acc = {d: [thr[f"{arm} - bianet", "accuracy", d]["diff"] for arm, _ in tb.TABLE6_COMPARISONS] for d in tb.DIRECTIONS}
+    assert "accuracy by {:+.3f}, {:+.3f} and {:+.3f} (F-V {:+.3f}, {:+.3f}, {:+.3f})".format(*acc["vf"], *acc["fv"]) in para
+    stuck = [(r["arm"], r["seed"]) for r in tb.learned({a: full[a] for a in ex.TESTBED_TABLE6}, tb.clusters_for(full["baseline"][0]),
+                                                        n_boot=300) if not r["above_chance"]]
+    assert sorted(set(stuck)) == [("epsilon_0.1", 0)] and "one run that stayed at chance (epsilon 0.1, seed 0)" in para
 
 
 def test_the_readme_states_the_converged_grids_convergence_and_cost():
