@@ -335,7 +335,7 @@ ENDPOINTS = ("accuracy", "clean_twin_drop")
 #: runs: the peer against the baseline (Table 1) and BIANet against BIANet without the curriculum
 #: (Table 7), Holm-corrected on their own (8 tests): they ask other questions than the first family.
 SECONDARY_COMPARISONS = (("peer", "baseline"), ("bianet", "curriculum_constant"))
-#: The third family, pre-registered with the converged grid's second part (experiments.TESTBED_TABLE6)
+#: The third family, pre-registered with the converged grid's second part (experiments.TABLE6_VARIANTS)
 #: before any of its runs: Table 6, BIANet with the threshold epsilon fixed at the paper's values
 #: against the learned one, Holm-corrected on its own (12 tests).
 TABLE6_COMPARISONS = (("epsilon_0.01", "bianet"), ("epsilon_0.1", "bianet"), ("epsilon_0.2", "bianet"))
@@ -506,10 +506,9 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
                            "that endpoint is uninformative by construction, and the test-bed is local on the "
                            "other modality only.")
     expected = expected_runs(Path(results_dir).name)
-    missing = _missing(records, expected, COMPARISONS)
-    if missing:
-        n_all = len(missing[1])
-        verdict.insert(0, f"INTERIM: {n_all - len(missing[0])} of the {n_all} pre-registered runs of this family "
+    done, total = _family_progress(records, expected, COMPARISONS)
+    if done < total:
+        verdict.insert(0, f"INTERIM: {done} of the {total} pre-registered runs of this family "
                           "have finished (seed-major); the comparisons are a progress report, the pre-registered "
                           "analysis is the one over all of them.")
     lines += ["", " ".join(verdict)]
@@ -523,24 +522,19 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         comps_f = compare_arms(records, clusters, n_boot, comparisons=family)
         if not comps_f:
             continue
-        status = ""
-        missing = _missing(records, expected, family)
-        if missing:
-            status = (f"INTERIM: {len(missing[1]) - len(missing[0])} of its {len(missing[1])} pre-registered runs "
-                      "have finished; ")
+        done, total = _family_progress(records, expected, family)
+        status = f"INTERIM: {done} of its {total} pre-registered runs have finished; " if done < total else ""
         lines += ["", f"{title}, Holm-corrected on its own:", *_comparison_lines(comps_f), "",
                   status + _verdict(comps_f, "comparisons of this family")]
     return "\n".join(lines)
 
 
-def _missing(records: dict[str, list[dict]], expected: set[tuple[str, int]], family) -> tuple[list, list] | None:
-    """(missing, all) pre-registered runs (arm, seed) of a family's arms in a store, or None when
-    every one has finished."""
+def _family_progress(records: dict[str, list[dict]], expected: set[tuple[str, int]], family) -> tuple[int, int]:
+    """(finished, pre-registered) runs (arm, seed) of a family's arms in a store."""
     arms = {a for pair in family for a in pair}
-    want = sorted((a, s) for a, s in expected if a in arms)
+    want = {(a, s) for a, s in expected if a in arms}
     have = {(a, int(r["seed"])) for a, recs in records.items() for r in recs}
-    gone = [w for w in want if w not in have]
-    return (gone, want) if gone else None
+    return len(want & have), len(want)
 
 
 def _comparison_lines(comps: list[dict]) -> list[str]:
@@ -640,12 +634,13 @@ def long_markdown(long_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def verdict_lines(records: dict[str, list[dict]], n_boot: int = 2000) -> list[str]:
+def verdict_lines(records: dict[str, list[dict]], n_boot: int = 2000, comps: list[dict] | None = None) -> list[str]:
     """What a grid's numbers say, as sentences assembled from them (notebook 07 prints these, so a
     re-run cannot leave its text and its tables disagreeing): which runs left chance; every
     pre-registered comparison with its interval and Holm p; the neutral-fill ceiling; where PIA's
     and NIA's attention goes against the paper's prediction; whether the embeddings encode the
-    interference's kind; the dose-response beyond the trained strength."""
+    interference's kind; the dose-response beyond the trained strength. ``comps``: the first family's
+    ``compare_arms`` rows when the caller has them already (computed here otherwise)."""
     if not records:
         return ["No run of this grid has finished yet."]
     clusters = clusters_for(next(iter(records.values()))[0])
@@ -660,7 +655,7 @@ def verdict_lines(records: dict[str, list[dict]], n_boot: int = 2000) -> list[st
                        "lose, not robustness")
     out.append(f"{sum(ok.values())} of {len(ok)} runs are above chance in both directions.")
     chance_arms = {arm for (arm, _), good in ok.items() if not good}
-    comps = compare_arms(records, clusters, n_boot)
+    comps = compare_arms(records, clusters, n_boot) if comps is None else comps
     for arm, ref in COMPARISONS:
         for endpoint in ENDPOINTS:
             sub = [c for c in comps if c["comparison"] == f"{arm} - {ref}" and c["endpoint"] == endpoint]
