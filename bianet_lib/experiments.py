@@ -114,6 +114,17 @@ def _bias_name(variant: str, rho: float) -> str:
 TABLE6_VARIANTS = {f"epsilon_{e:g}": [*VARIANTS["bianet"], "epsilon_mode=fixed", f"epsilon={e}"] for e in (0.01, 0.1, 0.2)}
 
 
+#: Fig. 7: BIANet at each temperature other than the default (tau1 = 5 and tau2 = 10 are the "bianet" arm).
+FIG7_VARIANTS = {f"{which}_{tau:g}": [*VARIANTS["bianet"], f"{which}={tau}"]
+                 for which, default in (("tau1", 5.0), ("tau2", 10.0)) for tau in TAUS if tau != default}
+#: The bias study: the train-only shortcut rho for the baseline and BIANet, and at the strongest
+#: rho each part alone and BIANet without the curriculum (which part shrinks the gap, if any).
+BIAS_VARIANTS = {**{_bias_name(v, rho): [*VARIANTS[v], f"bias={rho}"] for rho in BIAS_LEVELS[1:] for v in ("baseline", "bianet")},
+                 **{_bias_name(v, BIAS_LEVELS[-1]): [*VARIANTS[v], f"bias={BIAS_LEVELS[-1]}"] for v in ("pia", "nia")},
+                 _bias_name("curriculum_constant", BIAS_LEVELS[-1]):
+                     [*VARIANTS["bianet"], "curriculum=constant", f"bias={BIAS_LEVELS[-1]}"]}
+
+
 def paper_runs(seeds=SEEDS) -> list[Run]:
     """Every experiment of the paper plus the bias study (names are the table rows), in the
     order a partly finished grid is most useful: Table 5 and the peer, Table 7, the bias sweep,
@@ -123,25 +134,12 @@ def paper_runs(seeds=SEEDS) -> list[Run]:
         runs += _runs(v, VARIANTS[v], seeds)
     for cur in ("constant", "paper"):  # Table 7: without the curriculum, and the literal Eq. 22
         runs += _runs(f"curriculum_{cur}", VARIANTS["bianet"] + [f"curriculum={cur}"], seeds)
-    for rho in BIAS_LEVELS[1:]:  # rho = 0 is the Table 5 rows
-        for v in ("baseline", "bianet"):
-            runs += _runs(_bias_name(v, rho), VARIANTS[v] + [f"bias={rho}"], seeds)
-    # which part shrinks the gap, if any: each component alone, and BIANet without the curriculum
-    rho = BIAS_LEVELS[-1]
-    for v in ("pia", "nia"):
-        runs += _runs(_bias_name(v, rho), VARIANTS[v] + [f"bias={rho}"], seeds)
-    runs += _runs(_bias_name("curriculum_constant", rho),
-                  VARIANTS["bianet"] + ["curriculum=constant", f"bias={rho}"], seeds)
+    for name, over in BIAS_VARIANTS.items():  # the bias sweep (rho = 0 is the Table 5 rows), then at the
+        runs += _runs(name, over, seeds)         # strongest rho which part shrinks the gap, if any
     for name, over in TABLE6_VARIANTS.items():  # Table 6 (self-learned = "bianet")
         runs += _runs(name, over, seeds)
-    for which in ("tau1", "tau2"):  # Fig. 7 (the default value's run is "bianet")
-        for tau in TAUS:
-            runs += _runs(f"{which}_{tau:g}", VARIANTS["bianet"] + [f"{which}={tau}"], seeds)
-    # drop runs that duplicate "bianet" (tau1 = 5 and tau2 = 10 are the defaults)
-    from bianet_lib.config import BIANetConfig
-
-    default = BIANetConfig()
-    runs = [r for r in runs if not (r.name == f"tau1_{default.tau1:g}" or r.name == f"tau2_{default.tau2:g}")]
+    for name, over in FIG7_VARIANTS.items():  # Fig. 7 (the default values' runs are "bianet")
+        runs += _runs(name, over, seeds)
     first = {r.name: r for r in runs if r.seed == seeds[0]}
     return runs + [Run(n, first[n].overrides, s) for s in HEADLINE_SEEDS for n in HEADLINE_NAMES if n in first]
 
@@ -169,6 +167,9 @@ TESTBED_ARMS = ("baseline", "pia", "nia", "bianet", "control")
 TESTBED_SEEDS = (0, 1, 2, 3, 4)
 #: The CPU default of notebook 07: the arms the README's answer rests on, 3 seeds.
 TESTBED_REDUCED_ARMS = ("baseline", "bianet", "control")
+#: Notebook 07's reproduction from nothing: the converged grid's baseline and BIANet, seed 0
+#: (two runs, one per core; ``testbed-16-reduced``).
+TESTBED_REPRODUCE_ARMS = ("baseline", "bianet")
 
 
 #: The second pre-registered family (written and committed before any of its runs): the peer
@@ -238,6 +239,18 @@ def testbed_converged_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
             for s in seeds for a in arms]
 
 
+def testbed_converged_rest_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
+    """The fourth and fifth families at the converged setting, 3 seeds: Fig. 7's temperatures first
+    (seed-major), then the bias study (seed-major): resumable, run in chunks across sessions."""
+    from bianet_lib.testbed import CALIBRATED_SCALE_LONG
+
+    if CALIBRATED_SCALE_LONG is None:
+        return []
+    tail = (f"world_local_scale={CALIBRATED_SCALE_LONG}", f"epochs={TESTBED_LONG_EPOCHS}")
+    return [Run(name, (*over, *tail), s) for family in (FIG7_VARIANTS, BIAS_VARIANTS)
+            for s in seeds for name, over in family.items()]
+
+
 def testbed_converged_more_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
     """The second and third families at the converged setting, 3 seeds: the peer and BIANet without
     the curriculum first (seed-major), then Table 6's fixed thresholds (seed-major)."""
@@ -286,6 +299,15 @@ GRIDS: dict[str, Grid] = {
                             f"the peer and BIANet without the curriculum (second family), then Table 6's fixed "
                             f"thresholds (third family), at {TESTBED_LONG_EPOCHS} epochs on the converged test-bed, "
                             "3 seeds, in the converged grid's store", workers=2, store="testbed-16"),
+    "testbed-16-rest": Grid("testbed-16-rest", testbed_converged_rest_runs(), "cpu-small", _testbed_base(),
+                            f"Fig. 7's temperatures (fourth family), then the bias study at rho 0.5 and 0.9 (fifth "
+                            f"family), at {TESTBED_LONG_EPOCHS} epochs on the converged test-bed, 3 seeds, in the "
+                            "converged grid's store", workers=2, store="testbed-16"),
+    "testbed-16-reduced": Grid("testbed-16-reduced", testbed_converged_runs(TESTBED_REPRODUCE_ARMS, TESTBED_SEEDS[:1]),
+                               "cpu-small", _testbed_base(),
+                               f"the baseline and BIANet, seed 0, at {TESTBED_LONG_EPOCHS} epochs: two rows of the "
+                               "converged grid, trained at once on 2 cores (notebook 07's CPU reproduction; its runs "
+                               "are the converged grid's)", workers=2, store="testbed-16"),
     "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
                                             for a in ("baseline", "bianet", "control")],
                           "cpu-small", [*SMOKE_BASE, "world_preset=local"],

@@ -339,10 +339,27 @@ SECONDARY_COMPARISONS = (("peer", "baseline"), ("bianet", "curriculum_constant")
 #: before any of its runs: Table 6, BIANet with the threshold epsilon fixed at the paper's values
 #: against the learned one, Holm-corrected on its own (12 tests).
 TABLE6_COMPARISONS = (("epsilon_0.01", "bianet"), ("epsilon_0.1", "bianet"), ("epsilon_0.2", "bianet"))
+#: The fourth family, pre-registered with the converged grid's third part (experiments.FIG7_VARIANTS,
+#: grid ``testbed-16-rest``) before any of its runs: Fig. 7, BIANet at each other temperature tau_1
+#: (Eq. 8, default 5) and tau_2 (Eq. 13, default 10) against the default BIANet, Holm-corrected on
+#: its own (8 comparisons x 2 endpoints x 2 directions = 32 tests).
+FIG7_COMPARISONS = tuple((f"{which}_{tau:g}", "bianet") for which, default in (("tau1", 5.0), ("tau2", 10.0))
+                         for tau in (0.5, 1.0, 5.0, 10.0, 20.0) if tau != default)
+#: The fifth family, pre-registered with the same grid: the train-only shortcut rho (the course's
+#: bias study; the test split is the same at every rho, so runs pair trial by trial): does the
+#: shortcut cost the baseline, does BIANet (or one of its parts, or its curriculum) lose less to it
+#: than the baseline trained on the same shortcut (6 comparisons x 2 x 2 = 24 tests).
+BIAS_COMPARISONS = (("baseline_rho0.9", "baseline"), ("bianet_rho0.5", "baseline_rho0.5"),
+                    ("bianet_rho0.9", "baseline_rho0.9"), ("pia_rho0.9", "baseline_rho0.9"),
+                    ("nia_rho0.9", "baseline_rho0.9"), ("bianet_rho0.9", "curriculum_constant_rho0.9"))
 #: Every family after the first, as the README's tables title them.
 LATER_FAMILIES = (("Second pre-registered family (the peer, Table 1; the curriculum, Table 7)", SECONDARY_COMPARISONS),
                   ("Third pre-registered family (Table 6: the threshold epsilon fixed at the paper's values "
-                   "against the learned one)", TABLE6_COMPARISONS))
+                   "against the learned one)", TABLE6_COMPARISONS),
+                  ("Fourth pre-registered family (Fig. 7: the temperatures tau_1 and tau_2 against the defaults)",
+                   FIG7_COMPARISONS),
+                  ("Fifth pre-registered family (the bias study: a train-only shortcut at rho 0.5 and 0.9)",
+                   BIAS_COMPARISONS))
 
 
 def load_records(results_dir: str | Path) -> dict[str, list[dict]]:
@@ -722,4 +739,67 @@ def verdict_lines(records: dict[str, list[dict]], n_boot: int = 2000, comps: lis
                           for a in (arm, "baseline")}
                 out.append(f"From the trained strength to 1.5 times it, {arm} loses {beyond[arm]:+.3f} and the baseline "
                            f"{beyond['baseline']:+.3f} of 1:2 accuracy (mean of the directions, no retraining).")
+    return out
+
+
+# --- reproduction from nothing (notebook 07's CPU default) --------------------------------------
+def reproduction_rows(fresh_dir: str | Path, committed_dir: str | Path) -> list[dict]:
+    """Each run of ``fresh_dir`` (trained again from an empty results folder and an empty world
+    cache) beside the committed run of the same name and seed in ``committed_dir``: validation
+    accuracy per epoch, the endpoints' 1:2 accuracy and clean-twin drop per direction, the share
+    of the 6,000 trials per direction on which both runs are right or wrong together, and the
+    fresh run's wall time. A run missing from ``committed_dir`` is an error, not a skipped row."""
+    committed = {(r["experiment"]["name"], int(r["seed"])): r
+                 for recs in load_records(committed_dir).values() for r in recs}
+    rows = []
+    for recs in load_records(fresh_dir).values():
+        for fresh in recs:
+            key = (fresh["experiment"]["name"], int(fresh["seed"]))
+            if key not in committed:
+                raise KeyError(f"{fresh_dir}: run {key[0]} seed {key[1]} has no committed counterpart in {committed_dir}")
+            old = committed[key]
+            val_f = [h["val_acc"] for h in fresh["experiment"].get("history", [])]
+            val_c = [h["val_acc"] for h in old["experiment"].get("history", [])]
+            row: dict = {"arm": key[0], "seed": key[1], "wall_min": fresh["experiment"]["wall_s"] / 60,
+                         "epochs": len(val_f), "val_max_abs_diff": float(np.max(np.abs(np.subtract(val_f, val_c))))
+                         if val_f and len(val_f) == len(val_c) else float("nan")}
+            for d in DIRECTIONS:
+                ef, ec = fresh["endpoints"]["directions"][d], old["endpoints"]["directions"][d]
+                row[f"{d}_fresh"], row[f"{d}_committed"] = ef["accuracy"]["dose1"], ec["accuracy"]["dose1"]
+                row[f"{d}_drop_fresh"], row[f"{d}_drop_committed"] = ef["clean_twin_drop"], ec["clean_twin_drop"]
+                row[f"{d}_agree"] = float(np.mean(trial_matrix(fresh, d, "dose1") == trial_matrix(old, d, "dose1")))
+            row["identical"] = bool(row["val_max_abs_diff"] == 0 and all(row[f"{d}_agree"] == 1.0 for d in DIRECTIONS)
+                                    and all(fresh["endpoints"]["directions"][d]["bits"] == old["endpoints"]["directions"][d]["bits"]
+                                            for d in DIRECTIONS))
+            rows.append(row)
+    return sorted(rows, key=lambda r: (r["arm"], r["seed"]))
+
+
+def seed_spread(records: dict[str, list[dict]], arm: str, direction: str) -> float:
+    """Standard deviation over seeds of one arm's 1:2 accuracy (the yardstick a reproduction's
+    difference is read against: a rerun need not be closer than two seeds are to each other)."""
+    return float(np.std([r["endpoints"]["directions"][direction]["accuracy"]["dose1"] for r in records[arm]], ddof=1))
+
+
+def reproduction_lines(rows: list[dict], committed: dict[str, list[dict]], total_wall_min: float | None = None) -> list[str]:
+    """Sentences from ``reproduction_rows``: per run, identical or the largest difference against
+    the arm's seed-to-seed spread in the committed grid, and the wall time."""
+    if not rows:
+        return ["No run has been reproduced yet."]
+    out = []
+    for r in rows:
+        accs = ", ".join(f"{d.upper()} {r[f'{d}_fresh']:.3f} (committed {r[f'{d}_committed']:.3f})" for d in DIRECTIONS)
+        if r["identical"]:
+            what = "bit-identical to the committed run (every validation accuracy and every trial's outcome)"
+        else:
+            worst = max(abs(r[f"{d}_fresh"] - r[f"{d}_committed"]) for d in DIRECTIONS)
+            spread = min(seed_spread(committed, r["arm"], d) for d in DIRECTIONS)
+            agree = min(r[f"{d}_agree"] for d in DIRECTIONS)
+            what = (f"not bit-identical: 1:2 accuracy differs by up to {worst:.3f} "
+                    f"({'within' if worst <= spread else 'beyond'} the arm's seed-to-seed standard deviation "
+                    f"{spread:.3f}), and the two runs agree on {agree:.1%} of the trials")
+        out.append(f"{r['arm']} seed {r['seed']}: 1:2 {accs}; {what}; trained in {r['wall_min']:.1f} min.")
+    if total_wall_min is not None:
+        out.append(f"The whole reproduction took {total_wall_min:.1f} minutes of wall time from an empty results "
+                   "folder and an empty world cache.")
     return out

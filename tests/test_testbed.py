@@ -222,7 +222,10 @@ GRID16_DIR = ROOT / "results" / "experiments" / "testbed-16"
     (r"^SECONDARY_COMPARISONS = ", "bianet_lib/testbed.py", TESTBED_DIR, ex.TESTBED_SECONDARY),
     (r"^TABLE6_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.TABLE6_VARIANTS),
     (r'"testbed-16-more": Grid\(', "bianet_lib/experiments.py", GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
-], ids=["secondary", "table6", "converged-more-grid"])
+    (r"^FIG7_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.FIG7_VARIANTS),
+    (r"^BIAS_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.BIAS_VARIANTS),
+    (r'"testbed-16-rest": Grid\(', "bianet_lib/experiments.py", GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
+], ids=["secondary", "table6", "converged-more-grid", "fig7", "bias", "converged-rest-grid"])
 def test_later_families_were_committed_before_their_runs(pattern, path, store, arms):
     """Pre-registration of the later families: the commit that wrote the family (or the grid that
     runs it at the converged setting) is an ancestor of the first commit holding one of its runs."""
@@ -247,6 +250,35 @@ def test_the_converged_grids_second_part():
         if r.name.startswith("epsilon_"):
             assert cfg.epsilon_mode == "fixed" and f"epsilon_{cfg.epsilon:g}" == r.name and cfg.use_pia and cfg.use_nia
     assert {a for pair in tb.TABLE6_COMPARISONS for a in pair} <= {r.name for r in more.runs} | {"bianet"}
+
+
+def test_the_converged_grids_third_part():
+    """Fig. 7 then the bias study, seed-major, at the converged setting; each run differs from the
+    default BIANet (or the baseline) by exactly the knob its name says."""
+    from bianet_lib.config import BIANetConfig
+
+    rest = ex.get_grid("testbed-16-rest")
+    default = BIANetConfig()
+    assert rest.store == "testbed-16" and len(rest.runs) == 3 * (8 + 7)
+    assert [r.seed for r in rest.runs] == [0] * 8 + [1] * 8 + [2] * 8 + [0] * 7 + [1] * 7 + [2] * 7
+    assert {f"tau1_{default.tau1:g}", f"tau2_{default.tau2:g}"}.isdisjoint(ex.FIG7_VARIANTS)  # the defaults are "bianet"
+    conv = ex.get_grid("testbed-16")
+    bianet = conv.config(next(r for r in conv.runs if r.name == "bianet" and r.seed == 0))
+    for r in rest.runs:
+        cfg = rest.config(r)
+        assert (cfg.world_local_scale, cfg.epochs) == (tb.CALIBRATED_SCALE_LONG, ex.TESTBED_LONG_EPOCHS)
+        if r.name.startswith("tau"):
+            which, tau = r.name.split("_")
+            changed = {k for k, v in cfg.to_dict().items() if v != bianet.to_dict()[k]} - {"seed"}
+            assert changed == {which} and getattr(cfg, which) == float(tau)
+        else:
+            arm, rho = r.name.rsplit("_rho", 1)
+            assert cfg.bias == float(rho) and cfg.use_pia == (arm in ("bianet", "pia", "curriculum_constant"))
+            assert cfg.use_nia == (arm in ("bianet", "nia", "curriculum_constant"))
+            assert (cfg.curriculum == "constant") == (arm == "curriculum_constant")
+    names = {r.name for r in rest.runs} | {"bianet", "baseline"}
+    assert {a for pair in (*tb.FIG7_COMPARISONS, *tb.BIAS_COMPARISONS) for a in pair} <= names
+    assert len(tb.FIG7_COMPARISONS) == 8 and len(tb.BIAS_COMPARISONS) == 6
 
 
 def test_interim_is_said_per_family(tmp_path):
