@@ -76,6 +76,7 @@ CALIBRATED_SCALE_LONG: float | None = 2.5
 DOSES = (0.0, 0.5, 1.0, 1.5)
 TRIAL_SEED, TRIALS_PER_ID = 7, 20  # 6,000 trials per direction on 300 test identities
 DIRECTIONS = ("vf", "fv")
+LABELS = {"vf": "V-F", "fv": "F-V"}
 N_ATTENTION = 512  # samples per modality for the attention-mass endpoint
 
 
@@ -341,7 +342,7 @@ SECONDARY_COMPARISONS = (("peer", "baseline"), ("bianet", "curriculum_constant")
 TABLE6_COMPARISONS = (("epsilon_0.01", "bianet"), ("epsilon_0.1", "bianet"), ("epsilon_0.2", "bianet"))
 #: The fourth family, pre-registered with the converged grid's third part (experiments.FIG7_VARIANTS,
 #: grid ``testbed-16-rest``) before any of its runs: Fig. 7, BIANet at each other temperature tau_1
-#: (Eq. 8, default 5) and tau_2 (Eq. 13, default 10) against the default BIANet, Holm-corrected on
+#: (PIA, Eq. 12, default 5) and tau_2 (Eq. 19, default 10) against the default BIANet, Holm-corrected on
 #: its own (8 comparisons x 2 endpoints x 2 directions = 32 tests).
 FIG7_COMPARISONS = tuple((f"{which}_{tau:g}", "bianet") for which, default in (("tau1", 5.0), ("tau2", 10.0))
                          for tau in (0.5, 1.0, 5.0, 10.0, 20.0) if tau != default)
@@ -539,10 +540,8 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         comps_f = compare_arms(records, clusters, n_boot, comparisons=family)
         if not comps_f:
             continue
-        done, total = _family_progress(records, expected, family)
-        status = f"INTERIM: {done} of its {total} pre-registered runs have finished; " if done < total else ""
         lines += ["", f"{title}, Holm-corrected on its own:", *_comparison_lines(comps_f), "",
-                  status + _verdict(comps_f, "comparisons of this family")]
+                  family_verdict(records, comps_f, family, expected)]
     return "\n".join(lines)
 
 
@@ -552,6 +551,14 @@ def _family_progress(records: dict[str, list[dict]], expected: set[tuple[str, in
     want = {(a, s) for a, s in expected if a in arms}
     have = {(a, int(r["seed"])) for a, recs in records.items() for r in recs}
     return len(want & have), len(want)
+
+
+def family_verdict(records: dict[str, list[dict]], comps: list[dict], family, expected: set[tuple[str, int]]) -> str:
+    """One later family's sentence: how many of its comparisons are significant after its own Holm
+    correction, prefixed INTERIM while some of its pre-registered runs (``expected``) are missing."""
+    done, total = _family_progress(records, expected, family)
+    status = f"INTERIM: {done} of its {total} pre-registered runs have finished; " if done < total else ""
+    return status + _verdict(comps, "comparisons of this family")
 
 
 def _comparison_lines(comps: list[dict]) -> list[str]:
@@ -788,7 +795,7 @@ def reproduction_lines(rows: list[dict], committed: dict[str, list[dict]], total
         return ["No run has been reproduced yet."]
     out = []
     for r in rows:
-        accs = ", ".join(f"{d.upper()} {r[f'{d}_fresh']:.3f} (committed {r[f'{d}_committed']:.3f})" for d in DIRECTIONS)
+        accs = ", ".join(f"{LABELS[d]} {r[f'{d}_fresh']:.3f} (committed {r[f'{d}_committed']:.3f})" for d in DIRECTIONS)
         if r["identical"]:
             what = "bit-identical to the committed run (every validation accuracy and every trial's outcome)"
         else:
@@ -803,3 +810,24 @@ def reproduction_lines(rows: list[dict], committed: dict[str, list[dict]], total
         out.append(f"The whole reproduction took {total_wall_min:.1f} minutes of wall time from an empty results "
                    "folder and an empty world cache.")
     return out
+
+
+# --- the swept knobs of the third part (Fig. 7, the bias study) --------------------------------
+def sweep_lines() -> dict[str, dict[str, dict[float, str]]]:
+    """{figure: {line label: {knob value: arm}}} for viz.plot_sweep, from the grid definitions:
+    Fig. 7's two temperatures (the default value is the ``bianet`` arm) and the bias study's rho
+    (rho 0 is the arm trained without the shortcut)."""
+    from bianet_lib.config import BIANetConfig
+    from bianet_lib.experiments import BIAS_VARIANTS, FIG7_VARIANTS
+
+    default = BIANetConfig()
+    fig7: dict[str, dict[float, str]] = {}
+    for which, other in (("tau1", "tau2"), ("tau2", "tau1")):
+        line = {float(n.split("_")[1]): n for n in FIG7_VARIANTS if n.startswith(which + "_")}
+        line[float(getattr(default, which))] = "bianet"
+        fig7[f"{which} ({other} = {getattr(default, other):g})"] = dict(sorted(line.items()))
+    bias: dict[str, dict[float, str]] = {}
+    for name in BIAS_VARIANTS:
+        arm, rho = name.rsplit("_rho", 1)
+        bias.setdefault(arm, {0.0: arm})[float(rho)] = name
+    return {"fig7": fig7, "bias": bias}

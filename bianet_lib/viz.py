@@ -524,3 +524,29 @@ def plot_one_to_k(ax, records: dict[str, list[dict]], direction: str, styles: di
         ax.set_xticks(ks)
     ax.set_xlabel("K (candidates)")
     ax.set_ylabel(f"1:K {direction.upper()} accuracy")
+
+
+def plot_sweep(ax, records: dict[str, list[dict]], lines: dict[str, dict[float, str]], direction: str,
+               xlabel: str, log_x: bool = False):
+    """A knob swept at training time (Fig. 7's temperatures, the bias study's rho): per line, the
+    1:2 accuracy (test-bed endpoints, dose 1) of each finished seed as a dot and the mean over
+    seeds as a line; ``lines`` = {label: {knob value: arm name}}; arms not finished are left out
+    and the seeds per point are written beside it, so a partly finished grid reads as such."""
+    for i, (label, arms) in enumerate(lines.items()):
+        xs, means = [], []
+        for x, arm in sorted(arms.items()):
+            accs = [r["endpoints"]["directions"][direction]["accuracy"]["dose1"] for r in records.get(arm, [])]
+            if not accs:
+                continue
+            ax.scatter([x] * len(accs), accs, s=12, alpha=0.45, color=f"C{i}")
+            ax.annotate(f"{len(accs)}", (x, float(np.mean(accs))), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color=f"C{i}")
+            xs.append(x)
+            means.append(float(np.mean(accs)))
+        if xs:
+            ax.plot(xs, means, marker="o", color=f"C{i}", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"1:2 {direction.upper()} accuracy")

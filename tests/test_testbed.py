@@ -495,3 +495,80 @@ def test_the_readme_states_the_converged_grids_convergence_and_cost():
     walls = [r["experiment"]["wall_s"] / 60 for recs in records.values() for r in recs]
     assert f"{sum(walls):.0f} worker-minutes measured" in readme
     assert f"25 runs of about {sum(walls) / len(walls):.0f} worker-minutes each" in readme
+
+
+def _copy_runs(names, dst):
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(GRID16_DIR / f"{name}.json", dst / f"{name}.json")
+    return dst
+
+
+def test_reproduction_of_an_identical_run_is_identical(tmp_path):
+    fresh = _copy_runs(["baseline__s0", "bianet__s0"], tmp_path / "fresh")
+    rows = tb.reproduction_rows(fresh, GRID16_DIR)
+    assert [(r["arm"], r["seed"]) for r in rows] == [("baseline", 0), ("bianet", 0)]
+    assert all(r["identical"] and r["vf_agree"] == 1.0 and r["val_max_abs_diff"] == 0 for r in rows)
+    lines = tb.reproduction_lines(rows, tb.load_records(GRID16_DIR), total_wall_min=12.34)
+    assert all("bit-identical" in line for line in lines[:2]) and "12.3 minutes" in lines[2]
+
+
+def test_reproduction_reports_a_difference_against_the_seed_spread(tmp_path):
+    """A rerun whose trials differ: not identical, the agreement is the share of equal trials, the
+    accuracy difference is what was planted, and the sentence says whether it is within the
+    arm's seed-to-seed spread."""
+    fresh = _copy_runs(["baseline__s0"], tmp_path / "fresh")
+    rec = json.loads((fresh / "baseline__s0.json").read_text())
+    ep = rec["endpoints"]["directions"]["vf"]
+    bits = tb.trial_matrix(rec, "vf", "dose1")
+    flip = np.flatnonzero(bits)[:60]  # 60 right trials turned wrong: accuracy -0.010
+    bits[flip] = False
+    ep["bits"]["dose1"] = tb.pack_bits(bits)
+    ep["accuracy"]["dose1"] -= 60 / ep["n_trials"]
+    rec["experiment"]["history"][-1]["val_acc"] += 0.003
+    (fresh / "baseline__s0.json").write_text(json.dumps(rec))
+    (row,) = tb.reproduction_rows(fresh, GRID16_DIR)
+    assert not row["identical"] and row["fv_agree"] == 1.0
+    assert row["vf_agree"] == pytest.approx(1 - 60 / ep["n_trials"])
+    assert row["vf_committed"] - row["vf_fresh"] == pytest.approx(60 / ep["n_trials"])
+    assert row["val_max_abs_diff"] == pytest.approx(0.003)
+    committed = tb.load_records(GRID16_DIR)
+    spread = min(tb.seed_spread(committed, "baseline", d) for d in tb.DIRECTIONS)
+    (line,) = tb.reproduction_lines([row], committed)
+    assert f"differs by up to {60 / ep['n_trials']:.3f}" in line
+    assert ("within" if 60 / ep["n_trials"] <= spread else "beyond") in line
+    assert f"agree on {1 - 60 / ep['n_trials']:.1%}" in line
+
+
+def test_reproduction_without_a_committed_counterpart_is_an_error(tmp_path):
+    fresh = _copy_runs(["baseline__s0"], tmp_path / "fresh")
+    rec = json.loads((fresh / "baseline__s0.json").read_text())
+    rec["seed"] = 7
+    (fresh / "baseline__s0.json").write_text(json.dumps(rec))
+    with pytest.raises(KeyError, match="baseline seed 7 has no committed counterpart"):
+        tb.reproduction_rows(fresh, GRID16_DIR)
+
+
+def test_the_committed_reproduction_is_bit_identical_and_timed():
+    """Notebook 07's reproduction (two converged-grid rows retrained from an empty results folder
+    and world cache on the 2-core machine) matched the committed runs trial for trial, and its
+    measured wall time is the one the notebook and the README state."""
+    repro = ROOT / "results" / "experiments" / "testbed-16-reproduced"
+    rows = tb.reproduction_rows(repro, GRID16_DIR)
+    assert {(r["arm"], r["seed"]) for r in rows} == {(r.name, r.seed) for r in ex.get_grid("testbed-16-reduced").runs}
+    assert all(r["identical"] for r in rows)
+    timing = json.loads((repro / "timing.json").read_text())
+    assert timing["rc"] == 0 and "testbed-16-reduced" in timing["command"]
+    assert max(r["wall_min"] for r in rows) < timing["wall_s"] / 60 < 30
+
+
+def test_the_readme_states_the_reproduction_from_its_record():
+    repro = ROOT / "results" / "experiments" / "testbed-16-reproduced"
+    rows = {r["arm"]: r for r in tb.reproduction_rows(repro, GRID16_DIR)}
+    wall = json.loads((repro / "timing.json").read_text())["wall_s"] / 60
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"took {wall:.1f} minutes of wall time, the two runs side by side ({rows['baseline']['wall_min']:.1f} and "
+            f"{rows['bianet']['wall_min']:.1f} minutes each), and came out bit-identical") in readme
+    assert all(r["identical"] for r in rows.values())
