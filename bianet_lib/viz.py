@@ -531,22 +531,32 @@ def plot_sweep(ax, records: dict[str, list[dict]], lines: dict[str, dict[float, 
     """A knob swept at training time (Fig. 7's temperatures, the bias study's rho): per line, the
     1:2 accuracy (test-bed endpoints, dose 1) of each finished seed as a dot and the mean over
     seeds as a line; ``lines`` = {label: {knob value: arm name}}; arms not finished are left out
-    and the seeds per point are written beside it, so a partly finished grid reads as such."""
+    and the seeds per point are written beside it, so a partly finished grid reads as such. The
+    x axis always shows every pre-registered value; lines are dodged sideways so they do not hide
+    each other."""
+    values = sorted({x for arms in lines.values() for x in arms})
+    span = (np.log(values[-1]) - np.log(values[0])) if log_x else (values[-1] - values[0])
     for i, (label, arms) in enumerate(lines.items()):
+        shift = (i - (len(lines) - 1) / 2) * 0.012 * (span or 1.0)
         xs, means = [], []
         for x, arm in sorted(arms.items()):
             accs = [r["endpoints"]["directions"][direction]["accuracy"]["dose1"] for r in records.get(arm, [])]
             if not accs:
                 continue
-            ax.scatter([x] * len(accs), accs, s=12, alpha=0.45, color=f"C{i}")
-            ax.annotate(f"{len(accs)}", (x, float(np.mean(accs))), textcoords="offset points", xytext=(4, 4),
+            xp = float(np.exp(np.log(x) + shift)) if log_x else x + shift
+            ax.scatter([xp] * len(accs), accs, s=12, alpha=0.45, color=f"C{i}")
+            ax.annotate(f"{len(accs)}", (xp, float(np.mean(accs))), textcoords="offset points", xytext=(4, 4),
                         fontsize=7, color=f"C{i}")
-            xs.append(x)
+            xs.append(xp)
             means.append(float(np.mean(accs)))
-        if xs:
-            ax.plot(xs, means, marker="o", color=f"C{i}", label=label)
+        ax.plot(xs, means, marker="o", color=f"C{i}", label=label)
     if log_x:
         ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    pad = 0.06 * (span or 1.0)
+    ax.set_xlim(*((np.exp(np.log(values[0]) - pad), np.exp(np.log(values[-1]) + pad)) if log_x
+                  else (values[0] - pad, values[-1] + pad)))
     ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"1:2 {direction.upper()} accuracy")
+    ax.set_ylabel(f"1:2 {'V-F' if direction == 'vf' else 'F-V'} accuracy")

@@ -169,3 +169,22 @@ def test_paired_bars_groups_values_and_reference():
     with pytest.raises(ValueError):
         viz.paired_bars(ax, ["V-F"], {"x": [0.1, 0.2]})
     plt.close(fig)
+
+
+def _sweep_record(acc: float) -> dict:
+    return {"endpoints": {"directions": {"vf": {"accuracy": {"dose1": acc}}}}}
+
+
+def test_plot_sweep_draws_means_of_finished_arms_at_their_values():
+    """Each line passes through the mean over seeds at the knob value of each finished arm; an
+    unfinished arm is left out, and every pre-registered value is still on the axis."""
+    records = {"bianet": [_sweep_record(0.6), _sweep_record(0.7)], "tau1_20": [_sweep_record(0.55)]}
+    fig, ax = plt.subplots()
+    viz.plot_sweep(ax, records, {"tau1": {0.5: "tau1_0.5", 5.0: "bianet", 20.0: "tau1_20"}}, "vf", "tau", log_x=True)
+    (line,) = ax.get_lines()[:1]
+    xs, ys = line.get_data()
+    assert list(ys) == pytest.approx([0.65, 0.55]) and list(xs) == pytest.approx([5.0, 20.0])  # one line: no dodge
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "5", "20"]
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "2"]  # seeds per point
+    assert ax.get_ylabel() == "1:2 V-F accuracy"
+    plt.close(fig)
