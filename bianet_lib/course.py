@@ -11,7 +11,9 @@ Conventions every notebook follows (see ``notebooks/01_causal_effects.ipynb``, t
 
 What :func:`run_notebook` does to the executed notebook before writing it:
 
-* the kernel runs in the notebook's own folder (papermill's ``cwd``), kernel ``python3``;
+* the kernel runs in the notebook's own folder (papermill's ``cwd``), kernel ``python3``, with one
+  math-library thread unless ``OMP_NUM_THREADS`` is set (:func:`kernel_threads`: committed outputs
+  must not depend on the machine's core count);
 * papermill's ``injected-parameters`` cell is **removed**, so the committed parameters cell stays
   the single place where defaults live (nbval re-runs the notebook with exactly those). Running
   in place with non-default parameters therefore leaves outputs that the visible parameters do
@@ -38,6 +40,7 @@ against freshly trained runs (``tests/planted_regression.py``).
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import os
 import re
@@ -216,6 +219,29 @@ def _committed_cell_index(executed_nb, papermill_index: int | None) -> int | Non
     return papermill_index - sum(1 for i in injected if i < papermill_index)
 
 
+#: Threads of the kernel's math libraries when the caller has not chosen: torch defaults to the
+#: number of cores and float sums in another order give other bits, so without a pin a notebook's
+#: committed outputs (losses of a hand loop, a small model's training) would depend on the machine.
+KERNEL_THREADS = 1
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def kernel_threads(threads: int = KERNEL_THREADS):
+    """Set ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` for kernels started inside (they inherit the
+    environment) unless the caller chose ``OMP_NUM_THREADS`` (then nothing is touched: torch would
+    take a lone ``MKL_NUM_THREADS`` over it); the environment is restored on exit."""
+    chosen = "OMP_NUM_THREADS" in os.environ
+    added = [] if chosen else [v for v in THREAD_VARIABLES if v not in os.environ]
+    for v in added:
+        os.environ[v] = str(threads)
+    try:
+        yield
+    finally:
+        for v in added:
+            os.environ.pop(v, None)
+
+
 def run_notebook(
     notebook: str | Path,
     output: str | Path | None = None,
@@ -240,15 +266,16 @@ def run_notebook(
     executed = tmp_dir / notebook.name
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=dict(parameters or {}),
-            kernel_name=KERNEL_NAME,
-            cwd=str(notebook.parent),
-            progress_bar=progress_bar,
-            log_output=log_output,
-        )
+        with kernel_threads():
+            pm.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=dict(parameters or {}),
+                kernel_name=KERNEL_NAME,
+                cwd=str(notebook.parent),
+                progress_bar=progress_bar,
+                log_output=log_output,
+            )
     except PapermillExecutionError as exc:
         number, line = failing_line(exc.source or "", exc.traceback)
         index = exc.cell_index

@@ -3,6 +3,8 @@ that quote the failing line, and the regeneration check's comparisons."""
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import nbformat
@@ -101,6 +103,26 @@ def test_run_notebook_parameters_and_failure(tmp_path):
     with pytest.raises(UnknownParameterError, match="'XX'.*did you mean X"):
         run_notebook(good, tmp_path / "never.ipynb", {"XX": 4}, progress_bar=False, log_output=False)
     assert not (tmp_path / "never.ipynb").exists()
+
+
+def test_the_kernel_runs_with_one_thread_unless_told(tmp_path, monkeypatch):
+    """Committed outputs must not depend on the core count: the kernel's torch uses one thread
+    when OMP_NUM_THREADS is unset, the caller's choice when it is set, and the runner's own
+    environment is left as it was."""
+    nb = _write(tmp_path / "01_threads.ipynb", [
+        new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+        new_code_cell("import os, torch\nprint(torch.get_num_threads(), os.environ.get('MKL_NUM_THREADS'))"),
+    ])
+    for value, expected in ((None, "1 1\n"), ("2", "2 None\n")):
+        if value is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", value)
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        out = tmp_path / "out" / nb.name
+        run_notebook(nb, out, progress_bar=False, log_output=False)
+        assert nbformat.read(out, as_version=4).cells[1].outputs[0]["text"] == expected
+        assert os.environ.get("OMP_NUM_THREADS") == value and "MKL_NUM_THREADS" not in os.environ
 
 
 def test_failing_line_reads_the_cell_frame_of_the_traceback():
