@@ -197,7 +197,8 @@ def ensure_kernel(name: str = KERNEL_NAME) -> None:
 
 
 def clean_executed(nb) -> Any:
-    """Drop the injected-parameters cell and papermill/timing metadata (in place; returns ``nb``)."""
+    """Drop the injected-parameters cell and papermill/timing metadata and merge adjacent stream
+    chunks (in place; returns ``nb``)."""
     nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
@@ -206,7 +207,23 @@ def clean_executed(nb) -> Any:
         md.pop("execution", None)
         if "tags" in md and not md["tags"]:
             del md["tags"]
+        if cell.get("outputs"):
+            cell.outputs = _merge_streams(cell.outputs)
     return nb
+
+
+def _merge_streams(outputs: list) -> list:
+    """Adjacent stdout (or stderr) chunks as one output: how a cell's prints are split depends on
+    when the kernel flushed, so an unmerged notebook differs from run to run in its JSON alone."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == out.get("name")):
+            prev["text"] = "".join(prev["text"]) + "".join(out["text"])
+        else:
+            merged.append(out)
+    return merged
 
 
 def _committed_cell_index(executed_nb, papermill_index: int | None) -> int | None:

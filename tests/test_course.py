@@ -73,6 +73,20 @@ def test_clean_executed_drops_injected_cell_and_papermill_metadata():
     assert nb.cells[1].metadata == {} and nb.cells[1].execution_count == 3
 
 
+def test_clean_executed_merges_adjacent_stream_chunks():
+    """How prints are split into stream outputs depends on flush timing; the cleaned notebook
+    keeps one output per run of the same stream, in order, with nothing lost."""
+    from nbformat.v4 import new_output
+
+    cell = new_code_cell("print(1); print(2)", execution_count=1, outputs=[
+        new_output("stream", name="stdout", text="a\n"), new_output("stream", name="stdout", text="b\n"),
+        new_output("stream", name="stderr", text="warn\n"), new_output("stream", name="stdout", text="c\n"),
+        new_output("stream", name="stdout", text="d\n")])
+    nb = clean_executed(new_notebook(cells=[cell]))
+    assert [(o.name, o.text) for o in nb.cells[0].outputs] == [("stdout", "a\nb\n"), ("stderr", "warn\n"),
+                                                               ("stdout", "c\nd\n")]
+
+
 @pytest.mark.slow
 def test_run_notebook_parameters_and_failure(tmp_path):
     good = _write(tmp_path / "01_ok.ipynb", [
