@@ -8,18 +8,20 @@ from pathlib import Path
 
 from bianet_lib.cli import UsageError
 
-HELP = "run an experiment grid (reduced, full, full-paper, smoke); finished runs are skipped"
+HELP = "run an experiment grid (the test-bed's, the paper's, smoke); finished runs are skipped"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("grid", help="grid name: reduced (CPU default), full, full-paper or smoke")
+    p.add_argument("grid", help="grid name, e.g. testbed-reduced (notebook 07's), testbed-16 (the converged grid), "
+                                "testbed-16-reduced (its two-run reproduction), full-paper (GPU), smoke; "
+                                "an unknown name lists them all")
     p.add_argument("--results-dir", default=None, metavar="DIR",
                    help="where <grid>/<run-id>.json go (default: results/experiments of the repository, "
                         "wherever the command runs from)")
     p.add_argument("--only", default=None, metavar="NAME", help="only the runs of this name (or run id)")
     p.add_argument("--list", action="store_true", help="list the grid's runs and whether each is done")
     p.add_argument("--workers", type=int, default=None,
-                   help="runs trained at once in separate processes (default: the grid's, 2 for reduced)")
+                   help="runs trained at once in separate processes (default: the grid's, 2 for the CPU grids)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
