@@ -4,7 +4,6 @@ that quote the failing line, and the regeneration check's comparisons."""
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import nbformat
