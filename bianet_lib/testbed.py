@@ -482,6 +482,60 @@ def attention_table(records: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+PROBE_KEYS = (("face", "h_hat", "kind"), ("face", "h_tilde", "kind"), ("voice", "h_hat", "kind"),
+              ("voice", "h_tilde", "kind"), ("face", "h_hat", "position"), ("face", "h_tilde", "position"))
+
+
+def endpoint_table(records: dict[str, list[dict]]) -> list[dict]:
+    """Per arm, means over seeds and both directions: 1:2 accuracy at every test-time dose
+    (endpoint 3), the neutral-fill ceiling gain (endpoint 5) and the linear probes' accuracy
+    (endpoint 4; None where the arm has no such embedding), with the probes' chance. Endpoints 1
+    and 2 are the attention and arm tables."""
+    out = []
+    for row in arm_table(records):
+        recs = records[row["arm"]]
+        r: dict = {"arm": row["arm"], "seeds": row["seeds"],
+                   "ceiling": float(np.mean([row[f"{d}_ceiling"] for d in DIRECTIONS]))}
+        for dose in DOSES:
+            r[f"dose{dose:g}"] = float(np.mean([row[f"{d}_dose{dose:g}"] for d in DIRECTIONS]))
+        for modality, emb, target in PROBE_KEYS:
+            vals = [rec["endpoints"]["probes"].get(f"{modality}/{emb}", {}).get(target) for rec in recs]
+            vals = [v for v in vals if v and v.get("accuracy") is not None]
+            key = f"{modality}/{emb}/{target}"
+            r[key] = float(np.mean([v["accuracy"] for v in vals])) if len(vals) == len(recs) else None
+            r[key + "/chance"] = float(np.mean([v["chance"] for v in vals])) if vals else None
+        out.append(r)
+    return out
+
+
+def endpoint_markdown(records: dict[str, list[dict]]) -> list[str]:
+    """The markdown lines of ``endpoint_table``: every arm's dose-response, ceiling and probes."""
+    rows = endpoint_table(records)
+    if not rows:
+        return []
+
+    def chance(key):
+        vals = [r[key + "/chance"] for r in rows if r[key + "/chance"] is not None]
+        return f" (chance {np.mean(vals):.2f})" if vals else ""
+
+    def cell(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    probe_cols = [f"{m} {t}: {e}{chance(f'{m}/{e}/{t}')}" for m, e, t in PROBE_KEYS]
+    lines = ["", "Every arm's dose-response (1:2 accuracy at test-time strengths "
+             + ", ".join(f"{d:g}" for d in DOSES) + " without retraining), the neutral-fill ceiling "
+             "(filled minus interfered) and the linear probes of its embeddings for the interference's "
+             "kind and position; means over seeds and both directions:", "",
+             "| arm | seeds | " + " | ".join(f"dose {d:g}" for d in DOSES) + " | ceiling | "
+             + " | ".join(probe_cols) + " |",
+             "|---|---:|" + "---:|" * (len(DOSES) + 1 + len(PROBE_KEYS))]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(f"{r[f'dose{d:g}']:.3f}" for d in DOSES)
+                     + f" | {r['ceiling']:+.3f} | "
+                     + " | ".join(cell(r[f"{m}/{e}/{t}"]) for m, e, t in PROBE_KEYS) + " |")
+    return lines
+
+
 def expected_runs(store: str) -> set[tuple[str, int]]:
     """(run name, seed) of every run that the grids writing to the store ``store`` define."""
     from bianet_lib.experiments import GRIDS
@@ -536,6 +590,7 @@ def testbed_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         for a in att:
             lines.append(f"| {a['arm']} | {a['modality']} | {a['branch'].upper()} | {a['mass']:.3f} | "
                          f"{a['share']:.3f} | {a['ratio']:.2f} |")
+    lines += endpoint_markdown(records)
     for title, family in LATER_FAMILIES:
         comps_f = compare_arms(records, clusters, n_boot, comparisons=family)
         if not comps_f:

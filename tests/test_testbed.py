@@ -572,3 +572,36 @@ def test_the_readme_states_the_reproduction_from_its_record():
     assert (f"took {wall:.1f} minutes of wall time, the two runs side by side ({rows['baseline']['wall_min']:.1f} and "
             f"{rows['bianet']['wall_min']:.1f} minutes each), and came out bit-identical") in readme
     assert all(r["identical"] for r in rows.values())
+
+
+def test_endpoint_table_known_answers():
+    """Every arm's dose-response, ceiling and probes, on two constructed seeds with planted values:
+    means over seeds and directions, a missing embedding shown as '-', not as 0."""
+    import copy
+
+    rec = json.loads((GRID16_DIR / "bianet__s0.json").read_text())
+    recs = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        r = copy.deepcopy(rec)
+        r["seed"] = seed
+        for i, d in enumerate(tb.DIRECTIONS):
+            acc = r["endpoints"]["directions"][d]["accuracy"]
+            for j, dose in enumerate(tb.DOSES):
+                acc[f"dose{dose:g}"] = 0.9 - 0.1 * j + shift + 0.02 * i  # a constructed dose-response
+            acc["filled"] = acc["dose1"] + 0.05
+        r["endpoints"]["probes"]["face/h_tilde"]["kind"] = {"accuracy": 0.6 + shift, "chance": 0.5, "classes": 3}
+        recs.append(r)
+    base = copy.deepcopy(recs)
+    for r in base:
+        r["endpoints"]["probes"] = {k: v for k, v in r["endpoints"]["probes"].items() if "h_tilde" not in k}
+    rows = {r["arm"]: r for r in tb.endpoint_table({"bianet": recs, "baseline": base})}
+    b = rows["bianet"]
+    assert b["seeds"] == 2
+    assert [round(b[f"dose{d:g}"], 6) for d in tb.DOSES] == [0.96, 0.86, 0.76, 0.66]  # 0.9 - 0.1j + 0.05 + 0.01
+    assert b["ceiling"] == pytest.approx(0.05)
+    assert b["face/h_tilde/kind"] == pytest.approx(0.65) and b["face/h_tilde/kind/chance"] == pytest.approx(0.5)
+    assert rows["baseline"]["face/h_tilde/kind"] is None and rows["baseline"]["face/h_hat/kind"] is not None
+    md = tb.endpoint_markdown({"bianet": recs, "baseline": base})
+    line = next(x for x in md if x.startswith("| baseline |"))
+    assert line.count(" - ") == 3  # the three h_tilde probes of an arm without NIA
+    assert "| 0.960 | 0.860 | 0.760 | 0.660 | +0.050 |" in next(x for x in md if x.startswith("| bianet |"))
