@@ -605,3 +605,50 @@ def test_endpoint_table_known_answers():
     line = next(x for x in md if x.startswith("| baseline |"))
     assert line.count(" - ") == 3  # the three h_tilde probes of an arm without NIA
     assert "| 0.960 | 0.860 | 0.760 | 0.660 | +0.050 |" in next(x for x in md if x.startswith("| bianet |"))
+
+
+def _fig7_world(values: dict[str, float], seeds=(0, 1)):
+    """Constructed Fig. 7 records: every arm a copy of one committed run (so identical trial bits)
+    with its 1:2 accuracy (dose 1) planted per direction."""
+    import copy
+
+    rec = json.loads((GRID16_DIR / "bianet__s0.json").read_text())
+    out = {}
+    for arm, acc in values.items():
+        out[arm] = []
+        for seed in seeds:
+            r = copy.deepcopy(rec)
+            r["seed"], r["experiment"]["name"] = seed, arm
+            for d in tb.DIRECTIONS:
+                r["endpoints"]["directions"][d]["accuracy"]["dose1"] = acc
+            out[arm].append(r)
+    return out
+
+
+def test_fig7_lines_known_answers():
+    """The paper's two Fig. 7 sentences, planted: tau_1 peaking at its default 5, accuracy rising
+    with tau_2; identical trial bits give 0 significant comparisons, all-correct bits give one."""
+    planted = {"tau1_0.5": 0.60, "tau1_1": 0.61, "bianet": 0.63, "tau1_10": 0.62, "tau1_20": 0.605,
+               "tau2_0.5": 0.60, "tau2_1": 0.61, "tau2_5": 0.62, "tau2_20": 0.64}
+    records = _fig7_world(planted)
+    extra = _fig7_world({"bianet": 0.99}, seeds=(2,))["bianet"]  # a third seed only the default has
+    records["bianet"] = records["bianet"] + extra
+    clusters = tb.clusters_for(records["bianet"][0])
+    lines = tb.fig7_lines(records, clusters, n_boot=200)
+    assert len(lines) == 3 and not any("INTERIM" in line for line in lines)
+    assert "0 of 32 comparisons are significant after Holm" in lines[0]
+    assert "1:2 accuracy differs by +0.000 to +0.000 (V-F)" in lines[0]  # the same bits in every arm
+    t1 = next(line for line in lines if line.startswith("tau_1"))
+    assert "the 2 seeds that every value has" in t1  # the default's third seed (0.99) is left out
+    assert "V-F peaks at tau_1 = 5 (0.630, range 0.600-0.630), the default 5 ranks 1 of 5, not rising" in t1
+    t2 = next(line for line in lines if line.startswith("tau_2"))
+    assert "F-V peaks at tau_2 = 20 (0.640, range 0.600-0.640), the default 10 ranks 2 of 5, rising with the value" in t2
+    assert "no difference to the default is significant" in t2
+    # a planted effect: tau_2 = 20 answers every V-F trial correctly
+    n = records["tau2_20"][0]["endpoints"]["directions"]["vf"]["n_trials"]
+    for r in records["tau2_20"]:
+        r["endpoints"]["directions"]["vf"]["bits"]["dose1"] = tb.pack_bits(np.ones(n, bool))
+    lines = tb.fig7_lines(records, clusters, n_boot=1000, expected=tb.expected_runs("testbed-16"))  # p >= 1/1000
+    assert all(line.startswith("INTERIM (") for line in lines)  # 2 seeds of the 3 pre-registered
+    assert "of its comparisons are significant." in lines[2] and "no difference" in lines[1]
+    assert "0 of 32" not in lines[0] and "comparisons are significant after Holm" in lines[0]
