@@ -652,3 +652,44 @@ def test_fig7_lines_known_answers():
     assert all(line.startswith("INTERIM (") for line in lines)  # 2 seeds of the 3 pre-registered
     assert "of its comparisons are significant." in lines[2] and "no difference" in lines[1]
     assert "0 of 32" not in lines[0] and "comparisons are significant after Holm" in lines[0]
+
+
+def test_the_readme_reads_fig7_from_its_numbers():
+    """The README's Fig. 7 sentences: the family is complete, each line fig7_lines prints is in the
+    README verbatim, and the hand-written summary around them holds on the same numbers."""
+    full = tb.load_records(GRID16_DIR)
+    clusters = tb.clusters_for(full["baseline"][0])
+    lines = tb.fig7_lines(full, clusters, expected=tb.expected_runs("testbed-16"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    para = readme[readme.index("The fourth family, Fig. 7"):]
+    para = para[:para.index("What this does not show")]
+    assert not any("INTERIM" in line for line in lines)  # all 24 runs (and the default's 5) are in
+    for line in lines:
+        assert line in para
+    arms = {a for pair in tb.FIG7_COMPARISONS for a in pair}
+    runs = [r for a in arms - {"bianet"} for r in full[a]]
+    assert f"{len(runs)} runs, {sum(r['experiment']['wall_s'] for r in runs) / 60:.0f} worker-minutes" in para
+    assert all(r["above_chance"] for r in tb.learned({a: full[a] for a in arms}, clusters, n_boot=300))
+    comps = tb.compare_arms(full, clusters, comparisons=tb.FIG7_COMPARISONS)
+    assert not any(c["significant"] for c in comps) and "is null as well" in para
+    assert all(c["diff"] > 0 for c in comps if c["endpoint"] == "accuracy")  # "every other temperature scores above"
+    assert f"smallest Holm p {min(c['p_holm'] for c in comps):.3f}" in para
+    b = full["bianet"]
+    mean = {n: [np.mean([r["endpoints"]["directions"][d]["accuracy"]["dose1"] for r in b[:n]]) for d in tb.DIRECTIONS]
+            for n in (3, 5)}
+    assert (f"{mean[3][0]:.3f} / {mean[3][1]:.3f} over seeds 0-2 against {mean[5][0]:.3f} / {mean[5][1]:.3f} over all five"
+            in para) and mean[3][0] > mean[5][0] and mean[3][1] > mean[5][1]
+    spreads, ranks, peaks = [], [], {}
+    for label, line in tb.sweep_lines()["fig7"].items():
+        seeds = tb.shared_seeds(full, line.values())
+        assert seeds == {0, 1, 2}
+        for d in tb.DIRECTIONS:
+            m = tb.sweep_means(full, line, d, seeds)
+            spreads.append(max(m.values()) - min(m.values()))
+            default = next(x for x, a in line.items() if a == "bianet")
+            ranks.append(sorted(m.values(), reverse=True).index(m[default]) + 1)
+            peaks[label.split()[0], d] = max(m, key=m.get)
+    assert set(ranks) == {3, 5} and "the default still ranks third or last" in para
+    assert f"lie within {max(spreads):.3f} of each other" in para
+    assert peaks["tau1", "vf"] != 5 and peaks["tau1", "fv"] != 5 and "its optimum at tau_1 = 5 is not seen" in para
+    assert (f"it peaks at tau_2 = {peaks['tau2', 'vf']:g} for V-F and at {peaks['tau2', 'fv']:g} for F-V" in para)
