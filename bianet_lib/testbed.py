@@ -957,3 +957,61 @@ def fig7_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
                    + (f"{len(sig_t)} of its comparisons are significant." if sig_t else
                       "no difference to the default is significant, so no optimum or trend is resolved."))
     return out
+
+
+def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_boot: int = 2000,
+               expected: set[tuple[str, int]] | None = None) -> list[str]:
+    """The fifth family (the course's bias study, a train-only shortcut taken with probability rho)
+    in sentences chosen by the numbers: its Holm count; whether the shortcut costs the baseline at
+    all (without a cost there is no bias for BIANet to remove, whatever the other comparisons say);
+    each arm's 1:2 accuracy lost from rho 0 to its largest rho, on the seeds both share
+    (descriptive, not a pre-registered test); and BIANet against the baseline trained on the same
+    shortcut. INTERIM while some of the family's pre-registered runs are missing."""
+    comps = compare_arms(records, clusters, n_boot, comparisons=BIAS_COMPARISONS)
+    if not comps:
+        return ["Bias study: no comparison has both arms finished yet."]
+    done, total = _family_progress(records, expected if expected is not None else set(), BIAS_COMPARISONS)
+    status = f"INTERIM ({done} of {total} runs): " if expected is not None and done < total else ""
+    get = {(c["comparison"], c["endpoint"], c["direction"]): c for c in comps}
+
+    def acc(comparison):
+        cs = [get.get((comparison, "accuracy", d)) for d in DIRECTIONS]
+        if not all(cs):
+            return None, "not finished"
+        return cs, " and ".join(f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] ({DIRECTION_NAMES[c['direction']]}, "
+                                f"Holm p {c['p_holm']:.3f})" for c in cs)
+
+    sig = [c for c in comps if c["significant"]]
+    out = [f"{status}The bias study (the fifth family): {len(sig)} of {len(comps)} comparisons are significant after Holm."]
+    top = max(x for line in sweep_lines()["bias"].values() for x in line)
+    cost, text = acc(f"baseline_rho{top:g} - baseline")
+    if cost is not None:
+        hurt = [c for c in cost if c["significant"] and c["diff"] < 0]
+        out.append(f"{status}Training on the shortcut at rho {top:g} changes the baseline's 1:2 accuracy by {text}: "
+                   + ("the shortcut costs the baseline, so there is a bias to remove." if hurt else
+                      "no significant cost, so at this strength there is no measurable bias for BIANet to remove, "
+                      "and the comparisons below cannot show debiasing."))
+    losses = []
+    for arm, line in sweep_lines()["bias"].items():
+        ends = [line[min(line)], line[max(line)]]
+        seeds = shared_seeds(records, ends)
+        if not all(records.get(a) for a in ends) or not seeds:
+            continue
+        lost = [sweep_means(records, {0: ends[0]}, d, seeds)[0] - sweep_means(records, {0: ends[1]}, d, seeds)[0]
+                for d in DIRECTIONS]
+        losses.append(f"{arm} {lost[0]:+.3f} / {lost[1]:+.3f} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
+    if losses:
+        out.append(f"{status}1:2 accuracy lost from rho 0 to rho {top:g} (V-F / F-V, each arm on the seeds both ends "
+                   "share; descriptive): " + ", ".join(losses) + ".")
+    parts = []
+    for rho in sorted({x for x in sweep_lines()["bias"]["bianet"] if x > 0}):
+        cs, text = acc(f"bianet_rho{rho:g} - baseline_rho{rho:g}")
+        if cs is not None:
+            parts.append(f"at rho {rho:g} {text}")
+    if parts:
+        better = [c for c in sig if c["comparison"].startswith("bianet_rho") and "baseline_rho" in c["comparison"]
+                  and c["endpoint"] == "accuracy"]
+        out.append(f"{status}BIANet against the baseline trained on the same shortcut, 1:2 accuracy: " + "; ".join(parts)
+                   + (": " + ", ".join(f"{c['comparison']} {DIRECTION_NAMES[c['direction']]} {c['diff']:+.3f}" for c in better)
+                      + " significant after Holm." if better else ": no difference is significant after Holm."))
+    return out

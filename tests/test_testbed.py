@@ -693,3 +693,30 @@ def test_the_readme_reads_fig7_from_its_numbers():
     assert f"lie within {max(spreads):.3f} of each other" in para
     assert peaks["tau1", "vf"] != 5 and peaks["tau1", "fv"] != 5 and "its optimum at tau_1 = 5 is not seen" in para
     assert (f"it peaks at tau_2 = {peaks['tau2', 'vf']:g} for V-F and at {peaks['tau2', 'fv']:g} for F-V" in para)
+
+
+def test_bias_lines_known_answers():
+    """The bias study's sentences on planted runs: identical trial bits give no cost and no
+    significant comparison; a planted loss at rho 0.9 (every V-F trial wrong) is named as a cost
+    to the baseline; each arm's descriptive loss is its planted accuracy drop."""
+    planted = {"baseline": 0.70, "baseline_rho0.5": 0.68, "baseline_rho0.9": 0.60, "bianet": 0.70,
+               "bianet_rho0.5": 0.69, "bianet_rho0.9": 0.65, "pia": 0.70, "pia_rho0.9": 0.66, "nia": 0.70,
+               "nia_rho0.9": 0.67, "curriculum_constant": 0.70, "curriculum_constant_rho0.9": 0.64}
+    records = _fig7_world(planted)
+    clusters = tb.clusters_for(records["baseline"][0])
+    assert tb.bias_lines({"baseline": records["baseline"]}, clusters, n_boot=50) == [
+        "Bias study: no comparison has both arms finished yet."]
+    lines = tb.bias_lines(records, clusters, n_boot=200)
+    assert lines[0] == "The bias study (the fifth family): 0 of 24 comparisons are significant after Holm."
+    assert "no significant cost" in lines[1] and "+0.000 [+0.000, +0.000] (V-F, Holm p 1.000)" in lines[1]
+    assert ("baseline +0.100 / +0.100 (2 seeds), bianet +0.050 / +0.050 (2 seeds), pia +0.040 / +0.040 (2 seeds), "
+            "nia +0.030 / +0.030 (2 seeds), curriculum_constant +0.060 / +0.060 (2 seeds)") in lines[2]
+    assert lines[3].startswith("BIANet against the baseline") and "at rho 0.5" in lines[3] and "at rho 0.9" in lines[3]
+    assert lines[3].endswith("no difference is significant after Holm.")
+    n = records["baseline_rho0.9"][0]["endpoints"]["directions"]["vf"]["n_trials"]
+    for r in records["baseline_rho0.9"]:
+        r["endpoints"]["directions"]["vf"]["bits"]["dose1"] = tb.pack_bits(np.zeros(n, bool))
+    lines = tb.bias_lines(records, clusters, n_boot=1000, expected=tb.expected_runs("testbed-16"))
+    assert all(line.startswith("INTERIM (") for line in lines)  # 2 of the 3 pre-registered seeds
+    assert "the shortcut costs the baseline, so there is a bias to remove." in lines[1]
+    assert "bianet_rho0.9 - baseline_rho0.9 V-F" in lines[3] and "significant after Holm." in lines[3]
