@@ -76,7 +76,6 @@ CALIBRATED_SCALE_LONG: float | None = 2.5
 DOSES = (0.0, 0.5, 1.0, 1.5)
 TRIAL_SEED, TRIALS_PER_ID = 7, 20  # 6,000 trials per direction on 300 test identities
 DIRECTIONS = ("vf", "fv")
-DIRECTION_NAMES = {"vf": "V-F", "fv": "F-V"}
 LABELS = {"vf": "V-F", "fv": "F-V"}
 N_ATTENTION = 512  # samples per modality for the attention-mass endpoint
 
@@ -909,6 +908,15 @@ def shared_seeds(records: dict[str, list[dict]], arms) -> set[int]:
     return set.intersection(*sets) if sets else set()
 
 
+def _interim_prefix(records: dict[str, list[dict]], expected: set[tuple[str, int]] | None, family) -> str:
+    """'INTERIM (done of total runs): ' while some of a family's pre-registered runs are missing;
+    '' when they are all in, or when no pre-registration (``expected``) is given."""
+    if expected is None:
+        return ""
+    done, total = _family_progress(records, expected, family)
+    return f"INTERIM ({done} of {total} runs): " if done < total else ""
+
+
 def fig7_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_boot: int = 2000,
                expected: set[tuple[str, int]] | None = None) -> list[str]:
     """The fourth family read against the paper's two sentences on Fig. 7 ("only minor
@@ -920,8 +928,7 @@ def fig7_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
     comps = compare_arms(records, clusters, n_boot, comparisons=FIG7_COMPARISONS)
     if not comps:
         return ["Fig. 7: no comparison has both arms finished yet."]
-    done, total = _family_progress(records, expected if expected is not None else set(), FIG7_COMPARISONS)
-    status = f"INTERIM ({done} of {total} runs): " if expected is not None and done < total else ""
+    status = _interim_prefix(records, expected, FIG7_COMPARISONS)
 
     def span(endpoint, direction=None):
         d = [c["diff"] for c in comps if c["endpoint"] == endpoint and direction in (None, c["direction"])]
@@ -931,13 +938,10 @@ def fig7_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
     out = [f"{status}Fig. 7 (the fourth family): {len(sig)} of {len(comps)} comparisons are significant after "
            f"Holm; against the default temperatures, 1:2 accuracy differs by {span('accuracy', 'vf')} (V-F) and "
            f"{span('accuracy', 'fv')} (F-V), the clean-twin drop by {span('clean_twin_drop')}."]
-    from bianet_lib.config import BIANetConfig
-
-    default = BIANetConfig()
     for label, line in sweep_lines()["fig7"].items():
         which = label.split()[0]
         name = which.replace("tau", "tau_")
-        base = float(getattr(default, which))
+        base = next(x for x, arm in line.items() if arm == "bianet")  # sweep_lines places the default there
         seeds = shared_seeds(records, line.values())  # the default has more seeds: rank on the shared ones
         means = {d: sweep_means(records, line, d, seeds) for d in DIRECTIONS}
         parts = []
@@ -947,7 +951,7 @@ def fig7_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
             rank = sorted(m.values(), reverse=True).index(m[base]) + 1 if base in m else None
             vals = list(m.values())
             rises = all(b >= a for a, b in zip(vals, vals[1:], strict=False))
-            parts.append(f"{DIRECTION_NAMES[d]} peaks at {name} = {best:g} ({m[best]:.3f}, range "
+            parts.append(f"{LABELS[d]} peaks at {name} = {best:g} ({m[best]:.3f}, range "
                          f"{min(vals):.3f}-{max(vals):.3f})"
                          + (f", the default {base:g} ranks {rank} of {len(m)}" if rank else "")
                          + (", rising with the value" if rises else ", not rising with the value"))
@@ -970,15 +974,14 @@ def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
     comps = compare_arms(records, clusters, n_boot, comparisons=BIAS_COMPARISONS)
     if not comps:
         return ["Bias study: no comparison has both arms finished yet."]
-    done, total = _family_progress(records, expected if expected is not None else set(), BIAS_COMPARISONS)
-    status = f"INTERIM ({done} of {total} runs): " if expected is not None and done < total else ""
+    status = _interim_prefix(records, expected, BIAS_COMPARISONS)
     get = {(c["comparison"], c["endpoint"], c["direction"]): c for c in comps}
 
     def acc(comparison):
         cs = [get.get((comparison, "accuracy", d)) for d in DIRECTIONS]
         if not all(cs):
             return None, "not finished"
-        return cs, " and ".join(f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] ({DIRECTION_NAMES[c['direction']]}, "
+        return cs, " and ".join(f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] ({LABELS[c['direction']]}, "
                                 f"Holm p {c['p_holm']:.3f})" for c in cs)
 
     sig = [c for c in comps if c["significant"]]
@@ -1012,6 +1015,6 @@ def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
         better = [c for c in sig if c["comparison"].startswith("bianet_rho") and "baseline_rho" in c["comparison"]
                   and c["endpoint"] == "accuracy"]
         out.append(f"{status}BIANet against the baseline trained on the same shortcut, 1:2 accuracy: " + "; ".join(parts)
-                   + (": " + ", ".join(f"{c['comparison']} {DIRECTION_NAMES[c['direction']]} {c['diff']:+.3f}" for c in better)
+                   + (": " + ", ".join(f"{c['comparison']} {LABELS[c['direction']]} {c['diff']:+.3f}" for c in better)
                       + " significant after Holm." if better else ": no difference is significant after Holm."))
     return out
