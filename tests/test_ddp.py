@@ -7,6 +7,7 @@ the same function as one process normalising the whole batch; in eval mode (runn
 statistics) the per-trial computation is identical, so the averaged gradients must agree.
 """
 
+import gc
 import json
 import os
 import socket
@@ -69,6 +70,13 @@ def _grad_worker(rank, world, port, out):
         ddp(voices[half], faces[fhalf], target[half]).backward()
         if rank == 0:
             torch.save({n: p.grad for n, p in model.named_parameters()}, out)
+        # tear down in order: both ranks done, then the DDP reducer (it holds the gloo group)
+        # freed before the group is destroyed. Without this one rank could destroy its group
+        # while the other was still saving, and the reducer's group was freed at interpreter
+        # exit: CI once saw rank 1 abort with "terminate called without an active exception"
+        dist.barrier()
+        del ddp, model
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
@@ -108,6 +116,9 @@ def _fit_worker(rank, world, port, root):
         history = trainer.fit()
         with open(f"{root}/history{rank}.json", "w") as fh:
             json.dump(history, fh)
+        dist.barrier()  # same ordered teardown as _grad_worker
+        del trainer
+        gc.collect()
     finally:
         destroy_distributed(created)
 
