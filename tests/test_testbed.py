@@ -662,7 +662,7 @@ def test_the_readme_reads_fig7_from_its_numbers():
     lines = tb.fig7_lines(full, clusters, expected=tb.expected_runs("testbed-16"))
     readme = " ".join((ROOT / "README.md").read_text().split())
     para = readme[readme.index("The fourth family, Fig. 7"):]
-    para = para[:para.index("What this does not show")]
+    para = para[:para.index("The fifth family, the bias study")]
     assert not any("INTERIM" in line for line in lines)  # all 24 runs (and the default's 5) are in
     for line in lines:
         assert line in para
@@ -693,6 +693,55 @@ def test_the_readme_reads_fig7_from_its_numbers():
     assert f"lie within {max(spreads):.3f} of each other" in para
     assert peaks["tau1", "vf"] != 5 and peaks["tau1", "fv"] != 5 and "its optimum at tau_1 = 5 is not seen" in para
     assert (f"it peaks at tau_2 = {peaks['tau2', 'vf']:g} for V-F and at {peaks['tau2', 'fv']:g} for F-V" in para)
+
+
+def test_the_readme_reads_the_bias_study_from_its_numbers():
+    """The README's bias-study sentences: the family is complete, each line bias_lines prints is in
+    the README verbatim, and the summary after them (cost, runs at chance, every arm's loss, the
+    widest interval, the cost of the grid's third part) holds on the same numbers."""
+    full = tb.load_records(GRID16_DIR)
+    clusters = tb.clusters_for(full["baseline"][0])
+    lines = tb.bias_lines(full, clusters, expected=tb.expected_runs("testbed-16"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    para = readme[readme.index("The fifth family, the bias study"):]
+    para = para[:para.index("What this does not show")]
+    assert not any("INTERIM" in line for line in lines)  # all 21 runs are in
+    for line in lines:
+        assert line in para
+    minutes = lambda runs: sum(r["experiment"]["wall_s"] for r in runs) / 60  # noqa: E731
+    shifted = {a for line in tb.sweep_lines()["bias"].values() for x, a in line.items() if x > 0}
+    bias_runs = [r for a in shifted for r in full[a]]
+    fig7 = {a for pair in tb.FIG7_COMPARISONS for a in pair} - {"bianet"}
+    rest = bias_runs + [r for a in fig7 for r in full[a]]
+    assert f"{len(bias_runs)} runs, {minutes(bias_runs):.0f} worker-minutes" in para and len(bias_runs) == 21
+    assert f"third part took {len(rest)} runs, {minutes(rest):.0f} worker-minutes" in para and len(rest) == 45
+    comps = tb.compare_arms(full, clusters, comparisons=tb.BIAS_COMPARISONS)
+    get = {(c["comparison"], c["endpoint"], c["direction"]): c for c in comps}
+    cost = [get["baseline_rho0.9 - baseline", "accuracy", d] for d in tb.DIRECTIONS]
+    drop = [get["baseline_rho0.9 - baseline", "clean_twin_drop", d] for d in tb.DIRECTIONS]
+    assert all(c["significant"] and c["diff"] < 0 for c in cost + drop)
+    assert f"costs the baseline {-cost[0]['diff']:.3f} / {-cost[1]['diff']:.3f} of 1:2 accuracy at rho 0.9" in para
+    assert f"shrinks the baseline's clean-twin drop (by {-drop[0]['diff']:.3f} / {-drop[1]['diff']:.3f})" in para
+    runs = tb.learned({a: full[a] for a in shifted if a.endswith("rho0.9")}, clusters, n_boot=2000)
+    n = len({(r["arm"], r["seed"]) for r in runs})
+    below = {(r["arm"], r["seed"]) for r in runs if not r["above_chance"]}
+    assert f"{len(below)} of the {n} runs at that rho are not above chance" in para
+    assert not any(c["significant"] for c in comps if not c["comparison"].startswith("baseline_rho0.9 - baseline"))
+    assert "no arm differs significantly after Holm" in para
+    losses = {d: [] for d in tb.DIRECTIONS}
+    for line in tb.sweep_lines()["bias"].values():
+        ends = [line[min(line)], line[max(line)]]
+        seeds = tb.shared_seeds(full, ends)
+        assert seeds == {0, 1, 2}
+        for d in tb.DIRECTIONS:
+            m = [tb.sweep_means(full, {0: a}, d, seeds)[0] for a in ends]
+            losses[d].append(m[0] - m[1])
+    assert len(losses["vf"]) == 5 and all(x > 0 for d in losses for x in losses[d])
+    assert (f"every arm loses between {min(losses['vf']):.3f} and {max(losses['vf']):.3f} (V-F) and between "
+            f"{min(losses['fv']):.3f} and {max(losses['fv']):.3f} (F-V)") in para
+    top = max(c["ci"][1] for c in comps if c["comparison"].startswith("bianet_rho") and "- baseline_rho" in c["comparison"]
+              and c["endpoint"] == "accuracy")
+    assert f"BIANet's 95% intervals reach at most {top:+.3f}" in para
 
 
 def test_bias_lines_known_answers():
