@@ -654,18 +654,27 @@ def test_fig7_lines_known_answers():
     assert "0 of 32" not in lines[0] and "comparisons are significant after Holm" in lines[0]
 
 
+def _family_paragraph(read, start: str, end: str):
+    """The converged store, its clusters and the README's paragraph from ``start`` to ``end``,
+    after checking that the family is complete (no INTERIM) and that every line ``read`` prints
+    from the runs is in that paragraph verbatim."""
+    full = tb.load_records(GRID16_DIR)
+    clusters = tb.clusters_for(full["baseline"][0])
+    lines = read(full, clusters, expected=tb.expected_runs("testbed-16"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    para = readme[readme.index(start):]
+    para = para[:para.index(end)]
+    assert not any("INTERIM" in line for line in lines)  # every pre-registered run is in
+    for line in lines:
+        assert line in para
+    return full, clusters, para
+
+
 def test_the_readme_reads_fig7_from_its_numbers():
     """The README's Fig. 7 sentences: the family is complete, each line fig7_lines prints is in the
     README verbatim, and the hand-written summary around them holds on the same numbers."""
-    full = tb.load_records(GRID16_DIR)
-    clusters = tb.clusters_for(full["baseline"][0])
-    lines = tb.fig7_lines(full, clusters, expected=tb.expected_runs("testbed-16"))
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    para = readme[readme.index("The fourth family, Fig. 7"):]
-    para = para[:para.index("The fifth family, the bias study")]
-    assert not any("INTERIM" in line for line in lines)  # all 24 runs (and the default's 5) are in
-    for line in lines:
-        assert line in para
+    full, clusters, para = _family_paragraph(tb.fig7_lines, "The fourth family, Fig. 7",
+                                             "The fifth family, the bias study")
     arms = {a for pair in tb.FIG7_COMPARISONS for a in pair}
     runs = [r for a in arms - {"bianet"} for r in full[a]]
     assert f"{len(runs)} runs, {sum(r['experiment']['wall_s'] for r in runs) / 60:.0f} worker-minutes" in para
@@ -699,15 +708,8 @@ def test_the_readme_reads_the_bias_study_from_its_numbers():
     """The README's bias-study sentences: the family is complete, each line bias_lines prints is in
     the README verbatim, and the summary after them (cost, runs at chance, every arm's loss, the
     widest interval, the cost of the grid's third part) holds on the same numbers."""
-    full = tb.load_records(GRID16_DIR)
-    clusters = tb.clusters_for(full["baseline"][0])
-    lines = tb.bias_lines(full, clusters, expected=tb.expected_runs("testbed-16"))
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    para = readme[readme.index("The fifth family, the bias study"):]
-    para = para[:para.index("What this does not show")]
-    assert not any("INTERIM" in line for line in lines)  # all 21 runs are in
-    for line in lines:
-        assert line in para
+    full, clusters, para = _family_paragraph(tb.bias_lines, "The fifth family, the bias study",
+                                             "What this does not show")
     minutes = lambda runs: sum(r["experiment"]["wall_s"] for r in runs) / 60  # noqa: E731
     shifted = {a for line in tb.sweep_lines()["bias"].values() for x, a in line.items() if x > 0}
     bias_runs = [r for a in shifted for r in full[a]]
