@@ -495,6 +495,14 @@ def test_the_readme_states_the_converged_grids_convergence_and_cost():
     walls = [r["experiment"]["wall_s"] / 60 for recs in records.values() for r in recs]
     assert f"{sum(walls):.0f} worker-minutes measured" in readme
     assert f"25 runs of about {sum(walls) / len(walls):.0f} worker-minutes each" in readme
+    by_run = {(arm, int(r["seed"])): r for arm, recs in tb.load_records(GRID16_DIR).items() for r in recs}
+    parts = [[by_run[r.name, r.seed]["experiment"]["wall_s"] / 60 for r in ex.GRIDS[g].runs]  # KeyError: missing
+             for g in ("testbed-16", "testbed-16-more", "testbed-16-rest")]
+    total = [m for part in parts for m in part]
+    assert (f"The converged grid in all took {len(total)} runs, {sum(total):.0f} worker-minutes on the 2-core "
+            f"machine (one thread per run): {len(parts[0])} runs, {sum(parts[0]):.0f} for Table 5 and the control; "
+            f"{len(parts[1])} runs, {sum(parts[1]):.0f} for its second part; {len(parts[2])} runs, "
+            f"{sum(parts[2]):.0f} for its third.") in readme
 
 
 def _copy_runs(names, dst):
