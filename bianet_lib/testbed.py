@@ -968,9 +968,10 @@ def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
     """The fifth family (the course's bias study, a train-only shortcut taken with probability rho)
     in sentences chosen by the numbers: its Holm count; whether the shortcut costs the baseline at
     all (without a cost there is no bias for BIANet to remove, whatever the other comparisons say);
-    which runs at the largest rho are not above chance (they compress differences to chance); each arm's 1:2 accuracy lost from rho 0 to its largest rho, on the seeds both share
-    (descriptive, not a pre-registered test); and BIANet against the baseline trained on the same
-    shortcut. INTERIM while some of the family's pre-registered runs are missing."""
+    which runs at the largest rho are not above chance (they compress differences to chance); each
+    arm's 1:2 accuracy lost from rho 0 to its largest rho, on the seeds both share (descriptive, not
+    a pre-registered test); and BIANet against the baseline trained on the same shortcut. INTERIM
+    while some of the family's pre-registered runs are missing."""
     comps = compare_arms(records, clusters, n_boot, comparisons=BIAS_COMPARISONS)
     if not comps:
         return ["Bias study: no comparison has both arms finished yet."]
@@ -986,7 +987,8 @@ def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
 
     sig = [c for c in comps if c["significant"]]
     out = [f"{status}The bias study (the fifth family): {len(sig)} of {len(comps)} comparisons are significant after Holm."]
-    top = max(x for line in sweep_lines()["bias"].values() for x in line)
+    sweeps = sweep_lines()["bias"]
+    top = max(x for line in sweeps.values() for x in line)
     cost, text = acc(f"baseline_rho{top:g} - baseline")
     if cost is not None:
         hurt = [c for c in cost if c["significant"] and c["diff"] < 0]
@@ -994,7 +996,7 @@ def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
                    + ("the shortcut costs the baseline, so there is a bias to remove." if hurt else
                       "no significant cost, so at this strength there is no measurable bias for BIANet to remove, "
                       "and the comparisons below cannot show debiasing."))
-    tops = {line[max(line)] for line in sweep_lines()["bias"].values()}
+    tops = {line[max(line)] for line in sweeps.values()}
     runs = learned({a: records[a] for a in sorted(tops) if records.get(a)}, clusters, n_boot)
     if runs:
         n = len({(r["arm"], r["seed"]) for r in runs})
@@ -1005,19 +1007,20 @@ def bias_lines(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], 
             + ", ".join(f"{a} seed {s}" for a, s in below) + "): on the unbiased test they match no better than a coin, "
             "so differences between arms at this rho are compressed towards chance."))
     losses = []
-    for arm, line in sweep_lines()["bias"].items():
-        ends = [line[min(line)], line[max(line)]]
-        seeds = shared_seeds(records, ends)
-        if not all(records.get(a) for a in ends) or not seeds:
+    for arm, line in sweeps.items():
+        lo, hi = min(line), max(line)
+        ends = {lo: line[lo], hi: line[hi]}
+        seeds = shared_seeds(records, ends.values())
+        if not all(records.get(a) for a in ends.values()) or not seeds:
             continue
-        lost = [sweep_means(records, {0: ends[0]}, d, seeds)[0] - sweep_means(records, {0: ends[1]}, d, seeds)[0]
-                for d in DIRECTIONS]
+        means = [sweep_means(records, ends, d, seeds) for d in DIRECTIONS]
+        lost = [m[lo] - m[hi] for m in means]
         losses.append(f"{arm} {lost[0]:+.3f} / {lost[1]:+.3f} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
     if losses:
         out.append(f"{status}1:2 accuracy lost from rho 0 to rho {top:g} (V-F / F-V, each arm on the seeds both ends "
                    "share; descriptive): " + ", ".join(losses) + ".")
     parts = []
-    for rho in sorted({x for x in sweep_lines()["bias"]["bianet"] if x > 0}):
+    for rho in sorted(x for x in sweeps["bianet"] if x > 0):
         cs, text = acc(f"bianet_rho{rho:g} - baseline_rho{rho:g}")
         if cs is not None:
             parts.append(f"at rho {rho:g} {text}")

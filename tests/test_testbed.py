@@ -410,7 +410,8 @@ def test_verdict_sentences_follow_the_numbers():
     comparisons' own numbers, and its verdicts flip when constructed numbers say the opposite."""
     import copy
 
-    records = {a: v for a, v in tb.load_records(GRID16_DIR).items() if a in ex.TESTBED_ARMS}
+    full = tb.load_records(GRID16_DIR)
+    records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
     lines = tb.verdict_lines(records, n_boot=300)
     comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]), n_boot=300)
     for c in comps:
@@ -436,7 +437,8 @@ def test_verdict_sentences_follow_the_numbers():
 
 def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
     """The README's "What the converged grid says" paragraph, number by number, from the runs."""
-    records = {a: v for a, v in tb.load_records(GRID16_DIR).items() if a in ex.TESTBED_ARMS}
+    full = tb.load_records(GRID16_DIR)
+    records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
     readme = " ".join((ROOT / "README.md").read_text().split())
     para = readme[readme.index("**What the converged grid says**"):]
     para = para[:para.index("GPU scale")]
@@ -482,7 +484,8 @@ def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
 
 
 def test_the_readme_states_the_converged_grids_convergence_and_cost():
-    records = {a: v for a, v in tb.load_records(GRID16_DIR).items() if a in ex.TESTBED_ARMS}
+    full = tb.load_records(GRID16_DIR)
+    records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
     short = tb.load_records(ROOT / "results" / "experiments" / "testbed")
     readme = " ".join((ROOT / "README.md").read_text().split())
     n = sum(len(v) for v in records.values())
@@ -495,7 +498,7 @@ def test_the_readme_states_the_converged_grids_convergence_and_cost():
     walls = [r["experiment"]["wall_s"] / 60 for recs in records.values() for r in recs]
     assert f"{sum(walls):.0f} worker-minutes measured" in readme
     assert f"25 runs of about {sum(walls) / len(walls):.0f} worker-minutes each" in readme
-    by_run = {(arm, int(r["seed"])): r for arm, recs in tb.load_records(GRID16_DIR).items() for r in recs}
+    by_run = {(arm, int(r["seed"])): r for arm, recs in full.items() for r in recs}
     parts = [[by_run[r.name, r.seed]["experiment"]["wall_s"] / 60 for r in ex.GRIDS[g].runs]  # KeyError: missing
              for g in ("testbed-16", "testbed-16-more", "testbed-16-rest")]
     total = [m for part in parts for m in part]
@@ -740,12 +743,13 @@ def test_the_readme_reads_the_bias_study_from_its_numbers():
     assert "no arm differs significantly after Holm" in para
     losses = {d: [] for d in tb.DIRECTIONS}
     for line in tb.sweep_lines()["bias"].values():
-        ends = [line[min(line)], line[max(line)]]
-        seeds = tb.shared_seeds(full, ends)
+        lo, hi = min(line), max(line)
+        ends = {lo: line[lo], hi: line[hi]}
+        seeds = tb.shared_seeds(full, ends.values())
         assert seeds == {0, 1, 2}
         for d in tb.DIRECTIONS:
-            m = [tb.sweep_means(full, {0: a}, d, seeds)[0] for a in ends]
-            losses[d].append(m[0] - m[1])
+            m = tb.sweep_means(full, ends, d, seeds)
+            losses[d].append(m[lo] - m[hi])
     assert len(losses["vf"]) == 5 and all(x > 0 for d in losses for x in losses[d])
     assert (f"every arm loses between {min(losses['vf']):.3f} and {max(losses['vf']):.3f} (V-F) and between "
             f"{min(losses['fv']):.3f} and {max(losses['fv']):.3f} (F-V)") in para
