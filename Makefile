@@ -43,7 +43,7 @@ course-runs: venv
 	rm -f $(COURSE_RUNS)/bianet-cpu-small/latest.pt $(COURSE_RUNS)/baseline-cpu-small/latest.pt
 	mkdir -p $(COURSE_RUNS)
 	@# the world once (cached), before two trainers would both generate it
-	$(PY) -c "from bianet_lib.config import load_config; from bianet_lib.data_sources import load_world; load_world(load_config('cpu-small'))"
+	$(PY) -c "from bianet_lib.config import load_config; from bianet_lib.data.sources import load_world; load_world(load_config('cpu-small'))"
 	@$(call timed,train bianet-cpu-small and baseline-cpu-small (in parallel),\
 	  $(BIANET) train --preset cpu-small --no-progress --set num_threads=$(COURSE_THREADS) \
 	    --run-dir $(COURSE_RUNS)/bianet-cpu-small > $(COURSE_RUNS)/.bianet.log 2>&1 & a=$$!; \

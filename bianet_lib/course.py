@@ -449,7 +449,7 @@ def compare_runs(committed_dir: Path, fresh_dir: Path, tolerance: float) -> list
 def _compare_weights(a: Path, b: Path, tolerance: float, label: str) -> list[str]:
     import warnings
 
-    from bianet_lib.safeio import read_checkpoint
+    from bianet_lib.engine.safeio import read_checkpoint
 
     with warnings.catch_warnings():  # "written before checksums": the committed runs may predate them
         warnings.simplefilter("ignore", UserWarning)

@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-exec "${PYTHON:-python3}" -m bianet_lib.gpu_check "$@"
+exec "${PYTHON:-python3}" -m bianet_lib.engine.gpu_check "$@"

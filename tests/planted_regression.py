@@ -5,13 +5,13 @@
     .venv/bin/python tests/planted_regression.py --control  # same, no plant: nbval must pass
 
 Nothing in the repository is touched. The library is copied to a temporary folder and the
-plant is appended there to ``bianet_lib/losses.py``: the metric loss (InfoNCE in ``cpu-small``)
+plant is appended there to ``bianet_lib/model/losses.py``: the metric loss (InfoNCE in ``cpu-small``)
 is halved, a plausible slip (a wrong weight or a mean instead of a sum) that trains without any
 error and only shows in the trained numbers. The course run(s) are retrained with that copy
 exactly as ``make course-runs`` does (``--set num_threads=1``) into the temporary folder, and:
 
 1. ``provenance.check_run`` on the fresh run, against the repository's code, must name
-   ``bianet_lib/losses.py`` (the provenance test's message when such a run is committed);
+   ``bianet_lib/model/losses.py`` (the provenance test's message when such a run is committed);
 2. nbval runs notebooks 02-06 with ``$BIANET_COURSE_RUNS`` pointing at the fresh runs (the
    planted library first on ``PYTHONPATH``): the checked cells that print trained results must
    fail. ``--control`` skips the plant: then nbval must pass, which shows that the committed
@@ -84,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ok = True
     sys.path.insert(0, str(ROOT))  # the repository's code judges the fresh run
-    from bianet_lib.provenance import check_run
+    from bianet_lib.engine.provenance import check_run
 
     problems = check_run(work / "runs" / "bianet-cpu-small")
     print("== provenance against the repository's code:", problems or "agrees")
-    if not args.control and not any("bianet_lib/losses.py" in p for p in problems):
-        print("FAIL: provenance did not name bianet_lib/losses.py")
+    if not args.control and not any("bianet_lib/model/losses.py" in p for p in problems):
+        print("FAIL: provenance did not name bianet_lib/model/losses.py")
         ok = False
 
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("0[2-6]_*.ipynb"))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bianet_lib.affinity import (
+from bianet_lib.model.affinity import (
     Threshold,
     affinity,
     from_rows,
@@ -13,7 +13,7 @@ from bianet_lib.affinity import (
     strong_gate_log,
     to_rows,
 )
-from bianet_lib.attention import (
+from bianet_lib.model.attention import (
     BidirectionalIntervention,
     bidirectional_attention,
     negative_attention,

@@ -1,11 +1,11 @@
-"""Eq. (1)-(4), (8) on the structural causal model of bianet_lib.causal."""
+"""Eq. (1)-(4), (8) on the structural causal model of bianet_lib.model.causal."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bianet_lib.causal import (
+from bianet_lib.model.causal import (
     LinearSCM,
     MediationSCM,
     effects,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import bianet_lib.train as train_mod
+import bianet_lib.engine.trainer as train_mod
 from bianet_lib import cli
 
 TINY = ["face_size=32", "face_widths=[8,8,16,16]", "audio_widths=[8,8,16,16]", "attn_channels=8",

@@ -49,7 +49,7 @@ def test_configs_saved_with_the_retired_extra_field_still_load():
 
 def test_every_preset_and_grid_run_is_in_range():
     """The range checks refuse nonsense, not a configuration the project uses."""
-    from bianet_lib import experiments as ex
+    from bianet_lib.experiments import grids as ex
 
     for preset in ("cpu-small", "paper"):
         load_config(preset)

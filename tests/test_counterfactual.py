@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bianet_lib.counterfactual import (
+from bianet_lib.model.counterfactual import (
     counterfactual_logits,
     counterfactual_loss,
     curriculum_weight,

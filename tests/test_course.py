@@ -215,8 +215,8 @@ def test_compare_runs_reports_results_metrics_config_and_weights(tmp_path):
     from helpers import random_split, tiny_config
 
     from bianet_lib.course import compare_runs
-    from bianet_lib.safeio import read_checkpoint, write_checkpoint
-    from bianet_lib.train import Trainer
+    from bianet_lib.engine.safeio import read_checkpoint, write_checkpoint
+    from bianet_lib.engine.trainer import Trainer
 
     committed, fresh = tmp_path / "committed", tmp_path / "fresh"
     run = committed / "bianet-cpu-small"
@@ -263,7 +263,7 @@ def test_verify_course_end_to_end_on_a_tiny_repository(tmp_path, capsys):
     from helpers import random_split, tiny_config
 
     from bianet_lib.course import verify_course
-    from bianet_lib.train import Trainer
+    from bianet_lib.engine.trainer import Trainer
 
     root, fresh = tmp_path / "repo", tmp_path / "fresh"
     run = root / "results" / "course" / "bianet-cpu-small"

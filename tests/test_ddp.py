@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from bianet_lib.model import BIANet
+from bianet_lib.model.network import BIANet
 from tests.helpers import random_split, tiny_config
 
 N_TRIALS, K, W = 8, 2, 0.5
@@ -103,7 +103,7 @@ def test_two_process_gradients_equal_one_process(tmp_path):
 
 def _fit_worker(rank, world, port, root):
     from bianet_lib.commands.train import destroy_distributed, init_distributed
-    from bianet_lib.train import Trainer
+    from bianet_lib.engine.trainer import Trainer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import bianet_lib.train as train_mod
-from bianet_lib import safeio
+import bianet_lib.engine.trainer as train_mod
+from bianet_lib.engine import safeio
 from bianet_lib.config import BIANetConfig
-from bianet_lib.data_sources import load_world, world_cache_path
-from bianet_lib.evaluate import OracleScorer, evaluate_protocols
-from bianet_lib.protocols import standard_trials
-from bianet_lib.safeio import read_checkpoint
-from bianet_lib.train import BEST, LATEST, NonFiniteLossError, Trainer, load_model
+from bianet_lib.data.sources import load_world, world_cache_path
+from bianet_lib.engine.evaluate import OracleScorer, evaluate_protocols
+from bianet_lib.engine.protocols import standard_trials
+from bianet_lib.engine.safeio import read_checkpoint
+from bianet_lib.engine.trainer import BEST, LATEST, NonFiniteLossError, Trainer, load_model
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 
@@ -162,8 +162,8 @@ def test_load_world_caches_by_world_config(tmp_path, monkeypatch):
 
 
 def test_select_route_cosine_validates_on_the_cosine_of_the_embeddings(tmp_path):
-    from bianet_lib.metrics import matching_accuracy
-    from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
+    from bianet_lib.engine.metrics import matching_accuracy
+    from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 
     train, val = splits()
     accs = {}
@@ -187,7 +187,7 @@ def test_select_route_cosine_validates_on_the_cosine_of_the_embeddings(tmp_path)
 def test_resume_under_another_config_is_refused(tmp_path):
     """A run resumed with epochs changed would keep the old cosine schedule (its T_max) while
     config.yaml says otherwise: refused, naming the field and both values."""
-    from bianet_lib.train import ConfigMismatchError
+    from bianet_lib.engine.trainer import ConfigMismatchError
 
     train, val = splits()
     Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False).fit()
@@ -199,8 +199,8 @@ def test_resume_under_another_config_is_refused(tmp_path):
 
 def test_resume_of_a_checkpoint_from_other_code_is_one_clear_error(tmp_path):
     """A latest.pt whose config has a field this code does not know (written by newer code)."""
-    from bianet_lib.safeio import write_checkpoint
-    from bianet_lib.train import ConfigMismatchError
+    from bianet_lib.engine.safeio import write_checkpoint
+    from bianet_lib.engine.trainer import ConfigMismatchError
 
     train, val = splits()
     Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False).fit()

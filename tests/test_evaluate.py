@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bianet_lib import metrics
+from bianet_lib.engine import metrics
 from bianet_lib.data.types import SplitData
-from bianet_lib.evaluate import (
+from bianet_lib.engine.evaluate import (
     CosineScorer,
     OracleScorer,
     RandomScorer,

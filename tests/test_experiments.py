@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bianet_lib import cli
-from bianet_lib import experiments as ex
+from bianet_lib.experiments import grids as ex
 
 TINY_GRID = ex.Grid("tiny", [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), 0),
                              ex.Run("bianet", tuple(ex.VARIANTS["bianet"]), 0)],
@@ -187,7 +187,7 @@ def test_grid_workers_die_with_a_killed_grid(tmp_path):
     script.write_text(
         "import multiprocessing as mp, os, sys, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from bianet_lib.experiments import die_with_parent\n"
+        "from bianet_lib.experiments.grids import die_with_parent\n"
         "def work():\n    time.sleep(60)\n"
         "if __name__ == '__main__':\n"
         "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent,\n"

@@ -56,7 +56,7 @@ def test_readme_sentences_about_the_gpu_report_match_it():
 def test_gpu_report_text_follows_its_numbers():
     """report_markdown writes its verdicts from the numbers: a loss that never falls below ln 2,
     or validation still rising at the end, changes the sentence."""
-    from bianet_lib.gpu_check import report_markdown
+    from bianet_lib.engine.gpu_check import report_markdown
 
     r = json.loads(REPORT.read_text())
     text = report_markdown(r)

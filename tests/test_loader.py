@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import random_split
 
-from bianet_lib.batches import IdentityBatches
+from bianet_lib.data.batches import IdentityBatches
 from bianet_lib.data.audio import load_clip
 from bianet_lib.data.faces import load_face
 from bianet_lib.data.store import StoreSettings, check_store, open_or_build
@@ -193,7 +193,7 @@ def test_trainer_on_stored_splits_resumes_exactly(tmp_path):
     epoch 1 and resumed ends with the same weights as the uninterrupted run."""
     from helpers import tiny_config
 
-    from bianet_lib.train import Trainer
+    from bianet_lib.engine.trainer import Trainer
 
     root = tmp_path / "tree"
     write_vox_tree(root, 8, 4, 4, clips_per_id=2, faces_per_id=2, seconds=0.5, face_size=32, workers=1)

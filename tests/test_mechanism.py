@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from bianet_lib.config import load_config
-from bianet_lib.diagnostics import ablated, diagnose, mechanism_health
-from bianet_lib.experiments import VARIANTS
-from bianet_lib.losses import discriminator_loss
-from bianet_lib.model import BIANet
-from bianet_lib.train import Trainer
+from bianet_lib.engine.diagnostics import ablated, diagnose, mechanism_health
+from bianet_lib.experiments.grids import VARIANTS
+from bianet_lib.model.losses import discriminator_loss
+from bianet_lib.model.network import BIANet
+from bianet_lib.engine.trainer import Trainer
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 #: Parameters that legitimately get no gradient, with the reason.
@@ -200,7 +200,7 @@ def test_control_arm_matches_bianet_parameter_count(preset):
 
 
 def test_confusion_target_has_its_minimum_at_indistinguishable_modalities():
-    from bianet_lib.losses import generator_adversarial_loss
+    from bianet_lib.model.losses import generator_adversarial_loss
 
     even = torch.zeros(4, 2)
     assert torch.isclose(generator_adversarial_loss(even, even), torch.tensor(2 * math.log(2)))
@@ -215,7 +215,7 @@ def test_confusion_target_has_its_minimum_at_indistinguishable_modalities():
 
 
 def test_adversarial_ramp_starts_at_zero_and_reaches_one():
-    from bianet_lib.losses import adversarial_ramp
+    from bianet_lib.model.losses import adversarial_ramp
 
     values = [adversarial_ramp(p / 10) for p in range(11)]
     assert values[0] == 0.0 and values[-1] > 0.9999

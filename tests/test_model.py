@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from bianet_lib.model import BIANet, MatchingClassifier
-from bianet_lib.scoring import BIANetScorer
-from bianet_lib.train import Trainer
+from bianet_lib.model.network import BIANet, MatchingClassifier
+from bianet_lib.engine.scoring import BIANetScorer
+from bianet_lib.engine.trainer import Trainer
 from tests.helpers import random_split, tiny_config
 
 
@@ -87,7 +87,7 @@ def test_full_model_overfits_a_tiny_fixed_set(tmp_path):
 
 
 def test_both_scoring_routes_embed_each_split_once():
-    from bianet_lib.protocols import evaluate_model
+    from bianet_lib.engine.protocols import evaluate_model
 
     torch.manual_seed(0)
     model = BIANet(tiny_config()).eval()

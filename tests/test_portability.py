@@ -20,7 +20,7 @@ def test_training_imports_without_librosa_or_soundfile():
     code = ("import sys\n"
             "for name in ('librosa', 'soundfile', 'audioread', 'seaborn', 'papermill'):\n"
             "    sys.modules[name] = None  # importing any of them now raises ImportError\n"
-            "import bianet_lib.train, bianet_lib.cli, bianet_lib.data.loader, bianet_lib.data.store\n"
+            "import bianet_lib.engine.trainer, bianet_lib.cli, bianet_lib.data.loader, bianet_lib.data.store\n"
             "from bianet_lib.cli import build_parser\n"
             "build_parser()\n"
             "print('ok')\n")

@@ -20,9 +20,9 @@ import torch
 import yaml
 from helpers import random_split, tiny_config
 
-from bianet_lib import provenance as pv
-from bianet_lib.safeio import read_checkpoint
-from bianet_lib.train import Trainer
+from bianet_lib.engine import provenance as pv
+from bianet_lib.engine.safeio import read_checkpoint
+from bianet_lib.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,13 +46,13 @@ def test_hash_ignores_docstrings_comments_and_layout_not_code():
 
 def test_relevant_modules_are_what_can_change_a_runs_numbers():
     names = set(pv.relevant_modules())
-    for needed in ("bianet_lib.train", "bianet_lib.model", "bianet_lib.losses", "bianet_lib.attention",
-                   "bianet_lib.affinity", "bianet_lib.encoders", "bianet_lib.config", "bianet_lib.counterfactual",
-                   "bianet_lib.data_sources", "bianet_lib.data.synthvox", "bianet_lib.evaluate",
-                   "bianet_lib.protocols", "bianet_lib.metrics", "bianet_lib.scoring"):
+    for needed in ("bianet_lib.engine.trainer", "bianet_lib.model.network", "bianet_lib.model.losses", "bianet_lib.model.attention",
+                   "bianet_lib.model.affinity", "bianet_lib.model.encoders", "bianet_lib.config", "bianet_lib.model.counterfactual",
+                   "bianet_lib.data.sources", "bianet_lib.data.synthvox", "bianet_lib.engine.evaluate",
+                   "bianet_lib.engine.protocols", "bianet_lib.engine.metrics", "bianet_lib.engine.scoring"):
         assert needed in names, needed
-    for unrelated in ("bianet_lib.provenance", "bianet_lib.course", "bianet_lib.viz", "bianet_lib.experiments",
-                      "bianet_lib.bench", "bianet_lib.cli", "bianet_lib.commands.train"):
+    for unrelated in ("bianet_lib.engine.provenance", "bianet_lib.course", "bianet_lib.viz", "bianet_lib.experiments.grids",
+                      "bianet_lib.engine.bench", "bianet_lib.cli", "bianet_lib.commands.train"):
         assert unrelated not in names, unrelated
 
 
@@ -111,7 +111,7 @@ def test_trainer_records_provenance_and_repeats_bit_for_bit(tiny_runs):
     timing = [json.loads(line) for line in (a / "timing.jsonl").read_text().splitlines()]
     assert [t["epoch"] for t in timing] == [1, 2] and all(t["seconds"] > 0 for t in timing)
     # a results record names its code by content, not by time or commit: two writes, same bytes
-    from bianet_lib.evaluate import results_record
+    from bianet_lib.engine.evaluate import results_record
 
     r1, r2 = (json.dumps(results_record({"acc": 0.5}, {"seed": 0}, 0)) for _ in range(2))
     assert r1 == r2 and json.loads(r1)["code"]["code_hash"] == pv.combined_hash(pv.code_hashes())
@@ -120,11 +120,11 @@ def test_trainer_records_provenance_and_repeats_bit_for_bit(tiny_runs):
 def test_check_run_names_changed_modules_and_config_drift(tmp_path, tiny_runs):
     run = shutil.copytree(tiny_runs[0], tmp_path / "run")
     record = json.loads((run / pv.PROVENANCE).read_text())
-    record["modules"]["bianet_lib/losses.py"] = "0" * 64
+    record["modules"]["bianet_lib/model/losses.py"] = "0" * 64
     record["code_hash"] = pv.combined_hash(record["modules"])
     (run / pv.PROVENANCE).write_text(json.dumps(record))
     problems = pv.check_run(run)
-    assert len(problems) == 1 and "bianet_lib/losses.py" in problems[0] and "train.py" not in problems[0]
+    assert len(problems) == 1 and "bianet_lib/model/losses.py" in problems[0] and "train.py" not in problems[0]
 
     shutil.copy(run / pv.PROVENANCE, tmp_path / "keep.json")
     (run / pv.PROVENANCE).write_text(json.dumps(pv.provenance_record(tiny_config())))
@@ -186,14 +186,14 @@ def test_committed_run_check_fails_for_a_run_made_by_other_code(tmp_path, monkey
     """The guard itself: a committed-looking run whose recorded code differs is reported."""
     run = shutil.copytree(tiny_runs[0], tmp_path / "results" / "course" / "r")
     record = json.loads((run / pv.PROVENANCE).read_text())
-    record["modules"]["bianet_lib/model.py"] = "f" * 64
+    record["modules"]["bianet_lib/model/network.py"] = "f" * 64
     record["code_hash"] = pv.combined_hash(record["modules"])
     (run / pv.PROVENANCE).write_text(json.dumps(record))
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     runs = committed_runs()
     assert list(runs) == ["results/course/r"]
     prov, config, _ = runs["results/course/r"]
-    assert "bianet_lib/model.py" in pv.check_provenance(prov, config)[0]
+    assert "bianet_lib/model/network.py" in pv.check_provenance(prov, config)[0]
     assert not excused("results/course/r", None) and not excused("results/course/r", "0" * 40)
     # the course runs carry provenance now: a course run of an old commit is no longer excused,
     # while a grid record of one of the grid's listed commits still is
@@ -212,7 +212,7 @@ def test_code_hash_is_the_same_on_every_python():
     import ast
     import sys
 
-    from bianet_lib.provenance import PACKAGE_DIR, canonical_dump
+    from bianet_lib.engine.provenance import PACKAGE_DIR, canonical_dump
 
     src = "def f(a, *, b=None) -> int:\n    return a if b is None else b\nclass C(object):\n    x: int = 1\n"
     tree = ast.parse(src)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from bianet_lib import experiments as ex
-from bianet_lib import safeio
-from bianet_lib.safeio import CheckpointError, FileLock, read_checkpoint
-from bianet_lib.train import BEST, LATEST, METRICS, TIMING, Trainer
+from bianet_lib.experiments import grids as ex
+from bianet_lib.engine import safeio
+from bianet_lib.engine.safeio import CheckpointError, FileLock, read_checkpoint
+from bianet_lib.engine.trainer import BEST, LATEST, METRICS, TIMING, Trainer
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def hash_the_code_once():
     this module, so hash it once: the many runs below stay fast, the files stay the same."""
     import functools
 
-    from bianet_lib import provenance
+    from bianet_lib.engine import provenance
 
     real = provenance.code_hashes
     provenance.code_hashes = functools.lru_cache(maxsize=None)(real)
@@ -210,8 +210,8 @@ def test_kill_during_training_steps_resumes_bit_identical(reference, tmp_path):
 KILLED_CHILD = textwrap.dedent("""
     import os, signal, sys, torch
     sys.path.insert(0, {repo!r})
-    from bianet_lib import safeio
-    from bianet_lib.train import Trainer
+    from bianet_lib.engine import safeio
+    from bianet_lib.engine.trainer import Trainer
     from tests.helpers import random_split, tiny_config
     class ScriptedTrainer(Trainer):
         def validate(self):
@@ -302,7 +302,7 @@ def test_evaluate_refuses_a_damaged_checkpoint_with_one_line(kind, trained_run, 
     bad = tmp_path / "best.pt"
     bad.write_bytes(_damaged(kind, good, tmp_path))
     with pytest.raises(CheckpointError):
-        from bianet_lib.train import load_model
+        from bianet_lib.engine.trainer import load_model
 
         load_model(bad)
     capsys.readouterr()
@@ -315,7 +315,7 @@ def test_evaluate_refuses_a_damaged_checkpoint_with_one_line(kind, trained_run, 
 
 
 def test_a_checkpoint_without_checksum_loads_with_a_warning(trained_run, tmp_path):
-    from bianet_lib.train import load_model
+    from bianet_lib.engine.trainer import load_model
 
     state = read_checkpoint(trained_run / BEST)
     old = tmp_path / "old.pt"
@@ -327,7 +327,8 @@ def test_a_checkpoint_without_checksum_loads_with_a_warning(trained_run, tmp_pat
 
 def test_evaluate_reproduces_train_exactly_with_the_runs_threads(trained_run, tmp_path, capsys, monkeypatch):
     """evaluate runs under the run's num_threads (1) even when the process default differs."""
-    from bianet_lib import cli, protocols
+    from bianet_lib import cli
+    from bianet_lib.engine import protocols
 
     threads, real = [], protocols.evaluate_model
 
@@ -354,7 +355,7 @@ def test_results_and_checkpoints_have_normal_permissions(trained_run):
 # --- locks ----------------------------------------------------------------------------------------
 def test_a_lock_of_a_killed_holder_is_free(tmp_path):
     path = tmp_path / "x.lock"
-    code = f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from bianet_lib.safeio import FileLock; " \
+    code = f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from bianet_lib.engine.safeio import FileLock; " \
            f"FileLock({str(path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

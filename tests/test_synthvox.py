@@ -175,7 +175,7 @@ def test_synth_command(tmp_path, capsys):
 
 
 def test_oracle_is_an_evaluator_scorer(tiny_world):
-    from bianet_lib.evaluate import evaluate_protocols
+    from bianet_lib.engine.evaluate import evaluate_protocols
 
     cfg = S.WorldConfig(n_train=40, n_val=1, n_test=1, faces_per_id_train=1, voices_per_id_train=1,
                         face_size=16, clip_seconds=0.25)
@@ -385,7 +385,7 @@ def test_synth_command_local_writes_masks(tmp_path, capsys):
 
 def test_config_fields_select_the_world():
     from bianet_lib.config import BIANetConfig
-    from bianet_lib.data_sources import world_cache_path, world_config
+    from bianet_lib.data.sources import world_cache_path, world_config
 
     base = BIANetConfig()
     assert world_config(base) == S.WorldConfig()           # the default world, unchanged

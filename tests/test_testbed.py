@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bianet_lib import experiments as ex
-from bianet_lib import testbed as tb
+from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import testbed as tb
 from bianet_lib.config import load_config
-from bianet_lib.data_sources import load_world
-from bianet_lib.endpoints import trial_correct
-from bianet_lib.model import BIANet
-from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
+from bianet_lib.data.sources import load_world
+from bianet_lib.experiments.endpoints import trial_correct
+from bianet_lib.model.network import BIANet
+from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_DIR = ROOT / "results" / "experiments" / "testbed-calibration"
@@ -219,12 +219,12 @@ GRID16_DIR = ROOT / "results" / "experiments" / "testbed-16"
 
 
 @pytest.mark.parametrize("pattern, path, store, arms", [
-    (r"^SECONDARY_COMPARISONS = ", "bianet_lib/testbed.py", TESTBED_DIR, ex.TESTBED_SECONDARY),
-    (r"^TABLE6_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.TABLE6_VARIANTS),
-    (r'"testbed-16-more": Grid\(', "bianet_lib/experiments.py", GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
-    (r"^FIG7_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.FIG7_VARIANTS),
-    (r"^BIAS_COMPARISONS = ", "bianet_lib/testbed.py", GRID16_DIR, ex.BIAS_VARIANTS),
-    (r'"testbed-16-rest": Grid\(', "bianet_lib/experiments.py", GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
+    (r"^SECONDARY_COMPARISONS = ", "bianet_lib/experiments/testbed.py", TESTBED_DIR, ex.TESTBED_SECONDARY),
+    (r"^TABLE6_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.TABLE6_VARIANTS),
+    (r'"testbed-16-more": Grid\(', "bianet_lib/experiments/grids.py", GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
+    (r"^FIG7_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.FIG7_VARIANTS),
+    (r"^BIAS_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.BIAS_VARIANTS),
+    (r'"testbed-16-rest": Grid\(', "bianet_lib/experiments/grids.py", GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
 ], ids=["secondary", "table6", "converged-more-grid", "fig7", "bias", "converged-rest-grid"])
 def test_later_families_were_committed_before_their_runs(pattern, path, store, arms):
     """Pre-registration of the later families: the commit that wrote the family (or the grid that
@@ -310,7 +310,7 @@ def _assert_set_before_first_run(constant: str, runs_dir: Path) -> None:
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
     set_at = _git("log", "--reverse", "--format=%H", "-G", rf"^{constant}: float \| None = [0-9]",
-                  "--", "bianet_lib/testbed.py").splitlines()
+                  "--", "bianet_lib/experiments/testbed.py").splitlines()
     first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(runs_dir)).splitlines()
     if first_run:
         assert set_at, f"{constant} was never set in a commit"
@@ -336,7 +336,7 @@ def test_the_converged_setting_is_its_own_baseline_calibration():
     """Pre-registration of the 16-epoch grid: CALIBRATED_SCALE_LONG is the rule applied to the
     committed 16-epoch baseline-only calibration; every run of the grid uses it and 16 epochs; the
     commit that set it precedes the first commit holding one of the grid's runs."""
-    from bianet_lib.experiments import GRIDS, TESTBED_LONG_EPOCHS
+    from bianet_lib.experiments.grids import GRIDS, TESTBED_LONG_EPOCHS
 
     cal16, grid16 = ROOT / "results" / "experiments" / "testbed-calibration-16", ROOT / "results" / "experiments" / "testbed-16"
     rows = tb.calibration_rows(cal16)

@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
 
-    from bianet_lib.bench import run_bench
+    from bianet_lib.engine.bench import run_bench
 
     if args.out:
-        from bianet_lib.safeio import check_out_file
+        from bianet_lib.engine.safeio import check_out_file
 
         try:  # refused before the work, not after it
             check_out_file(args.out, "--out")
@@ -81,14 +81,14 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        from bianet_lib.safeio import atomic_write_text
+        from bianet_lib.engine.safeio import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     return 0
 
 
 def _loader(args: argparse.Namespace) -> int:
-    from bianet_lib.bench import run_loader_bench
+    from bianet_lib.engine.bench import run_loader_bench
 
     try:
         sizes = [int(x) for x in args.loader.split(",") if x.strip()]
@@ -100,7 +100,7 @@ def _loader(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        from bianet_lib.safeio import atomic_write_text
+        from bianet_lib.engine.safeio import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     return 0

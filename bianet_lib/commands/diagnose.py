@@ -21,9 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bianet_lib.data_sources import load_world
-    from bianet_lib.diagnostics import diagnose, format_report
-    from bianet_lib.train import load_model
+    from bianet_lib.data.sources import load_world
+    from bianet_lib.engine.diagnostics import diagnose, format_report
+    from bianet_lib.engine.trainer import load_model
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

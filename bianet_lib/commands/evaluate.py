@@ -1,7 +1,7 @@
 """``bianet evaluate``: re-evaluate a run's checkpoint on the same world and trial lists.
 
 The config comes from the checkpoint, the world from it (SynthVox: regenerated or read from
-the cache, identical either way), the trials from :func:`bianet_lib.protocols.standard_trials`
+the cache, identical either way), the trials from :func:`bianet_lib.engine.protocols.standard_trials`
 with the fixed protocol seed; so evaluating ``best`` reproduces ``results.json`` exactly.
 """
 
@@ -36,11 +36,11 @@ def evaluate_checkpoint(path: str | Path, world: dict | None = None, device: str
     import torch
 
     from bianet_lib.config import BIANetConfig
-    from bianet_lib.data_sources import load_world
-    from bianet_lib.evaluate import results_record
-    from bianet_lib.protocols import evaluate_model
-    from bianet_lib.safeio import read_checkpoint
-    from bianet_lib.train import model_from_checkpoint, resolve_device
+    from bianet_lib.data.sources import load_world
+    from bianet_lib.engine.evaluate import results_record
+    from bianet_lib.engine.protocols import evaluate_model
+    from bianet_lib.engine.safeio import read_checkpoint
+    from bianet_lib.engine.trainer import model_from_checkpoint, resolve_device
 
     path = Path(path)
     state = read_checkpoint(path)  # on the CPU; the model moves to the device below
@@ -63,7 +63,7 @@ def evaluate_checkpoint(path: str | Path, world: dict | None = None, device: str
 
 
 def print_summary(record: dict) -> None:
-    from bianet_lib.protocols import format_summary
+    from bianet_lib.engine.protocols import format_summary
 
     ck = record["checkpoint"]
     print(f"{ck['file']}: epoch {ck['epoch']}, validation 1:2 accuracy {ck['best_val_acc']:.3f} "
@@ -78,8 +78,8 @@ def _resolve(run_dir: Path, which: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bianet_lib.evaluate import write_results_json
-    from bianet_lib.train import resolve_device
+    from bianet_lib.engine.evaluate import write_results_json
+    from bianet_lib.engine.trainer import resolve_device
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                     raise ValueError("no CUDA device is available")
         except (RuntimeError, ValueError) as exc:
             raise UsageError(f"--device {args.device}: {exc}") from None
-    from bianet_lib.safeio import check_out_file
+    from bianet_lib.engine.safeio import check_out_file
 
     out = Path(args.out) if args.out else run_dir / f"evaluate-{path.stem}.json"
     try:

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bianet_lib.experiments import GRIDS, GridRunError, pending_runs, result_path, run_grid
+    from bianet_lib.experiments.grids import GRIDS, GridRunError, pending_runs, result_path, run_grid
 
     if args.grid not in GRIDS:
         raise UsageError(f"unknown grid {args.grid!r}: expected one of {', '.join(sorted(GRIDS))}")
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     grid = GRIDS[args.grid]
     if args.results_dir is None:
-        from bianet_lib.safeio import repo_relative
+        from bianet_lib.engine.safeio import repo_relative
 
         args.results_dir = str(repo_relative("results/experiments"))
     elif Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():

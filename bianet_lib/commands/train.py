@@ -89,7 +89,7 @@ def load_world_ranked(cfg):
     """load_world on rank 0 first (it fills the cache), then on the other ranks."""
     import torch.distributed as dist
 
-    from bianet_lib.data_sources import load_world
+    from bianet_lib.data.sources import load_world
 
     distributed = dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
@@ -107,7 +107,7 @@ def preflight_shapes(cfg) -> None:
     import torch
 
     from bianet_lib.data.audio import SAMPLE_RATE
-    from bianet_lib.encoders import AudioEncoder, FaceEncoder
+    from bianet_lib.model.encoders import AudioEncoder, FaceEncoder
 
     checks = (("face_size", cfg.face_size, lambda: FaceEncoder(
                   cfg.face_encoder, cfg.face_widths, None, cfg.face_strides, cfg.encoder_map),
@@ -126,9 +126,9 @@ def preflight_shapes(cfg) -> None:
 def run(args: argparse.Namespace) -> int:
     from bianet_lib.commands.evaluate import evaluate_checkpoint, print_summary
     from bianet_lib.config import load_config
-    from bianet_lib.evaluate import write_results_json
-    from bianet_lib.safeio import CheckpointError, LockBusy
-    from bianet_lib.train import (
+    from bianet_lib.engine.evaluate import write_results_json
+    from bianet_lib.engine.safeio import CheckpointError, LockBusy
+    from bianet_lib.engine.trainer import (
         BEST,
         CONFIG,
         LATEST,
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if Distributed.from_env().is_main:  # skips are never silent: saved beside the run
-            from bianet_lib.data_sources import save_skip_report
+            from bianet_lib.data.sources import save_skip_report
 
             saved = save_skip_report(world, run_dir)
             if saved:

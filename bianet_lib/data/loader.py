@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bianet_lib.batches import Batch, BatchPlan, IdentityBatchSampler
+from bianet_lib.data.batches import Batch, BatchPlan, IdentityBatchSampler
 from bianet_lib.data.store import StoredSplit
 
 

@@ -76,7 +76,7 @@ class OracleMatcher:
 
     __call__ = scores
 
-    # The evaluator's Scorer protocol (bianet_lib.evaluate). An embedding is
+    # The evaluator's Scorer protocol (bianet_lib.engine.evaluate). An embedding is
     # [is_voice, 4 voice observables, 5 face observables], the other modality's part zero,
     # so match_logits can tell which side is the voice.
     def embed(self, split: SplitData, modality: str, batch_size: int = 256) -> torch.Tensor:

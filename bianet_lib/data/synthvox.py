@@ -134,7 +134,7 @@ def _kinds(spec: str) -> tuple[str, ...]:
 
 #: Named worlds. "local": the test-bed of issue 11, global nuisance at a low fixed level and
 #: local, confusable interference with masks on half the samples (shares calibrated on the
-#: baseline, bianet_lib.testbed). On every sample (p = 1) the baseline stopped learning before the
+#: baseline, bianet_lib.experiments.testbed). On every sample (p = 1) the baseline stopped learning before the
 #: drop reached its target (chance at 1.5x; results/testbed-history/), so half stay clean.
 PRESETS: dict[str, dict] = {
     "default": {},

@@ -99,8 +99,8 @@ def test_split_at(cfg, dose: float, base=None):
     """The config's test split regenerated at ``dose`` x its local scale (cached beside the world;
     dose 1 is ``base`` when given)."""
     from bianet_lib.data.synthvox import regenerate_split
-    from bianet_lib.data_sources import world_cache_path, world_config
-    from bianet_lib.safeio import atomic_write_bytes
+    from bianet_lib.data.sources import world_cache_path, world_config
+    from bianet_lib.engine.safeio import atomic_write_bytes
 
     if dose == 1.0 and base is not None:
         return base
@@ -138,8 +138,8 @@ def attention_masses(model, test, device="cpu", n: int = N_ATTENTION) -> dict:
         token_share_1d,
         token_share_2d,
     )
-    from bianet_lib.diagnostics import _inputs
-    from bianet_lib.endpoints import attention_mass_on_mask
+    from bianet_lib.engine.diagnostics import _inputs
+    from bianet_lib.experiments.endpoints import attention_mass_on_mask
 
     model.eval()
     out: dict = {}
@@ -212,8 +212,8 @@ def local_probes(model, test, device="cpu", scorer=None) -> dict:
     """Linear probes (folds grouped by identity) of h_hat and, with NIA, h_tilde for the local
     interference's kind (all samples) and position (samples that carry it). ``scorer``: a
     ``BIANetScorer`` of ``model`` whose embeddings of ``test`` may already be cached."""
-    from bianet_lib.diagnostics import linear_probe
-    from bianet_lib.scoring import BIANetScorer
+    from bianet_lib.engine.diagnostics import linear_probe
+    from bianet_lib.engine.scoring import BIANetScorer
 
     scorer = scorer if scorer is not None else BIANetScorer(model, device)
     out = {}
@@ -240,8 +240,8 @@ def _finite(probe: dict) -> dict:
 # --- 2, 3, 5: per-trial correctness under each condition --------------------------------------
 def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     """Every endpoint of one trained model on the test-bed (see the module docstring)."""
-    from bianet_lib.endpoints import neutral_fill, trial_correct
-    from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
+    from bianet_lib.experiments.endpoints import neutral_fill, trial_correct
+    from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 
     test = world["test"]
     if test.face_boxes is None and test.voice_intervals is None:
@@ -377,7 +377,7 @@ def clusters_for(record: dict) -> dict[str, np.ndarray]:
     """The query identity of every endpoint trial per direction, for a run's config (reads the
     cached clean-twin test split; the identities are the same at every dose)."""
     from bianet_lib.config import BIANetConfig
-    from bianet_lib.endpoints import query_identities
+    from bianet_lib.experiments.endpoints import query_identities
 
     test = test_split_at(BIANetConfig.from_dict(record["config"]), 0.0)
     return {d: query_identities(test, tr) for d, tr in endpoint_trials(test).items()}
@@ -538,7 +538,7 @@ def endpoint_markdown(records: dict[str, list[dict]]) -> list[str]:
 
 def expected_runs(store: str) -> set[tuple[str, int]]:
     """(run name, seed) of every run that the grids writing to the store ``store`` define."""
-    from bianet_lib.experiments import GRIDS
+    from bianet_lib.experiments.grids import GRIDS
 
     return {(r.name, r.seed) for g in GRIDS.values() if g.store == store for r in g.runs}
 
@@ -641,7 +641,7 @@ def learned(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_b
     0.5). A clean-twin drop only measures robustness for a run that learned: a model at chance has
     nothing to lose, so its drop is 0 whatever it attends to, and one such seed pulls its arm's
     mean drop towards 0."""
-    from bianet_lib.endpoints import bootstrap_mean_ci
+    from bianet_lib.experiments.endpoints import bootstrap_mean_ci
 
     out = []
     for arm, recs in records.items():
@@ -873,7 +873,7 @@ def sweep_lines() -> dict[str, dict[str, dict[float, str]]]:
     Fig. 7's two temperatures (the default value is the ``bianet`` arm) and the bias study's rho
     (rho 0 is the arm trained without the shortcut)."""
     from bianet_lib.config import BIANetConfig
-    from bianet_lib.experiments import BIAS_VARIANTS, FIG7_VARIANTS
+    from bianet_lib.experiments.grids import BIAS_VARIANTS, FIG7_VARIANTS
 
     default = BIANetConfig()
     fig7: dict[str, dict[float, str]] = {}

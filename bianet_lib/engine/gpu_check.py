@@ -1,4 +1,4 @@
-"""One prepared GPU check (``scripts/gpu_check.sh``; ``python3 -m bianet_lib.gpu_check``).
+"""One prepared GPU check (``scripts/gpu_check.sh``; ``python3 -m bianet_lib.engine.gpu_check``).
 
 Runs with the interpreter already on a machine (repository on PYTHONPATH, no venv, no network)
 and writes one JSON report (``results/gpu/report-<device>.json`` and, when set, ``$OUT``):
@@ -123,8 +123,8 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
               budget_s: float | None = None) -> dict:
     import torch
 
-    from bianet_lib.batches import IdentityBatches
-    from bianet_lib.bench import bench_config, time_train_steps
+    from bianet_lib.data.batches import IdentityBatches
+    from bianet_lib.engine.bench import bench_config, time_train_steps
     from bianet_lib.data.store import StoreSettings, open_or_build
     from bianet_lib.data.vox_tree import write_vox_tree
     from bianet_lib.data.voxceleb import build_index

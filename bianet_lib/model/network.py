@@ -4,7 +4,7 @@ Each modality has its own encoder and its own :class:`BidirectionalIntervention`
 "generator" MLP maps both modalities' maps into the 128-d space H (Sec. 4.4), a discriminator
 plays the adversarial game on H, and the matching classifier C_m scores a query against K
 candidates from exp(h_0 - h_k) (Eq. 20-21). Counterfactual inference (Eq. 22) combines the
-positive (PIA) and negative (NIA) predictions: see :mod:`bianet_lib.counterfactual`.
+positive (PIA) and negative (NIA) predictions: see :mod:`bianet_lib.model.counterfactual`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from bianet_lib.attention import (
+from bianet_lib.model.attention import (
     BidirectionalIntervention,
     InterventionOutput,
     TokenSelfAttention,
     control_width,
 )
 from bianet_lib.config import BIANetConfig
-from bianet_lib.counterfactual import counterfactual_logits
-from bianet_lib.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
+from bianet_lib.model.counterfactual import counterfactual_logits
+from bianet_lib.model.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
 
 
 class SharedEmbedding(nn.Module):

@@ -162,7 +162,7 @@ SMOKE_BASE = ["world_n_train=12", "world_n_val=4", "world_n_test=6", "world_per_
               "face_widths=[8, 8, 16, 16]", "audio_widths=[8, 8, 16, 16]", "attn_channels=8",
               "hidden_dim=32", "embed_dim=16", "n_mels=16", "num_threads=1", "device=cpu"]
 
-# --- the local-interference test-bed (issue 11; bianet_lib.testbed) ---------------------------
+# --- the local-interference test-bed (issue 11; bianet_lib.experiments.testbed) ---------------------------
 TESTBED_ARMS = ("baseline", "pia", "nia", "bianet", "control")
 TESTBED_SEEDS = (0, 1, 2, 3, 4)
 #: The CPU default of notebook 07: the arms the README's answer rests on, 3 seeds.
@@ -183,14 +183,14 @@ TESTBED_LONG_EPOCHS = 16
 
 
 def _testbed_base() -> list[str]:
-    from bianet_lib.testbed import TESTBED_WORLD
+    from bianet_lib.experiments.testbed import TESTBED_WORLD
 
     return [*REDUCED_BASE, *TESTBED_WORLD]
 
 
 def calibration_runs() -> list[Run]:
-    """The baseline alone at every calibration strength (bianet_lib.testbed)."""
-    from bianet_lib.testbed import CALIBRATION_SCALES, CALIBRATION_SEEDS
+    """The baseline alone at every calibration strength (bianet_lib.experiments.testbed)."""
+    from bianet_lib.experiments.testbed import CALIBRATION_SCALES, CALIBRATION_SEEDS
 
     return [Run(f"baseline_scale{s:g}", (*VARIANTS["baseline"], f"world_local_scale={s}"), seed)
             for s in CALIBRATION_SCALES for seed in CALIBRATION_SEEDS]
@@ -199,7 +199,7 @@ def calibration_runs() -> list[Run]:
 def testbed_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
     """Every arm at the calibrated strength, seed-major (a partly finished grid is balanced).
     Empty until the calibration is committed (testbed.CALIBRATED_SCALE)."""
-    from bianet_lib.testbed import CALIBRATED_SCALE
+    from bianet_lib.experiments.testbed import CALIBRATED_SCALE
 
     if CALIBRATED_SCALE is None:
         return []
@@ -208,7 +208,7 @@ def testbed_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
 
 def testbed_secondary_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
     """The peer and BIANet without the curriculum at the calibrated strength, seed-major."""
-    from bianet_lib.testbed import CALIBRATED_SCALE
+    from bianet_lib.experiments.testbed import CALIBRATED_SCALE
 
     return [Run(name, (*over, f"world_local_scale={CALIBRATED_SCALE}"), s)
             for s in seeds for name, over in TESTBED_SECONDARY.items()]
@@ -222,7 +222,7 @@ def calibration_long_runs() -> list[Run]:
 
 def testbed_long_runs(seeds=TESTBED_SEEDS[:2]) -> list[Run]:
     """The baseline and BIANet trained for ``TESTBED_LONG_EPOCHS`` (named ``<arm>_long``)."""
-    from bianet_lib.testbed import CALIBRATED_SCALE
+    from bianet_lib.experiments.testbed import CALIBRATED_SCALE
 
     return [Run(f"{a}_long", (*VARIANTS[a], f"world_local_scale={CALIBRATED_SCALE}", f"epochs={TESTBED_LONG_EPOCHS}"), s)
             for s in seeds for a in ("baseline", "bianet")]
@@ -231,7 +231,7 @@ def testbed_long_runs(seeds=TESTBED_SEEDS[:2]) -> list[Run]:
 def testbed_converged_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
     """Every arm at ``TESTBED_LONG_EPOCHS`` and the strength its own calibration chose
     (testbed.CALIBRATED_SCALE_LONG), seed-major; empty until that setting is committed."""
-    from bianet_lib.testbed import CALIBRATED_SCALE_LONG
+    from bianet_lib.experiments.testbed import CALIBRATED_SCALE_LONG
 
     if CALIBRATED_SCALE_LONG is None:
         return []
@@ -242,7 +242,7 @@ def testbed_converged_runs(arms=TESTBED_ARMS, seeds=TESTBED_SEEDS) -> list[Run]:
 def testbed_converged_rest_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
     """The fourth and fifth families at the converged setting, 3 seeds: Fig. 7's temperatures first
     (seed-major), then the bias study (seed-major): resumable, run in chunks across sessions."""
-    from bianet_lib.testbed import CALIBRATED_SCALE_LONG
+    from bianet_lib.experiments.testbed import CALIBRATED_SCALE_LONG
 
     if CALIBRATED_SCALE_LONG is None:
         return []
@@ -254,7 +254,7 @@ def testbed_converged_rest_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
 def testbed_converged_more_runs(seeds=TESTBED_SEEDS[:3]) -> list[Run]:
     """The second and third families at the converged setting, 3 seeds: the peer and BIANet without
     the curriculum first (seed-major), then Table 6's fixed thresholds (seed-major)."""
-    from bianet_lib.testbed import CALIBRATED_SCALE_LONG
+    from bianet_lib.experiments.testbed import CALIBRATED_SCALE_LONG
 
     if CALIBRATED_SCALE_LONG is None:
         return []
@@ -346,11 +346,11 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     The caller holds the run's lock (:func:`claim_and_execute`). A scratch folder left by an
     attempt under another config (the grid's definition changed) is discarded, not mixed in.
     """
-    from bianet_lib.data_sources import load_world
-    from bianet_lib.evaluate import results_record, write_results_json
-    from bianet_lib.protocols import evaluate_model
-    from bianet_lib.provenance import provenance_record
-    from bianet_lib.train import BEST, ConfigMismatchError, Trainer, load_model
+    from bianet_lib.data.sources import load_world
+    from bianet_lib.engine.evaluate import results_record, write_results_json
+    from bianet_lib.engine.protocols import evaluate_model
+    from bianet_lib.engine.provenance import provenance_record
+    from bianet_lib.engine.trainer import BEST, ConfigMismatchError, Trainer, load_model
 
     cfg = grid.config(run)
     out = result_path(results_dir, grid, run)
@@ -369,8 +369,8 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
     record = results_record(metrics, cfg.to_dict(), run.seed)
     record["provenance"] = provenance  # the code that trained it (a stale result is visible)
-    if cfg.world_preset == "local":  # the test-bed's mechanism endpoints (bianet_lib.testbed)
-        from bianet_lib.testbed import run_endpoints
+    if cfg.world_preset == "local":  # the test-bed's mechanism endpoints (bianet_lib.experiments.testbed)
+        from bianet_lib.experiments.testbed import run_endpoints
 
         record["endpoints"] = run_endpoints(model, cfg, world, trainer.device)
     record["experiment"] = {"grid": grid.name, "name": run.name, "run_id": run.run_id,
@@ -397,7 +397,7 @@ def claim_and_execute(grid: Grid, run: Run, results_dir: str | Path, wait: bool 
     the JSON written, None when it was already done (by anyone), or :data:`BUSY` when another
     process holds the lock and ``wait`` is False.
     """
-    from bianet_lib.safeio import FileLock
+    from bianet_lib.engine.safeio import FileLock
 
     lock = FileLock(lock_path(results_dir, grid, run))
     if not lock.acquire(blocking=wait):
@@ -413,7 +413,7 @@ def claim_and_execute(grid: Grid, run: Run, results_dir: str | Path, wait: bool 
 
 def _remove_finished_scratch(grid: Grid, results_dir: str | Path, finished: list[Run]) -> None:
     """Checkpoints of finished runs that a kill left behind (after the JSON, before the cleanup)."""
-    from bianet_lib.safeio import FileLock
+    from bianet_lib.engine.safeio import FileLock
 
     for run in finished:
         if _scratch(results_dir, grid, run).exists():
@@ -481,7 +481,7 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
     """
     from tqdm import tqdm
 
-    from bianet_lib.data_sources import load_world
+    from bianet_lib.data.sources import load_world
 
     grid = get_grid(grid_name)
     workers = grid.workers if workers is None else workers
@@ -490,7 +490,7 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
     done: list[Path] = []
     if not todo:
         return done
-    from bianet_lib.data_sources import world_cache_path
+    from bianet_lib.data.sources import world_cache_path
 
     seen = set()
     for run in todo:  # fill the world cache once per distinct world (rho, local scale, ...)

@@ -41,9 +41,9 @@ import bianet_lib
 PROVENANCE = "provenance.json"
 #: Modules whose import closure decides a run's numbers: the data (SynthVox worlds, VoxCeleb
 #: loading), training and the evaluation protocols.
-ROOTS = ("bianet_lib.data_sources", "bianet_lib.train", "bianet_lib.protocols", "bianet_lib.evaluate")
+ROOTS = ("bianet_lib.data.sources", "bianet_lib.engine.trainer", "bianet_lib.engine.protocols", "bianet_lib.engine.evaluate")
 #: Imported by the trainer but never changes a number: this module records, it does not compute.
-EXCLUDED = ("bianet_lib.provenance",)
+EXCLUDED = ("bianet_lib.engine.provenance",)
 PACKAGE_DIR = Path(bianet_lib.__file__).resolve().parent
 
 
@@ -189,7 +189,7 @@ def provenance_record(cfg) -> dict:
 
 def write_provenance(run_dir: str | Path, cfg) -> Path:
     """Write ``run_dir/provenance.json`` for a run of ``cfg`` (call after the thread count is set)."""
-    from bianet_lib.safeio import atomic_write_text
+    from bianet_lib.engine.safeio import atomic_write_text
 
     path = Path(run_dir) / PROVENANCE
     atomic_write_text(path, json.dumps(provenance_record(cfg), indent=2) + "\n")

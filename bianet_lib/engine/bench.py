@@ -54,7 +54,7 @@ def _sync(device: torch.device) -> None:
 
 def time_train_steps(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:
     """Median/mean seconds of ``Trainer.train_step`` on one fixed synthetic batch."""
-    from bianet_lib.train import Trainer
+    from bianet_lib.engine.trainer import Trainer
 
     split = synthetic_split(cfg, cfg.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +90,7 @@ def _max_rss_mb() -> float:
 
 def identity_batch_rate(cfg: BIANetConfig, seconds: float = 2.0, workers: int = 2) -> dict:
     """Batches/s that IdentityBatches draws from a generated SynthVox world of cfg's shapes."""
-    from bianet_lib.batches import IdentityBatches
+    from bianet_lib.data.batches import IdentityBatches
     from bianet_lib.data.synthvox import WorldConfig, generate_world, per_core_rates
 
     wc = WorldConfig(n_train=max(2 * cfg.batch_size, 10), n_val=2, n_test=2, faces_per_id_train=2,
@@ -189,7 +189,7 @@ def loader_child(spec: dict) -> dict:
     """One tree size, in its own process (so peak RSS is this size's alone): generate the tree,
     build the train split's feature store (timed), then read ``batches`` batches through the
     DataLoader with each worker count (samples/s)."""
-    from bianet_lib.batches import IdentityBatches
+    from bianet_lib.data.batches import IdentityBatches
     from bianet_lib.data.store import StoreSettings, open_or_build
     from bianet_lib.data.vox_tree import write_vox_tree
     from bianet_lib.data.voxceleb import build_index
@@ -255,7 +255,7 @@ def run_loader_bench(sizes=(200, 1251), clips_per_id: int = 4, faces_per_id: int
                     "faces_per_id": faces_per_id, "seconds": seconds, "clip_seconds": clip_seconds,
                     "face_size": face_size, "batch_size": batch_size, "workers": list(workers),
                     "batches": batches, "build_workers": build_workers}
-            code = ("import json, sys; from bianet_lib.bench import loader_child; "
+            code = ("import json, sys; from bianet_lib.engine.bench import loader_child; "
                     "print(json.dumps(loader_child(json.loads(sys.argv[1]))))")
             res = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True,
                                  text=True, cwd=Path(__file__).resolve().parents[1])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import bianet_lib
-from bianet_lib import metrics
+from bianet_lib.engine import metrics
 from bianet_lib.data.types import SplitData
 
 #: Query samples with interference_strength at or above this count as "interfered". A fixed
@@ -301,7 +301,7 @@ def results_record(metrics: dict, config: dict, seed: int) -> dict:
     The code is named by its content hash (``provenance``), not by a git commit or a time: the
     same code on the same machine writes the same bytes, so regenerated results leave the tree
     clean (a commit could not name itself anyway)."""
-    from bianet_lib.provenance import code_hashes, combined_hash
+    from bianet_lib.engine.provenance import code_hashes, combined_hash
 
     return {"metrics": metrics, "config": config, "seed": seed,
             "code": {"bianet_lib": bianet_lib.__version__, "code_hash": combined_hash(code_hashes())},
@@ -313,7 +313,7 @@ def write_results_json(record: dict, path: str | os.PathLike) -> Path:
     """Write ``record`` as JSON atomically and durably (``safeio.atomic_write_text``: unique
     temporary file, fsync, rename, normal permissions): a crash never leaves a half-written
     results file."""
-    from bianet_lib.safeio import atomic_write_text
+    from bianet_lib.engine.safeio import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bianet_lib.affinity import affinity, to_rows
-from bianet_lib.attention import negative_attention
+from bianet_lib.model.affinity import affinity, to_rows
+from bianet_lib.model.attention import negative_attention
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
-from bianet_lib.metrics import matching_accuracy
-from bianet_lib.model import BIANet
-from bianet_lib.scoring import BIANetScorer
+from bianet_lib.engine.metrics import matching_accuracy
+from bianet_lib.model.network import BIANet
+from bianet_lib.engine.scoring import BIANetScorer
 
 TABLE6_EPSILONS = (0.01, 0.1, 0.2)
 NIA_TAUS = (1.0, 10.0, 50.0)
@@ -388,7 +388,7 @@ def health_markdown(reports: dict[str, dict]) -> str:
 
 def results_markdown(records: dict[str, dict]) -> str:
     """A markdown table of several runs' ``results.json`` (classifier route, cosine in brackets)."""
-    from bianet_lib.experiments import flatten_metrics
+    from bianet_lib.experiments.grids import flatten_metrics
 
     cols = [("1:2 V-F", "vf_2"), ("1:2 F-V", "fv_2"), ("1:10 V-F", "vf_10"), ("1:10 F-V", "fv_10"),
             ("verification acc.", "ver_acc"), ("ROC-AUC", "auc")]
@@ -403,8 +403,8 @@ def results_markdown(records: dict[str, dict]) -> str:
 #: or ``<!-- results-table: label=path, ... -->`` (results.json files), closed by ``<!-- /KIND -->``.
 #: ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
 #: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
-#: tables from a folder of run JSONs (bianet_lib.testbed). ``<!-- gpu-report: FILE -->``: the GPU
-#: check's report (bianet_lib.gpu_check.report_markdown).
+#: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
+#: check's report (bianet_lib.engine.gpu_check.report_markdown).
 README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
                           r"|gpu-report): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
@@ -412,7 +412,8 @@ RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 
 
 def _folder_renderers() -> dict:
-    from bianet_lib import gpu_check, testbed
+    from bianet_lib.engine import gpu_check
+    from bianet_lib.experiments import testbed
 
     return {"calibration-table": lambda d: testbed.calibration_markdown(testbed.calibration_rows(d)),
             "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
@@ -459,4 +460,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--readme":
         print(f"{rewrite_readme(sys.argv[2])} table(s) rewritten in {sys.argv[2]}")
     else:
-        sys.exit("usage: python -m bianet_lib.diagnostics --readme README.md")
+        sys.exit("usage: python -m bianet_lib.engine.diagnostics --readme README.md")

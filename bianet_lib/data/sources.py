@@ -82,7 +82,7 @@ def _synthvox(cfg: BIANetConfig, workers: int, use_cache: bool) -> dict[str, Spl
         os.close(fd)
         try:
             torch.save(world, tmp)
-            from bianet_lib.safeio import fsync_dir, fsync_file, normal_mode
+            from bianet_lib.engine.safeio import fsync_dir, fsync_file, normal_mode
 
             fsync_file(tmp)
             os.chmod(tmp, normal_mode())  # mkstemp's 0600 would hide the cache from other users

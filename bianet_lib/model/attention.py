@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bianet_lib.affinity import (
+from bianet_lib.model.affinity import (
     Threshold,
     affinity,
     from_rows,

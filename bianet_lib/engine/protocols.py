@@ -14,7 +14,7 @@ import torch
 
 from bianet_lib.data.trials import make_matching_trials, make_verification_trials
 from bianet_lib.data.types import SplitData
-from bianet_lib.evaluate import evaluate_protocols
+from bianet_lib.engine.evaluate import evaluate_protocols
 
 PROTOCOL_SEED = 2025
 K_VALUES = tuple(range(2, 11))
@@ -50,9 +50,9 @@ def evaluate_model(model: torch.nn.Module, test: SplitData, val: SplitData,
     """Both routes on the standard test trials; the verification threshold comes from val.
 
     Returns {"classifier": ..., "cosine": ..., "trial_seed": seed}, each route the output of
-    :func:`bianet_lib.evaluate.evaluate_protocols`.
+    :func:`bianet_lib.engine.evaluate.evaluate_protocols`.
     """
-    from bianet_lib.scoring import BIANetScorer, EmbeddingCosineScorer
+    from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 
     trials = standard_trials(test, seed)
     val_trials = standard_trials(val, seed, matching=False)

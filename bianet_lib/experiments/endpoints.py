@@ -1,7 +1,7 @@
 """Model-agnostic mechanism endpoints for a world with local interference (issue 11).
 
 Every function takes a scorer of the evaluator's shape (``embed``, ``match_logits``; see
-``bianet_lib.evaluate.Scorer``, e.g. ``BIANetScorer``) or plain tensors, never a model class:
+``bianet_lib.engine.evaluate.Scorer``, e.g. ``BIANetScorer``) or plain tensors, never a model class:
 
 1. ``attention_mass_on_mask``: the attention mass on the ground-truth interference tokens
    against their area share (what attention blind to the interference would give);
@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from bianet_lib import metrics
+from bianet_lib.engine import metrics
 from bianet_lib.data.interference import split_face_masks, split_voice_masks
 from bianet_lib.data.types import SplitData
 
