@@ -42,6 +42,10 @@ class BIANetConfig:
     epsilon_mode: str = "learned"  # "fixed" | "learned" (scalar) | "adaptive" (per row)
     epsilon: float = 0.1  # fixed value, or the initial value when learned
     gate_sharpness: float = 0.05  # width of the soft threshold that lets epsilon learn
+    # how Eq. 10/11 remove the other part from each softmax: "drop" (a soft -inf gate: PIA's weak
+    # and NIA's strong entries leave the softmax) | "zero" (literal: A_hat is 0 on weak entries and
+    # A_tilde 0 on strong ones, which a softmax still weighs exp(0) = 1; gate_sharpness 0 = hard)
+    truncation: str = "drop"
     # subtract the mean row before the cosine of Eq. 9: without it one shared direction dominates
     # every row (post-ReLU features), |A| piles near 1 and epsilon only splits by sign
     affinity_center: bool = True
@@ -59,6 +63,9 @@ class BIANetConfig:
     # channel's spatial mean, so a pooling generator averages PIA away; "layer" (one group over
     # the whole map, with affine) keeps it
     pia_norm: str = "layer"
+    # the SE mask of Eq. 14: "joint" sigmoid(SE(avg) + SE(max)) in (0, 1) | "sum" the authors'
+    # sigmoid(SE(avg)) + sigmoid(SE(max)) in (0, 2), so (1 - m) can turn negative
+    se_mask: str = "joint"
     # --- embedding and heads (Eq. 20-21) --------------------------------------------------
     embed_dim: int = 128
     generator: str = "linear"  # "linear" (CPU) | "paper" (flatten -> MLP with BN, spectral norm)
@@ -72,6 +79,9 @@ class BIANetConfig:
     w_adv: float = 1.0
     adversarial_target: str = "confusion"  # "confusion" (1/2, 1/2) | "flipped" (authors' code); see losses.py
     adversarial_schedule: str = "dann"  # w_adv ramps 0 -> 1 ("dann") | "constant"; see losses.adversarial_ramp
+    # the discriminator sees "joint" (one batch of both modalities) | "separate" (a voice batch, then
+    # a face batch: its batch norm standardises each modality alone; the first version's form)
+    discriminator_batch: str = "joint"
     w_metric: float = 2.0
     w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
@@ -126,6 +136,9 @@ class BIANetConfig:
             "affinity_axis": ("channels", "tokens"),
             "encoder_map": ("native", "pool3"),
             "pia_norm": ("layer", "instance"),
+            "truncation": ("drop", "zero"),
+            "se_mask": ("joint", "sum"),
+            "discriminator_batch": ("joint", "separate"),
             "adversarial_target": ("confusion", "flipped"),
             "adversarial_schedule": ("dann", "constant"),
             "epsilon_mode": ("fixed", "learned", "adaptive"),
@@ -162,8 +175,11 @@ class BIANetConfig:
             raise ValueError(f"config field {name}={getattr(self, name)!r}: must be {allowed}")
 
         for name in ("tau1", "tau2", "lr_encoders", "lr_heads", "lr_gamma", "clip_seconds", "gate_sharpness"):
+            if name == "gate_sharpness" and self.truncation == "zero" and self.gate_sharpness == 0:
+                continue  # the hard threshold of Eq. 10 (A_hat = A [A >= eps]): only the "zero" form has one
             if not getattr(self, name) > 0 or getattr(self, name) == float("inf"):
-                bad(name, "> 0 (and finite)")
+                bad(name, "> 0 (and finite)" + ("; 0 (hard) only with truncation='zero'"
+                                                if name == "gate_sharpness" else ""))
         for name in ("w_match", "w_adv", "w_metric", "w_identity", "weight_decay", "metric_margin"):
             if not 0 <= getattr(self, name) < float("inf"):
                 bad(name, ">= 0 (and finite)")
@@ -273,29 +289,71 @@ def cpu_small() -> BIANetConfig:
     return BIANetConfig()
 
 
-def paper(authors_lr: bool = False) -> BIANetConfig:
-    """The paper's setting (Sec. 5.1 and the authors' related code): ResNet-18 + SE-ResNet-34 on
-    224x224 faces and 10 s clips, 512x3x3 maps, 128-d embeddings, batch 50, 50 epochs, lr x0.1 at
-    20 and 40, adversarial x1 + lifted metric x2 + matching x2, tau1 = 10 as in the text.
+def paper() -> BIANetConfig:
+    """The paper, literally (Sec. 4-5.1; the authors' related code where only it gives a value).
 
-    Departure: Adam at lr 1e-3 for both groups, not the authors' 5e-2 (encoders, classifier) /
-    5e-3 (attention, generator, discriminator): at reduced size on CPU (96 px, 1 s, batch 8,
-    SynthVox) their rates drove the matching loss up from 1.04 to 1.27 over 30 steps, far above
-    ln 2, where 1e-3 stayed at 0.75-0.96 (README, "Real data and the GPU"). ``authors_lr=True``
-    (or ``--set lr_encoders=0.05 lr_heads=0.005``) restores theirs."""
-    lr_encoders, lr_heads = (5e-2, 5e-3) if authors_lr else (1e-3, 1e-3)
+    Every field is set here, none comes from the dataclass defaults (cpu-small's choices):
+    ResNet-18 (ImageNet weights) + SE-ResNet-34 on 224x224 faces and 10 s clips, 512x3x3 maps,
+    channel-axis affinity X X^T without centring (cosine-normalised, which Table 6's fixed
+    thresholds need), the hard zeroing truncation of Eq. 10 and the literal Eq. 11/15 (a zeroed
+    entry keeps softmax weight 1), tau1 = 10 (text), IN and the authors' sum-of-sigmoids SE mask
+    in Eq. 14, the authors' flipped-label adversarial game at a constant weight on per-modality
+    discriminator batches, no identity loss, Eq. 22's printed curriculum, Adam at 5e-2 / 5e-3
+    with weight decay 5e-4, batch 50, 50 epochs, lr x0.1 at 20 and 40.
+
+    Where the literal form cannot run, the closest runnable form, named in
+    :data:`bianet_lib.presets_table.REASONS` and docs/paper-ambiguities.md: Eq. 22's log argument
+    is floored (``curriculum="paper"``), and the matching head is the tied (block-diagonal) form
+    of Eq. 20 because a K*D -> K head cannot score 1:3-1:10 or verification.
+    """
     return BIANetConfig(
+        # encoders (Sec. 5.1)
         face_encoder="resnet18", audio_encoder="se-resnet", face_size=224,
-        audio_widths=(64, 128, 256, 512), audio_blocks=(3, 4, 6, 3), face_weights="auto",
-        clip_seconds=10.0, attn_channels=128, tau1=10.0, metric_loss="lifted", generator="paper",
-        encoder_map="pool3", affinity_axis="channels", pia_norm="instance",
-        epochs=50, batch_size=50, lr_encoders=lr_encoders, lr_heads=lr_heads, lr_schedule="step",
-        lr_milestones=(20, 40),
-        num_threads=0, data="voxceleb",
+        face_widths=(64, 128, 256, 512), audio_widths=(64, 128, 256, 512), audio_blocks=(3, 4, 6, 3),
+        face_weights="auto", face_strides=(1, 2, 2, 2), encoder_map="pool3", n_mels=40,
+        clip_seconds=10.0,
+        # affinity and disentangling (Eq. 9-11)
+        attn_channels=128, affinity_axis="channels", epsilon_mode="learned", epsilon=0.1,
+        gate_sharpness=0.0, truncation="zero", affinity_center=False,
+        # PIA / NIA (Eq. 12-19)
+        use_pia=True, use_nia=True, control_attention=False, tau1=10.0, tau2=10.0, nia_drop_p=0.1,
+        tau_nia=1.0, pia_norm="instance", se_mask="sum",
+        # embedding and heads (Eq. 20-21)
+        embed_dim=128, generator="paper", hidden_dim=256, matching_head="tied", k=2,
+        # Eq. 22
+        curriculum="paper",
+        # losses (the authors' code)
+        w_match=2.0, w_adv=1.0, adversarial_target="flipped", adversarial_schedule="constant",
+        discriminator_batch="separate", w_metric=2.0, w_identity=0.0, metric_loss="lifted",
+        metric_margin=1.2, select_route="classifier",
+        # optimisation (Sec. 5.1)
+        epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_schedule="step",
+        lr_milestones=(20, 40), lr_gamma=0.1, weight_decay=5e-4,
+        # run environment (not the paper's to fix)
+        amp=True, device="auto", seed=0, num_threads=0, loader_workers=-1,
+        # data: VoxCeleb1, Wen et al.'s split (Table 1)
+        data="voxceleb", split="wen", world_seed=0, bias=0.0, audio_root=None, face_root=None,
+        cache_dir=None, world_n_train=300, world_n_val=50, world_n_test=100, world_per_id_train=24,
+        world_per_id_eval=6, world_preset="default", world_local_scale=1.0,
     )
 
 
-PRESETS = {"cpu-small": cpu_small, "paper": paper}
+def paper_fixed() -> BIANetConfig:
+    """The paper's architecture and sizes with this project's fixes, each measured (the reasons
+    and their measurements: :data:`bianet_lib.presets_table.REASONS`, docs/paper-ambiguities.md):
+    centred token rows of the 3x3 map, layer norm in Eq. 14, the convex SE mask, dropped (not
+    zeroed) truncation with a soft threshold, the cosine curriculum on logits, a joint-batch
+    discriminator with the confusion target and the DANN ramp, Adam at 1e-3."""
+    return dataclasses.replace(
+        paper(),
+        affinity_axis="tokens", affinity_center=True, gate_sharpness=0.05, truncation="drop",
+        pia_norm="layer", se_mask="joint", curriculum="cosine",
+        adversarial_target="confusion", adversarial_schedule="dann", discriminator_batch="joint",
+        lr_encoders=1e-3, lr_heads=1e-3,
+    )
+
+
+PRESETS = {"cpu-small": cpu_small, "paper": paper, "paper-fixed": paper_fixed}
 
 
 def load_config(preset: str | None = None, path: str | Path | None = None,

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 from bianet_lib.cli import UsageError
+from bianet_lib.config import PRESETS
 
 HELP = "benchmark a training step of BIANet against the plain two-tower baseline; prints JSON"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small",
+    p.add_argument("--preset", choices=tuple(PRESETS), default="cpu-small",
                    help="shapes and model: cpu-small, or paper (224x224 faces, 10 s audio, batch 50, K=2)")
     p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config fields")
     # extend + nargs: `--set a=1 b=2` (several after one flag, as people write it) and repeated

@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 
 from bianet_lib.cli import UsageError
+from bianet_lib.config import PRESETS
 
 HELP = "train BIANet on the configured data, then evaluate its best checkpoint on test"
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=("cpu-small", "paper"), default=None,
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="starting config (default: the --config file's preset:, else cpu-small)")
     p.add_argument("--config", metavar="FILE", default=None, help="YAML file of config fields")
     # extend + nargs: `--set a=1 b=2` (several after one flag, as people write it) and repeated

@@ -104,7 +104,7 @@ def mechanism_health(model: BIANet, split: SplitData, modality: str, n: int = 25
             add("nia_entropy", rel, w)
             add("nia_effective_rows", eff, w)
             for tau in NIA_TAUS:
-                p = negative_attention(a, eps, mod.sharpness, None, tau)
+                p = negative_attention(a, eps, mod.sharpness, None, tau, mod.truncation)
                 add(f"nia_entropy@tau{tau:g}", _entropy_stats(p)[0], w)
             xt = out.negative_attention @ to_rows(mod.value(x), mod.axis)
             a2 = affinity(xt, xt, mod.center)

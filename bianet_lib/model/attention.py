@@ -27,9 +27,24 @@ from bianet_lib.model.affinity import (
 
 
 def positive_attention(a: torch.Tensor, epsilon: torch.Tensor, tau1: float,
-                       sharpness: float) -> torch.Tensor:
-    """Eq. 10 + 12: softmax(tau_1 * A_hat) with the weak entries dropped (not zeroed)."""
+                       sharpness: float, truncation: str = "drop") -> torch.Tensor:
+    """Eq. 10 + 12: softmax(tau_1 * A_hat).
+
+    "drop" (default): the weak entries are dropped (a soft -inf gate), not zeroed.
+    "zero" (literal): A_hat = A on strong entries and 0 on weak ones, so every weak entry keeps
+    weight exp(0) = 1; ``sharpness`` 0 is the hard truncation (no gradient to epsilon from
+    here), > 0 multiplies A by sigmoid((A - eps) / sharpness) instead.
+    """
+    if truncation == "zero":
+        return torch.softmax(tau1 * strong_part(a, epsilon, sharpness), dim=-1)
     return torch.softmax(tau1 * a + strong_gate_log(a, epsilon, sharpness), dim=-1)
+
+
+def strong_part(a: torch.Tensor, epsilon: torch.Tensor, sharpness: float) -> torch.Tensor:
+    """A_hat of Eq. 10 read as a zeroing truncation: A where A >= eps, else 0 (soft when sharpness > 0)."""
+    if sharpness == 0:
+        return torch.where(a >= epsilon, a, torch.zeros_like(a))
+    return a * torch.sigmoid((a - epsilon) / sharpness)
 
 
 def nia_drop_mask(a: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -45,16 +60,20 @@ def nia_drop_mask(a: torch.Tensor, p: float, generator: torch.Generator | None =
 
 
 def negative_attention(a: torch.Tensor, epsilon: torch.Tensor, sharpness: float,
-                       drop: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
-    """Eq. 11 + 15: softmax(tau A_tilde + d) over the weak entries only.
+                       drop: torch.Tensor | None = None, tau: float = 1.0,
+                       truncation: str = "drop") -> torch.Tensor:
+    """Eq. 11 + 15: softmax(tau A_tilde + d).
 
-    A_tilde is Eq. 11 literally; the strong entries are dropped with the complement of PIA's
-    gate, because the literal A_tilde is 0 there and softmax would still give them weight 1.
+    A_tilde is Eq. 11 literally. "drop" (default): the strong entries are dropped with the
+    complement of PIA's gate, because the literal A_tilde is 0 there and softmax would still
+    give them weight 1. "zero" (literal): they keep that weight exp(0) = 1.
     ``tau`` is not in the paper (Eq. 15 has no temperature; tau = 1 is literal): A_tilde lies
     in [0, eps], so with tau = 1 the weights differ by at most a factor exp(eps), near uniform.
     """
     a_tilde = F.relu(-(F.relu(a) - epsilon))
-    logits = tau * a_tilde + weak_gate_log(a, epsilon, sharpness)
+    logits = tau * a_tilde
+    if truncation != "zero":
+        logits = logits + weak_gate_log(a, epsilon, sharpness)
     if drop is not None:
         logits = logits + drop
     return torch.softmax(logits, dim=-1)
@@ -69,12 +88,15 @@ def bidirectional_attention(x_rows: torch.Tensor, tau2: float, center: bool = Fa
 class ChannelMask(nn.Module):
     """The SE-style mask of Eq. 14, from average- and max-pooled channel statistics.
 
-    Departure: sigmoid(SE(avg) + SE(max)) instead of the authors' sigmoid(SE(avg)) +
-    sigmoid(SE(max)), so that m stays in (0, 1) and Eq. 14 stays a convex mix.
+    "joint" (default, a departure): sigmoid(SE(avg) + SE(max)), so that m stays in (0, 1) and
+    Eq. 14 stays a convex mix. "sum": the authors' sigmoid(SE(avg)) + sigmoid(SE(max)) in (0, 2).
     """
 
-    def __init__(self, channels: int, reduction: int = 4):
+    def __init__(self, channels: int, reduction: int = 4, form: str = "joint"):
         super().__init__()
+        if form not in ("joint", "sum"):
+            raise ValueError(f"unknown SE mask form {form!r}: expected joint or sum")
+        self.form = form
         hidden = max(channels // reduction, 4)
         self.se = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
                                 nn.Conv2d(hidden, channels, 1))
@@ -82,6 +104,8 @@ class ChannelMask(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = F.adaptive_avg_pool2d(x, 1)
         mx = F.adaptive_max_pool2d(x, 1)
+        if self.form == "sum":
+            return torch.sigmoid(self.se(avg)) + torch.sigmoid(self.se(mx))
         return torch.sigmoid(self.se(avg) + self.se(mx))
 
 
@@ -104,9 +128,11 @@ class BidirectionalIntervention(nn.Module):
                  epsilon_mode: str = "learned", epsilon: float = 0.1, gate_sharpness: float = 0.05,
                  tau1: float = 5.0, tau2: float = 10.0, drop_p: float = 0.1,
                  use_pia: bool = True, use_nia: bool = True, center: bool = False,
-                 tau_nia: float = 1.0, pia_norm: str = "instance"):
+                 tau_nia: float = 1.0, pia_norm: str = "instance", truncation: str = "drop",
+                 se_mask: str = "joint"):
         super().__init__()
         self.axis, self.tau1, self.tau2, self.tau_nia, self.center = axis, tau1, tau2, tau_nia, center
+        self.truncation = truncation
         self.sharpness, self.drop_p = gate_sharpness, drop_p
         self.use_pia, self.use_nia = use_pia, use_nia
         # centred token rows: a bias adds one vector to every row, which the centring removes
@@ -121,7 +147,7 @@ class BidirectionalIntervention(nn.Module):
             # "instance": the paper's IN; "layer": one group over the whole map (see config.pia_norm)
             self.pia_norm = (nn.InstanceNorm2d(channels) if pia_norm == "instance"
                              else nn.GroupNorm(1, channels))
-            self.pia_mask = ChannelMask(channels)
+            self.pia_mask = ChannelMask(channels, form=se_mask)
         if use_nia:
             self.nia_out = nn.Conv2d(attn_channels, channels, 1)
 
@@ -142,14 +168,14 @@ class BidirectionalIntervention(nn.Module):
         eps = self.threshold(a)
         positive, pos_attn = x, None
         if self.use_pia:
-            pos_attn = positive_attention(a, eps, self.tau1, self.sharpness)
+            pos_attn = positive_attention(a, eps, self.tau1, self.sharpness, self.truncation)
             x_hat = self.pia_out(from_rows(pos_attn @ v_rows, self.axis, v.shape))  # Eq. 12
             m = self.pia_mask(x)
             positive = (1 - m) * x + m * self.pia_norm(x_hat)  # Eq. 14
         negative, neg_attn = None, None
         if self.use_nia:
             drop = nia_drop_mask(a, self.drop_p) if self.training and self.drop_p > 0 else None
-            neg_attn = negative_attention(a, eps, self.sharpness, drop, self.tau_nia)
+            neg_attn = negative_attention(a, eps, self.sharpness, drop, self.tau_nia, self.truncation)
             x_tilde = bidirectional_attention(neg_attn @ v_rows, self.tau2, self.center)  # Eq. 15, 18-19
             negative = self.nia_out(from_rows(x_tilde, self.axis, v.shape))
         return InterventionOutput(positive, negative, a, eps, pos_attn, neg_attn)

@@ -156,7 +156,8 @@ class BIANet(nn.Module):
             channels, cfg.attn_channels, axis=cfg.affinity_axis, epsilon_mode=cfg.epsilon_mode,
             epsilon=cfg.epsilon, gate_sharpness=cfg.gate_sharpness, tau1=cfg.tau1, tau2=cfg.tau2,
             drop_p=cfg.nia_drop_p, use_pia=cfg.use_pia, use_nia=cfg.use_nia,
-            center=cfg.affinity_center, tau_nia=cfg.tau_nia, pia_norm=cfg.pia_norm)
+            center=cfg.affinity_center, tau_nia=cfg.tau_nia, pia_norm=cfg.pia_norm,
+            truncation=cfg.truncation, se_mask=cfg.se_mask)
 
     def forward(self, voices: torch.Tensor, faces: torch.Tensor) -> tuple[Embedding, Embedding]:
         """Both modalities of a training batch (one call, so DistributedDataParallel sees it)."""
@@ -169,12 +170,17 @@ class BIANet(nn.Module):
         ``frozen`` detaches the discriminator's parameters: the generator's adversarial loss
         reaches the embeddings but never moves the discriminator.
         """
-        h = torch.cat([h_voice, h_face])
         if frozen:
             params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-            logits = torch.func.functional_call(self.discriminator, params, (h,))
+
+            def disc(x):
+                return torch.func.functional_call(self.discriminator, params, (x,))
         else:
-            logits = self.discriminator(h)
+            disc = self.discriminator
+        if self.cfg.discriminator_batch == "separate":  # the first version's (and literal) form
+            return disc(h_voice), disc(h_face)
+        h = torch.cat([h_voice, h_face])
+        logits = disc(h)
         return logits[:len(h_voice)], logits[len(h_voice):]
 
     def _embed(self, feature_map: torch.Tensor, intervention: BidirectionalIntervention | None,
