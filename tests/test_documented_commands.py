@@ -1,4 +1,4 @@
-"""Every `bianet ...` / `torchrun ... -m bianet_lib ...` command the README and the notebooks show
+"""Every `bianet ...` / `torchrun ... -m bianet_lib ...` command the README, docs/ and the notebooks show
 (fenced code blocks in markdown, code cells, `!bianet` cell magics) parses with the real argparse
 parser, and its config (preset + --set) validates. Nothing is trained."""
 
@@ -35,10 +35,11 @@ def _commands_in(text: str) -> list[str]:
 
 
 def documented_commands() -> list[tuple[str, str]]:
-    """(where, command) for the README's fenced blocks and every notebook's markdown fences and
-    code cells."""
-    found = [("README.md", c) for block in _FENCE.findall((ROOT / "README.md").read_text())
-             for c in _commands_in(block)]
+    """(where, command) for the fenced blocks of the README and docs/*.md and every notebook's
+    markdown fences and code cells."""
+    found = [(md.relative_to(ROOT).as_posix(), c)
+             for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+             for block in _FENCE.findall(md.read_text()) for c in _commands_in(block)]
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
             src = "".join(cell["source"])

@@ -192,3 +192,113 @@ def test_separate_discriminator_batches_standardise_each_modality_alone():
     joint.load_state_dict(model.state_dict())
     jv, _ = joint.discriminate(hv, hf)
     assert not torch.allclose(jv, lv)
+
+
+# --- docs/paper-vs-fixed.md: every table generated, every quoted number read from the runs ---
+
+RUNS = ROOT / "results/paper-vs-fixed"
+DOC = ROOT / "docs/paper-vs-fixed.md"
+N_TEST = 20  # the tree's test identities (write_vox_tree(n_test=20), quoted in the doc)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_paper_vs_fixed_tables_are_generated_from_the_committed_runs():
+    from bianet_lib.engine.diagnostics import readme_blocks, render_readme_block
+    from bianet_lib.experiments import paper_vs_fixed as pvf
+
+    text = DOC.read_text()
+    assert pvf.doc_epochs_block(DOC) == pvf.epochs_block(ROOT)
+    blocks = readme_blocks(text)
+    assert {kind for kind, _, _ in blocks} == {"results-table", "health-table"}
+    for kind, header, body in blocks:
+        assert body.strip() == render_readme_block(kind, header, DOC.parent).strip(), kind
+    for name in ("paper", "paper-fixed"):  # the committed files are the small ones, no weights
+        kept = {p.name for p in (RUNS / name).iterdir()}
+        assert {"config.yaml", "metrics.jsonl", "results.json", "provenance.json", "diagnose-best.json"} <= kept
+        cfg = BIANetConfig.from_yaml(RUNS / name / "config.yaml")
+        assert cfg == load_config(name, overrides=[
+            "data=voxceleb", "audio_root=/tmp/pvs/tree/wav", "face_root=/tmp/pvs/tree/faces",
+            f"cache_dir=/tmp/pvs/cache-{name}", "face_weights=null", "device=cpu", "batch_size=16",
+            "clip_seconds=1.0", "face_size=96", "epochs=3", "num_threads=1", "loader_workers=0"])
+
+
+def _load(name):
+    from bianet_lib.experiments.paper_vs_fixed import epoch_records
+
+    run = RUNS / name
+    return (epoch_records(run), json.loads((run / "results.json").read_text())["metrics"],
+            json.loads((run / "diagnose-best.json").read_text()))
+
+
+def test_the_paper_vs_fixed_text_quotes_the_runs():
+    from bianet_lib.engine import diagnostics
+
+    text = _flat(DOC.read_text())
+    assert f"n_test={N_TEST}" in text
+    ep, res, dg = _load("paper")
+    fep, fres, fdg = _load("paper-fixed")
+
+    def pair(d, key):
+        return f"{d['vf']:.3f} / {d['fv']:.3f}" if key is None else f"{d[key]['vf']:.3f} / {d[key]['fv']:.3f}"
+
+    def h(report, mod, key):
+        return report["health"][mod][key]
+
+    val = [r[k] for r in ep for k in ("val_acc_vf", "val_acc_fv")]
+    cls, fcls, fcos = res["classifier"]["curve"], fres["classifier"]["curve"], fres["cosine"]["curve"]
+    match = [(r["match_vf"] + r["match_fv"]) / 2 for r in ep]
+    ab, fab = dg["ablations"], fdg["ablations"]
+    best = max(fep, key=lambda r: r["val_acc"])
+    quotes = [
+        f"between {min(val):.3f} and {max(val):.3f} in all three epochs",
+        f"test 1:2 is {cls['vf']['2']:.3f} / {cls['fv']['2']:.3f}",
+        f"weight reaches {ep[-1]['w']:.3f} in the last epoch",
+        f"climbs from {match[0]:.3f} to {match[-1]:.3f}",
+        "to three decimals (" + ", ".join(f"{r['discriminator']:.3f}" for r in ep) + ")",
+        f"(linear probe {dg['discriminator']['probe_accuracy']:.3f}, the discriminator in eval mode "
+        f"{dg['discriminator']['accuracy']:.3f})",
+        f"{100 * h(dg, 'voice', 'saturated_share'):.1f}% of the voice affinity and "
+        f"{100 * h(dg, 'face', 'saturated_share'):.1f}% of the face affinity",
+        f"(voice {h(dg, 'voice', 'strong_share@0.01'):.3f} at 0.01, {h(dg, 'voice', 'strong_share@0.2'):.3f} at 0.2)",
+        f"(entropy {h(dg, 'face', 'nia_entropy'):.3f} of uniform on both modalities)",
+        f"attends {h(dg, 'face', 'eq19_pos_effective_rows'):.1f} / {h(dg, 'voice', 'eq19_pos_effective_rows'):.1f} "
+        f"of the {h(dg, 'voice', 'tokens')} channel rows",
+        f"median is {h(dg, 'voice', 'mask_q50'):.3f} and its 5% quantile {h(dg, 'voice', 'mask_q05'):.3f}",
+        f"h_hat is {h(dg, 'face', 'pia_contribution'):.3f} (face) and {h(dg, 'voice', 'pia_contribution'):.3f} (voice)",
+        f"(probe {dg['probes']['face/h_hat']['identity']['accuracy']:.2f} against "
+        f"{dg['probes']['face/h_hat']['identity']['chance']:.2f} chance), voice embeddings far less "
+        f"({dg['probes']['voice/h_hat']['identity']['accuracy']:.2f})",
+        f"validation 1:2 {best['val_acc_vf']:.3f} / {best['val_acc_fv']:.3f} after the second epoch",
+        f"test 1:2 {fcls['vf']['2']:.3f} / {fcls['fv']['2']:.3f} by the classifier and "
+        f"{fcos['vf']['2']:.3f} / {fcos['fv']['2']:.3f} by cosine",
+        f"h_hat is {h(fdg, 'face', 'pia_contribution'):.3f} (face) and {h(fdg, 'voice', 'pia_contribution'):.3f} (voice)",
+        f"(entropy {h(fdg, 'face', 'pia_entropy'):.3f} / {h(fdg, 'voice', 'pia_entropy'):.3f} of uniform "
+        f"over {h(fdg, 'face', 'tokens')} tokens)",
+        f"lowers 1:2 from {pair(fab, 'full')} to {pair(fab, 'attended_zero')}",
+        f"(entropy {h(fdg, 'face', 'nia_entropy'):.3f} / {h(fdg, 'voice', 'nia_entropy'):.3f})",
+        f"Eq. 19 attends {h(fdg, 'face', 'eq19_pos_effective_rows'):.1f} / "
+        f"{h(fdg, 'voice', 'eq19_pos_effective_rows'):.1f} rows",
+        f"(1:2 from -z_neg {pair(fab, 'neg_only')})",
+        f"with w = 0 the model reads {pair(fab, 'w_zero')} against {pair(fab, 'full')}",
+        f"(share |A| > 0.9: {h(fdg, 'face', 'saturated_share'):.3f} on both)",
+        f"(face {h(fdg, 'face', 'strong_share@0.01'):.3f} at 0.01, {h(fdg, 'face', 'strong_share@0.2'):.3f} at 0.2)",
+        f"{h(fdg, 'face', 'epsilon'):.3f} / {h(fdg, 'voice', 'epsilon'):.3f} after {fep[-1]['step']} steps",
+        f"at {fdg['discriminator']['accuracy']:.3f} on held-out embeddings while a linear probe still reads "
+        f"{fdg['discriminator']['probe_accuracy']:.3f}",
+        f"{diagnostics.TRIALS_PER_ID} trials per test identity, {diagnostics.TRIALS_PER_ID * N_TEST} per direction",
+    ]
+    missing = [q for q in quotes if _flat(q) not in text]
+    assert not missing, missing
+    # the statements behind the words
+    assert all(0.45 < v < 0.55 for v in val)  # chance
+    assert match == sorted(match) and ep[-1]["w"] > 1.5  # rising loss under the literal weight
+    assert all(abs(r["discriminator"] - r["adversarial"]) < 1e-3 for r in ep)  # blind discriminator
+    assert h(dg, "voice", "nia_entropy") > 0.999 and h(dg, "face", "nia_entropy") > 0.999  # uniform NIA
+    assert h(fdg, "face", "saturated_share") == 0.0 == h(fdg, "voice", "saturated_share")
+    assert all(fab["full"][d] > fab["attended_zero"][d] for d in ("vf", "fv"))  # PIA helps at test
+    assert (fab["full"]["vf"] > fab["w_zero"]["vf"]) and (fab["full"]["fv"] < fab["w_zero"]["fv"])  # mixed
+    assert fdg["discriminator"]["accuracy"] < fdg["discriminator"]["probe_accuracy"]
+    assert abs(h(fdg, "face", "epsilon") - 0.1) < 0.005 and abs(h(fdg, "voice", "epsilon") - 0.1) < 0.005
