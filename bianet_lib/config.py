@@ -297,8 +297,9 @@ def paper() -> BIANetConfig:
     channel-axis affinity X X^T without centring (cosine-normalised, which Table 6's fixed
     thresholds need), the hard zeroing truncation of Eq. 10 and the literal Eq. 11/15 (a zeroed
     entry keeps softmax weight 1), tau1 = 10 (text), IN and the authors' sum-of-sigmoids SE mask
-    in Eq. 14, the authors' flipped-label adversarial game at a constant weight on per-modality
-    discriminator batches, no identity loss, Eq. 22's printed curriculum, Adam at 5e-2 / 5e-3
+    in Eq. 14, the authors' flipped-label adversarial game at a constant weight (the paper gives
+    no schedule) with the discriminator called on each modality's batch (the paper does not
+    say; a GAN's two calls), no identity loss, Eq. 22's printed curriculum, Adam at 5e-2 / 5e-3
     with weight decay 5e-4, batch 50, 50 epochs, lr x0.1 at 20 and 40.
 
     Where the literal form cannot run, the closest runnable form, named in

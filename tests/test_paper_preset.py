@@ -156,6 +156,10 @@ def test_the_literal_forms():
     # Eq. 11 + 15: strong entries keep logit A_tilde = 0
     n = negative_attention(a, eps, 0.0, None, 1.0, "zero")
     assert torch.allclose(n[0, 0], torch.softmax(torch.tensor([0.0, 0.0, 0.05, 0.1]), dim=0))
+    # a soft zeroing (gate_sharpness > 0) multiplies A by sigmoid((A - eps) / s)
+    from bianet_lib.model.attention import strong_part
+
+    assert torch.allclose(strong_part(a, eps, 0.05), a * torch.sigmoid((a - eps) / 0.05))
     # the authors' SE mask: a sum of two sigmoids, in (0, 2)
     mask, x = ChannelMask(8, form="sum"), torch.randn(3, 8, 3, 3)
     avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
@@ -302,3 +306,12 @@ def test_the_paper_vs_fixed_text_quotes_the_runs():
     assert (fab["full"]["vf"] > fab["w_zero"]["vf"]) and (fab["full"]["fv"] < fab["w_zero"]["fv"])  # mixed
     assert fdg["discriminator"]["accuracy"] < fdg["discriminator"]["probe_accuracy"]
     assert abs(h(fdg, "face", "epsilon") - 0.1) < 0.005 and abs(h(fdg, "voice", "epsilon") - 0.1) < 0.005
+
+
+def test_the_hard_threshold_needs_the_zeroing_truncation():
+    assert load_config("cpu-small", overrides=["truncation=zero", "gate_sharpness=0"]).gate_sharpness == 0
+    with pytest.raises(ValueError, match=r"gate_sharpness=0.0: must be > 0 \(and finite\); 0 \(hard\) only with "
+                                         r"truncation='zero'"):
+        load_config("paper", overrides=["truncation=drop"])
+    with pytest.raises(ValueError, match="truncation='cut'"):
+        load_config("paper", overrides=["truncation=cut"])
