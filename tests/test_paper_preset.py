@@ -219,14 +219,17 @@ def test_the_paper_vs_fixed_tables_are_generated_from_the_committed_runs():
     assert {kind for kind, _, _ in blocks} == {"results-table", "health-table"}
     for kind, header, body in blocks:
         assert body.strip() == render_readme_block(kind, header, DOC.parent).strip(), kind
-    for name in ("paper", "paper-fixed"):  # the committed files are the small ones, no weights
+    runs = {"paper": ("paper", []), "paper-fixed": ("paper-fixed", []),
+            "paper-lr1e-3": ("paper", ["lr_encoders=0.001", "lr_heads=0.001"])}
+    assert set(runs) == set(pvf.RUNS)
+    for name, (preset, extra) in runs.items():  # the committed files are the small ones, no weights
         kept = {p.name for p in (RUNS / name).iterdir()}
         assert {"config.yaml", "metrics.jsonl", "results.json", "provenance.json", "diagnose-best.json"} <= kept
         cfg = BIANetConfig.from_yaml(RUNS / name / "config.yaml")
-        assert cfg == load_config(name, overrides=[
+        assert cfg == load_config(preset, overrides=[
             "data=voxceleb", "audio_root=/tmp/pvs/tree/wav", "face_root=/tmp/pvs/tree/faces",
-            f"cache_dir=/tmp/pvs/cache-{name}", "face_weights=null", "device=cpu", "batch_size=16",
-            "clip_seconds=1.0", "face_size=96", "epochs=3", "num_threads=1", "loader_workers=0"])
+            f"cache_dir=/tmp/pvs/cache-{preset}", "face_weights=null", "device=cpu", "batch_size=16",
+            "clip_seconds=1.0", "face_size=96", "epochs=3", "num_threads=1", "loader_workers=0", *extra])
 
 
 def _load(name):
@@ -294,6 +297,28 @@ def test_the_paper_vs_fixed_text_quotes_the_runs():
         f"{fdg['discriminator']['probe_accuracy']:.3f}",
         f"{diagnostics.TRIALS_PER_ID} trials per test identity, {diagnostics.TRIALS_PER_ID * N_TEST} per direction",
     ]
+    lep, lres, ldg = _load("paper-lr1e-3")
+    lab, lcls = ldg["ablations"], lres["classifier"]["curve"]
+    lmatch = [(r["match_vf"] + r["match_fv"]) / 2 for r in lep]
+    quotes += [
+        f"validation 1:2 {lep[-1]['val_acc_vf']:.3f} / {lep[-1]['val_acc_fv']:.3f} in the last epoch, "
+        f"test 1:2 {lcls['vf']['2']:.3f} / {lcls['fv']['2']:.3f} (classifier)",
+        f"contribution {h(ldg, 'face', 'pia_contribution'):.3f} (face) and {h(ldg, 'voice', 'pia_contribution'):.3f} (voice)",
+        f"lowers 1:2 from {pair(lab, 'full')} to {pair(lab, 'attended_zero')}",
+        f"(entropy {h(ldg, 'voice', 'nia_entropy'):.3f} of uniform on both)",
+        f"drops 1:2 to {pair(lab, 'neg_shuffled')}",
+        f"-z_neg alone reads {pair(lab, 'neg_only')}",
+        f"w = 0 gives {pair(lab, 'w_zero')}",
+        f"rises from {lmatch[0]:.3f} to {lmatch[-1]:.3f} over the three epochs while w goes to {lep[-1]['w']:.3f}",
+        f"{ldg['discriminator']['accuracy']:.3f} on held-out embeddings) while a linear probe separates the "
+        f"modalities at {ldg['discriminator']['probe_accuracy']:.3f}",
+        f"(share |A| > 0.9: {h(ldg, 'voice', 'saturated_share'):.3f}; face {h(ldg, 'face', 'saturated_share'):.3f})",
+    ]
+    assert min(h(ldg, m, "nia_entropy") for m in ("face", "voice")) > 0.999
+    assert all(abs(r["discriminator"] - r["adversarial"]) < 1e-3 for r in lep)
+    assert lmatch == sorted(lmatch)
+    assert all(lab["full"][d] > lab["attended_zero"][d] and lab["full"][d] > lab["neg_shuffled"][d] for d in ("vf", "fv"))
+    assert lcls["vf"]["2"] > 0.7 and lcls["fv"]["2"] > 0.7 > max(cls["vf"]["2"], cls["fv"]["2"])  # the lr decides
     missing = [q for q in quotes if _flat(q) not in text]
     assert not missing, missing
     # the statements behind the words

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 BEGIN, END = "<!-- paper-vs-fixed-epochs -->", "<!-- /paper-vs-fixed-epochs -->"
-RUNS = ("paper", "paper-fixed")
+RUNS = ("paper", "paper-fixed", "paper-lr1e-3")  # the third: `paper` at lr 1e-3 (attribution)
 
 #: (column, how to read it from one metrics.jsonl record)
 COLUMNS = [
