@@ -224,7 +224,8 @@ def test_the_paper_vs_fixed_tables_are_generated_from_the_committed_runs():
     assert set(runs) == set(pvf.RUNS)
     for name, (preset, extra) in runs.items():  # the committed files are the small ones, no weights
         kept = {p.name for p in (RUNS / name).iterdir()}
-        assert {"config.yaml", "metrics.jsonl", "results.json", "provenance.json", "diagnose-best.json"} <= kept
+        assert {"config.yaml", "metrics.jsonl", "results.json", "provenance.json", "timing.jsonl",
+                "diagnose-best.json"} <= kept
         cfg = BIANetConfig.from_yaml(RUNS / name / "config.yaml")
         assert cfg == load_config(preset, overrides=[
             "data=voxceleb", "audio_root=/tmp/pvs/tree/wav", "face_root=/tmp/pvs/tree/faces",
@@ -297,6 +298,13 @@ def test_the_paper_vs_fixed_text_quotes_the_runs():
         f"{fdg['discriminator']['probe_accuracy']:.3f}",
         f"{diagnostics.TRIALS_PER_ID} trials per test identity, {diagnostics.TRIALS_PER_ID * N_TEST} per direction",
     ]
+    def minutes(names):
+        sec = [json.loads(line)["seconds"] for n in names
+               for line in (RUNS / n / "timing.jsonl").read_text().splitlines() if line.strip()]
+        return f"{min(sec) / 60:.1f} to {max(sec) / 60:.1f}"
+
+    quotes += [f"an epoch took {minutes(['paper', 'paper-fixed'])} minutes of wall time",
+               f"its epochs took {minutes(['paper-lr1e-3'])} minutes"]
     lep, lres, ldg = _load("paper-lr1e-3")
     lab, lcls = ldg["ablations"], lres["classifier"]["curve"]
     lmatch = [(r["match_vf"] + r["match_fv"]) / 2 for r in lep]
