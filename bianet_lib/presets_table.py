@@ -123,7 +123,7 @@ REASONS: dict[str, str] = {
     "clip_seconds": "cpu-small: 1 s SynthVox clips",
     "attn_channels": "cpu-small: Q/K/V width 64 for the small towers' 128 channels (the authors reduce 512 -> 128)",
     "affinity_axis": "paper-fixed, cpu-small: tokens; with channels and centring the voice affinity still saturates (35%, README health table) and only tokens act on position",
-    "gate_sharpness": "paper-fixed, cpu-small: a soft threshold (width 0.05) lets PIA's loss move epsilon too; the hard one passes epsilon a gradient only through NIA's A_tilde (measured: epsilon moves little either way in 72 steps, docs/paper-vs-fixed.md)",
+    "gate_sharpness": "paper-fixed, cpu-small: a soft threshold (width 0.05) lets PIA's loss move epsilon too; the hard one passes epsilon a gradient only through NIA's A_tilde (measured: paper-fixed's epsilon stays within 0.005 of its initial 0.1, docs/paper-vs-fixed.md)",
     "truncation": "paper-fixed, cpu-small: weak entries dropped from PIA's softmax (and strong ones from NIA's); zeroed, each keeps weight exp(0) = 1 (docs/paper-vs-fixed.md measures NIA's entropy)",
     "affinity_center": "paper-fixed, cpu-small: post-ReLU rows share one direction, so uncentred cosines pile near +-1 and epsilon splits only by sign (README, 'The mechanism, alive')",
     "tau1": "cpu-small: 5, Fig. 7's best value; the text's 10 is the literal reading",

@@ -255,6 +255,9 @@ def test_the_paper_vs_fixed_text_quotes_the_runs():
     def h(report, mod, key):
         return report["health"][mod][key]
 
+    ck, fck, lck = (json.loads((RUNS / n / "results.json").read_text())["checkpoint"]
+                    for n in ("paper", "paper-fixed", "paper-lr1e-3"))
+    assert ck["epoch"] == 1 and ck["best_val_acc"] == max(r["val_acc"] for r in ep) == ep[0]["val_acc"]
     val = [r[k] for r in ep for k in ("val_acc_vf", "val_acc_fv")]
     cls, fcls, fcos = res["classifier"]["curve"], fres["classifier"]["curve"], fres["cosine"]["curve"]
     match = [(r["match_vf"] + r["match_fv"]) / 2 for r in ep]
@@ -293,7 +296,9 @@ def test_the_paper_vs_fixed_text_quotes_the_runs():
         f"with w = 0 the model reads {pair(fab, 'w_zero')} against {pair(fab, 'full')}",
         f"(share |A| > 0.9: {h(fdg, 'face', 'saturated_share'):.3f} on both)",
         f"(face {h(fdg, 'face', 'strong_share@0.01'):.3f} at 0.01, {h(fdg, 'face', 'strong_share@0.2'):.3f} at 0.2)",
-        f"{h(fdg, 'face', 'epsilon'):.3f} / {h(fdg, 'voice', 'epsilon'):.3f} after {fep[-1]['step']} steps",
+        f"{h(fdg, 'face', 'epsilon'):.3f} / {h(fdg, 'voice', 'epsilon'):.3f} after {fck['step']} steps",
+        f"the checkpoint of epoch {ck['epoch']} for `paper` (every epoch at chance, the first kept), epoch "
+        f"{fck['epoch']} for `paper-fixed` and epoch {lck['epoch']} for `paper` at lr 1e-3",
         f"at {fdg['discriminator']['accuracy']:.3f} on held-out embeddings while a linear probe still reads "
         f"{fdg['discriminator']['probe_accuracy']:.3f}",
         f"{diagnostics.TRIALS_PER_ID} trials per test identity, {diagnostics.TRIALS_PER_ID * N_TEST} per direction",
