@@ -261,7 +261,7 @@ def test_the_paper_vs_fixed_text_quotes_the_runs():
     val = [r[k] for r in ep for k in ("val_acc_vf", "val_acc_fv")]
     cls, fcls, fcos = res["classifier"]["curve"], fres["classifier"]["curve"], fres["cosine"]["curve"]
     match = [(r["match_vf"] + r["match_fv"]) / 2 for r in ep]
-    ab, fab = dg["ablations"], fdg["ablations"]
+    fab = fdg["ablations"]
     best = max(fep, key=lambda r: r["val_acc"])
     quotes = [
         f"between {min(val):.3f} and {max(val):.3f} in all three epochs",
