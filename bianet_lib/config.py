@@ -209,7 +209,9 @@ class BIANetConfig:
         return out
 
     def to_yaml(self, path: str | Path) -> None:
-        from bianet_lib.engine.safeio import atomic_write_text  # a kill leaves the old file or the new
+        from bianet_lib.engine.safeio import (
+            atomic_write_text,  # a kill leaves the old file or the new
+        )
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from bianet_lib.experiments import grids as ex
 from bianet_lib.engine import safeio
 from bianet_lib.engine.safeio import CheckpointError, FileLock, read_checkpoint
 from bianet_lib.engine.trainer import BEST, LATEST, METRICS, TIMING, Trainer
+from bianet_lib.experiments import grids as ex
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]

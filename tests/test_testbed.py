@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bianet_lib.experiments import grids as ex
-from bianet_lib.experiments import testbed as tb
 from bianet_lib.config import load_config
 from bianet_lib.data.sources import load_world
+from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import testbed as tb
 from bianet_lib.experiments.endpoints import trial_correct
 from bianet_lib.model.network import BIANet
-from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_DIR = ROOT / "results" / "experiments" / "testbed-calibration"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bianet_lib.config import BIANetConfig
 from bianet_lib.data.types import SplitData
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.trainer import BEST, Trainer, load_model
+from bianet_lib.model.network import BIANet
 
 
 def read_history(run_dir: str | Path) -> list[dict]:

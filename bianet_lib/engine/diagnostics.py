@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bianet_lib.model.affinity import affinity, to_rows
-from bianet_lib.model.attention import negative_attention
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
 from bianet_lib.engine.metrics import matching_accuracy
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.scoring import BIANetScorer
+from bianet_lib.model.affinity import affinity, to_rows
+from bianet_lib.model.attention import negative_attention
+from bianet_lib.model.network import BIANet
 
 TABLE6_EPSILONS = (0.01, 0.1, 0.2)
 NIA_TAUS = (1.0, 10.0, 50.0)

@@ -124,10 +124,10 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
     import torch
 
     from bianet_lib.data.batches import IdentityBatches
-    from bianet_lib.engine.bench import bench_config, time_train_steps
     from bianet_lib.data.store import StoreSettings, open_or_build
     from bianet_lib.data.vox_tree import write_vox_tree
     from bianet_lib.data.voxceleb import build_index
+    from bianet_lib.engine.bench import bench_config, time_train_steps
 
     p = plan(device, tiny)
     report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device),

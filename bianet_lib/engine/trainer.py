@@ -22,19 +22,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: ipywidgets is not a dependency
 
-from bianet_lib.data.batches import IdentityBatches, in_batch_trials
 from bianet_lib.config import BIANetConfig
-from bianet_lib.model.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.data.batches import IdentityBatches, in_batch_trials
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
-from bianet_lib.model.losses import (
-    adversarial_ramp,
-    discriminator_loss,
-    generator_adversarial_loss,
-    metric_loss,
-)
 from bianet_lib.engine.metrics import matching_accuracy
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.provenance import write_provenance
 from bianet_lib.engine.safeio import (
     CheckpointError,
@@ -46,6 +38,14 @@ from bianet_lib.engine.safeio import (
     write_checkpoint,
 )
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+from bianet_lib.model.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.model.losses import (
+    adversarial_ramp,
+    discriminator_loss,
+    generator_adversarial_loss,
+    metric_loss,
+)
+from bianet_lib.model.network import BIANet
 
 LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config.yaml"
 #: Wall seconds per epoch: kept apart from metrics.jsonl (and ignored by git), so that a rerun of

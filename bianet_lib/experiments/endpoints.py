@@ -23,9 +23,9 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from bianet_lib.engine import metrics
 from bianet_lib.data.interference import split_face_masks, split_voice_masks
 from bianet_lib.data.types import SplitData
+from bianet_lib.engine import metrics
 
 #: Trials scored per call to ``match_logits`` (bounds the [T, K, ...] candidate tensor).
 CHUNK = 4096

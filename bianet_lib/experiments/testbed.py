@@ -98,8 +98,8 @@ def unpack_bits(text: str, n: int) -> np.ndarray:
 def test_split_at(cfg, dose: float, base=None):
     """The config's test split regenerated at ``dose`` x its local scale (cached beside the world;
     dose 1 is ``base`` when given)."""
-    from bianet_lib.data.synthvox import regenerate_split
     from bianet_lib.data.sources import world_cache_path, world_config
+    from bianet_lib.data.synthvox import regenerate_split
     from bianet_lib.engine.safeio import atomic_write_bytes
 
     if dose == 1.0 and base is not None:
@@ -240,8 +240,8 @@ def _finite(probe: dict) -> dict:
 # --- 2, 3, 5: per-trial correctness under each condition --------------------------------------
 def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     """Every endpoint of one trained model on the test-bed (see the module docstring)."""
-    from bianet_lib.experiments.endpoints import neutral_fill, trial_correct
     from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+    from bianet_lib.experiments.endpoints import neutral_fill, trial_correct
 
     test = world["test"]
     if test.face_boxes is None and test.voice_intervals is None:
