@@ -20,6 +20,7 @@ COMMANDS = {
     "experiments": "bianet_lib.commands.experiments",
     "course": "bianet_lib.commands.course",
     "gpu-check": "bianet_lib.commands.gpu_check",
+    "provenance": "bianet_lib.commands.provenance",
 }
 
 

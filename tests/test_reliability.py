@@ -23,6 +23,7 @@ from bianet_lib.engine import safeio
 from bianet_lib.engine.safeio import CheckpointError, FileLock, read_checkpoint
 from bianet_lib.engine.trainer import BEST, LATEST, METRICS, TIMING, Trainer
 from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import runner
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,7 +396,7 @@ def test_grid_killed_at_write_points_resumes_to_the_same_results(monkeypatch, tm
     monkeypatch.setitem(ex.GRIDS, GRID.name, GRID)
     ref = tmp_path / "ref"
     seen = _crash_points(monkeypatch, None)
-    ex.run_grid(GRID.name, ref, progress=False, workers=1)
+    runner.run_grid(GRID.name, ref, progress=False, workers=1)
     reference = _grid_results(ref)
     assert len(reference) == 2
     # every write of the grid itself (the result JSONs) and a seeded sample of the checkpoint
@@ -408,9 +409,9 @@ def test_grid_killed_at_write_points_resumes_to_the_same_results(monkeypatch, tm
         out = tmp_path / f"kill{n}"
         _crash_points(monkeypatch, n)
         with pytest.raises(SimulatedKill):
-            ex.run_grid(GRID.name, out, progress=False, workers=1)
+            runner.run_grid(GRID.name, out, progress=False, workers=1)
         monkeypatch.setattr(safeio, "crash_hook", None)
-        ex.run_grid(GRID.name, out, progress=False, workers=1)
+        runner.run_grid(GRID.name, out, progress=False, workers=1)
         assert _grid_results(out) == reference, n
         assert not (out / GRID.store / "runs").exists() or not any((out / GRID.store / "runs").iterdir())
 
@@ -483,7 +484,7 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
 
     monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(ex.GRIDS, GRID.name, GRID)
-    calls, real = [], ex.execute_run
+    calls, real = [], runner.execute_run
 
     def counting(grid, run, results_dir, progress=False):
         calls.append(run.run_id)
@@ -492,7 +493,7 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
     monkeypatch.setattr(ex, "execute_run", counting)
     out = tmp_path / "r"
     a, b = GRID.runs
-    lock = FileLock(ex.lock_path(out, GRID, a))
+    lock = FileLock(runner.lock_path(out, GRID, a))
     assert lock.acquire(blocking=False)
 
     def other():
@@ -505,11 +506,11 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
 
     t = threading.Thread(target=other)
     t.start()
-    written = ex.run_grid(GRID.name, out, progress=False, workers=1)
+    written = runner.run_grid(GRID.name, out, progress=False, workers=1)
     t.join()
     assert calls == (["bianet__s0"] if other_finishes else ["bianet__s0", "baseline__s0"])
     assert len(written) == len(calls)
-    assert ex.pending_runs(GRID.name, out) == []
+    assert runner.pending_runs(GRID.name, out) == []
 
 
 def test_resume_from_a_damaged_latest_is_one_line(trained_run, tmp_path, capsys):

@@ -13,6 +13,7 @@ from bianet_lib.config import load_config
 from bianet_lib.data.sources import load_world
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import runner
 from bianet_lib.experiments import testbed as tb
 from bianet_lib.experiments.endpoints import trial_correct
 from bianet_lib.model.network import BIANet
@@ -148,7 +149,7 @@ def test_a_testbed_run_records_endpoints_and_provenance(monkeypatch, tmp_path):
     grid = ex.Grid("tiny-local", [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), 0)], "cpu-small",
                    [*ex.SMOKE_BASE, "world_preset=local"])
     monkeypatch.setitem(ex.GRIDS, "tiny-local", grid)
-    ex.run_grid("tiny-local", tmp_path / "results", progress=False)
+    runner.run_grid("tiny-local", tmp_path / "results", progress=False)
     rec = json.loads((tmp_path / "results" / "tiny-local" / "baseline__s0.json").read_text())
     assert set(rec["endpoints"]["directions"]) == {"vf", "fv"}
     assert rec["provenance"]["code_hash"] and rec["provenance"]["determinism"]["seed"] == 0
@@ -216,22 +217,27 @@ def test_the_convergence_table_known_answers(tmp_path):
 
 
 GRID16_DIR = ROOT / "results" / "experiments" / "testbed-16"
+#: Every file that has held the pre-registered definitions (the 2026-12 layout move split them), so
+#: the commit history finds the first commit that wrote each one wherever it then lived.
+FAMILY_HOMES = ("bianet_lib/testbed.py", "bianet_lib/experiments/testbed.py", "bianet_lib/experiments/preregistration.py")
+GRID_HOMES = ("bianet_lib/experiments.py", "bianet_lib/experiments/grids.py")
+CONSTANT_HOMES = ("bianet_lib/testbed.py", "bianet_lib/experiments/testbed.py", "bianet_lib/experiments/world.py")
 
 
 @pytest.mark.parametrize("pattern, path, store, arms", [
-    (r"^SECONDARY_COMPARISONS = ", "bianet_lib/experiments/testbed.py", TESTBED_DIR, ex.TESTBED_SECONDARY),
-    (r"^TABLE6_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.TABLE6_VARIANTS),
-    (r'"testbed-16-more": Grid\(', "bianet_lib/experiments/grids.py", GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
-    (r"^FIG7_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.FIG7_VARIANTS),
-    (r"^BIAS_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.BIAS_VARIANTS),
-    (r'"testbed-16-rest": Grid\(', "bianet_lib/experiments/grids.py", GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
+    (r"^SECONDARY_COMPARISONS = ", FAMILY_HOMES, TESTBED_DIR, ex.TESTBED_SECONDARY),
+    (r"^TABLE6_COMPARISONS = ", FAMILY_HOMES, GRID16_DIR, ex.TABLE6_VARIANTS),
+    (r'"testbed-16-more": Grid\(', GRID_HOMES, GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
+    (r"^FIG7_COMPARISONS = ", FAMILY_HOMES, GRID16_DIR, ex.FIG7_VARIANTS),
+    (r"^BIAS_COMPARISONS = ", FAMILY_HOMES, GRID16_DIR, ex.BIAS_VARIANTS),
+    (r'"testbed-16-rest": Grid\(', GRID_HOMES, GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
 ], ids=["secondary", "table6", "converged-more-grid", "fig7", "bias", "converged-rest-grid"])
 def test_later_families_were_committed_before_their_runs(pattern, path, store, arms):
     """Pre-registration of the later families: the commit that wrote the family (or the grid that
     runs it at the converged setting) is an ancestor of the first commit holding one of its runs."""
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order cannot be read")
-    set_at = _git("log", "--reverse", "--format=%H", "-G", pattern, "--", path).splitlines()
+    set_at = _git("log", "--reverse", "--format=%H", "-G", pattern, "--", *path).splitlines()
     paths = [str(store / f"{arm}__s{s}.json") for arm in arms for s in ex.TESTBED_SEEDS]
     first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", *paths).splitlines()
     if first_run:
@@ -310,7 +316,7 @@ def _assert_set_before_first_run(constant: str, runs_dir: Path) -> None:
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
     set_at = _git("log", "--reverse", "--format=%H", "-G", rf"^{constant}: float \| None = [0-9]",
-                  "--", "bianet_lib/experiments/testbed.py").splitlines()
+                  "--", *CONSTANT_HOMES).splitlines()
     first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(runs_dir)).splitlines()
     if first_run:
         assert set_at, f"{constant} was never set in a commit"

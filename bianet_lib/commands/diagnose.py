@@ -22,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bianet_lib.data.sources import load_world
-    from bianet_lib.engine.diagnostics import diagnose, format_report
+    from bianet_lib.engine.diagnostics import diagnose
     from bianet_lib.engine.trainer import load_model
+    from bianet_lib.reports.diagnostics import format_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
