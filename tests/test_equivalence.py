@@ -98,3 +98,24 @@ def test_the_battery_tells_numbers_apart_and_reproduces_the_certificate(tmp_path
                     "(test_committed_runs_match_current_code checks that)")
     assert mine[-1]["cases"][COURSE_CASE] == digests["a"], \
         "the newest certificate's battery does not reproduce on today's code: re-certify"
+
+
+def test_the_battery_runs_the_library_it_is_given(tmp_path):
+    """certify's premise: each battery runs the library under its own root, never the repository's
+    (a subprocess started in the repository would import it first). A copy with one planted
+    change in the training code gives another digest; an unchanged copy the same one."""
+    import shutil
+
+    case = {COURSE_CASE: eq.battery_cases(ROOT)[COURSE_CASE]}
+    same, planted = tmp_path / "same", tmp_path / "planted"
+    for root in (same, planted):
+        shutil.copytree(ROOT / "bianet_lib", root / "bianet_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    trainer = planted / "bianet_lib" / "engine" / "trainer.py"
+    text = trainer.read_text()
+    assert "loss.backward()" in text
+    trainer.write_text(text.replace("loss.backward()", "(loss * 1.5).backward()", 1))
+    assert eq.code_identity(same)["code_hash"] == pv.combined_hash(pv.code_hashes())
+    assert eq.code_identity(planted)["code_hash"] != eq.code_identity(same)["code_hash"]
+    ours = eq.run_battery(ROOT, case, tmp_path / "ours")
+    assert eq.run_battery(same, case, tmp_path / "b-same") == ours
+    assert eq.run_battery(planted, case, tmp_path / "b-planted")[COURSE_CASE] != ours[COURSE_CASE]

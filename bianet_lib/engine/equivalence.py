@@ -110,10 +110,14 @@ _DRIVER = r'''
 import hashlib, io, json, os, sys, tempfile
 from pathlib import Path
 import torch
+ROOT = Path(sys.argv[5]).resolve()
+import bianet_lib
+if Path(bianet_lib.__file__).resolve().parent != ROOT / "bianet_lib":
+    sys.exit(f"imported {bianet_lib.__file__}, not the library under {ROOT}")
 from bianet_lib.cli import main
-try:
+if (ROOT / "bianet_lib" / "engine" / "safeio.py").exists():
     from bianet_lib.engine.safeio import read_checkpoint
-except ImportError:  # the flat layout before 2026-12
+else:  # the flat layout before 2026-12
     from bianet_lib.safeio import read_checkpoint
 
 NOT_NUMBERS = set(json.loads(sys.argv[3]))
@@ -164,6 +168,11 @@ for name, config in cases.items():
             tensors(h, read_checkpoint(run / ckpt), ckpt)
     out[name] = h.hexdigest()
     print(json.dumps({"case": name, "digest": out[name]}), file=sys.stderr, flush=True)
+strays = sorted(m.__file__ for name, m in list(sys.modules.items())
+                if name.split(".")[0] == "bianet_lib" and getattr(m, "__file__", None)
+                and not Path(m.__file__).resolve().is_relative_to(ROOT))
+if strays:  # e.g. an editable install filling in modules the tree under test lacks
+    sys.exit(f"modules imported from outside {ROOT}: {strays[:3]}")
 Path(sys.argv[4]).write_text(json.dumps(out, indent=1, sort_keys=True))
 '''
 
@@ -179,9 +188,12 @@ def run_battery(library_root: Path, cases: dict[str, dict], work: Path, progress
                MKL_NUM_THREADS="1")
     from tqdm import tqdm
 
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(cases_file), str(work / "runs"),
-                             json.dumps(sorted(NOT_NUMBERS)), str(out_file)], env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # -P and a neutral working folder: ``python -c`` would otherwise put the current folder (often
+    # the repository, i.e. the *other* version) first on sys.path; the driver also refuses any
+    # bianet_lib module imported from outside library_root (an editable install's finder)
+    proc = subprocess.Popen([sys.executable, "-P", "-c", _DRIVER, str(cases_file), str(work / "runs"),
+                             json.dumps(sorted(NOT_NUMBERS)), str(out_file), str(Path(library_root).resolve())],
+                            env=env, text=True, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lines = []
     with tqdm(total=len(cases), desc=f"battery ({library_root})", disable=not progress, unit="case") as bar:
         for line in proc.stderr:
@@ -239,12 +251,16 @@ def compare(old: dict[str, str], new: dict[str, str]) -> list[str]:
 def code_identity(library_root: Path) -> dict:
     """The code hash and config schema of the library at ``library_root`` (in a subprocess, so the
     old version's own provenance rules are used)."""
-    script = ("import json\ntry:\n from bianet_lib.engine import provenance as pv\nexcept ImportError:\n"
-              " from bianet_lib import provenance as pv\n"
+    root = Path(library_root).resolve()
+    module = ("bianet_lib.engine.provenance" if (root / "bianet_lib" / "engine" / "provenance.py").exists()
+              else "bianet_lib.provenance")  # the flat layout before 2026-12
+    script = (f"import importlib, json\npv = importlib.import_module({module!r})\n"
+              f"assert str(pv.PACKAGE_DIR) == {str(root / 'bianet_lib')!r}, pv.PACKAGE_DIR\n"
               "print(json.dumps({'code_hash': pv.combined_hash(pv.code_hashes()), "
               "'config_schema': pv.config_schema()['hash']}))")
-    env = dict(os.environ, PYTHONPATH=str(Path(library_root).resolve()))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-P", "-c", script], env=env, capture_output=True, text=True, check=True,
+                         cwd=root)
     return json.loads(out.stdout)
 
 
