@@ -32,8 +32,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The README's first command: the venv (made once), then the course's first notebook in JupyterLab.
+# Jupyter refuses to run as root without --allow-root (containers often are root); LAB_ARGS adds more.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks/00_course_map_and_data.ipynb
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/00_course_map_and_data.ipynb
 
 test: venv
 	$(PY) -m pytest -q --durations=15 tests/
