@@ -11,8 +11,14 @@ rewrites every such block; paths in a block are relative to the repository root 
 import shutil
 from pathlib import Path
 
-from bianet_lib.reports.blocks import (doc_files, doc_root, readme_blocks, render_readme_block, rewrite_docs,
-                                      rewrite_readme)
+from bianet_lib.reports.blocks import (
+    doc_files,
+    doc_root,
+    readme_blocks,
+    render_readme_block,
+    rewrite_docs,
+    rewrite_readme,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER_KINDS = ("calibration-table", "testbed-table", "testbed-long-table")
