@@ -102,11 +102,13 @@ def _findings() -> dict[str, str]:
     return {
         "verdict": f"(16 epochs, 5 seeds), {n_sig} of {len(primary)} pre-registered comparisons are significant after Holm",
         "bianet - baseline": f"{_ci(ba[0])} (V-F) and {_ci(ba[1])} (F-V), 95% intervals",
-        "PIA's contribution": f"embedding ({_health(course, 'PIA contribution to h_hat, face / voice')}, face / voice)",
+        "PIA's contribution": (f"embedding by {_health(course, 'PIA contribution to h_hat, face / voice')} of its length "
+                               "(face / voice)"),
         "attention mass": f"PIA puts {att['bianet', 'face', 'pia']:.2f}x and NIA {att['bianet', 'face', 'nia']:.2f}x",
         "-z_neg alone": (f"-z_neg alone scores {_health(course, '1:2 from -z_neg alone').split(' / ')[0]} "
                          "at 1:2 V-F"),
-        "shortcut cost": f"costs the baseline {-cost[0]['diff']:.3f} / {-cost[1]['diff']:.3f} at 1:2",
+        "shortcut cost": (f"no part of BIANet removes a train-only shortcut that costs the baseline "
+                          f"{-cost[0]['diff']:.3f} / {-cost[1]['diff']:.3f} at 1:2"),
     }
 
 
