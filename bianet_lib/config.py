@@ -36,7 +36,7 @@ class BIANetConfig:
     # --- affinity and disentangling (Eq. 9-11) --------------------------------------------
     attn_channels: int = 64  # Q/K/V width; the authors reduce 512 -> 128
     # "tokens" (positions: a face's 4 x 4 grid, a voice's 13 time steps) | "channels" (authors' code).
-    # cpu-small: tokens, from a measured comparison (README, "The mechanism, alive"): accuracy tied,
+    # cpu-small: tokens, from a measured comparison (docs/reproduction.md, "The mechanism, alive"): accuracy tied,
     # the threshold moves with epsilon and PIA is sharper on tokens, and only tokens can act on position
     affinity_axis: str = "tokens"
     epsilon_mode: str = "learned"  # "fixed" | "learned" (scalar) | "adaptive" (per row)
@@ -73,7 +73,7 @@ class BIANetConfig:
     adversarial_target: str = "confusion"  # "confusion" (1/2, 1/2) | "flipped" (authors' code); see losses.py
     adversarial_schedule: str = "dann"  # w_adv ramps 0 -> 1 ("dann") | "constant"; see losses.adversarial_ramp
     w_metric: float = 2.0
-    w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
+    w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see docs/paper-ambiguities.md)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
     metric_margin: float = 1.2
     # validation route that picks best.pt: "classifier" (C_m) | "cosine" (for models trained
@@ -283,7 +283,7 @@ def paper(authors_lr: bool = False) -> BIANetConfig:
     Departure: Adam at lr 1e-3 for both groups, not the authors' 5e-2 (encoders, classifier) /
     5e-3 (attention, generator, discriminator): at reduced size on CPU (96 px, 1 s, batch 8,
     SynthVox) their rates drove the matching loss up from 1.04 to 1.27 over 30 steps, far above
-    ln 2, where 1e-3 stayed at 0.75-0.96 (README, "Real data and the GPU"). ``authors_lr=True``
+    ln 2, where 1e-3 stayed at 0.75-0.96 (docs/gpu-and-real-data.md). ``authors_lr=True``
     (or ``--set lr_encoders=0.05 lr_heads=0.005``) restores theirs."""
     lr_encoders, lr_heads = (5e-2, 5e-3) if authors_lr else (1e-3, 1e-3)
     return BIANetConfig(

@@ -21,6 +21,13 @@ from bianet_lib.model.network import BIANet
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_DIR = ROOT / "results" / "experiments" / "testbed-calibration"
 TESTBED_DIR = ROOT / "results" / "experiments" / "testbed"
+#: The reproduction report (the experiment log the README carried before issue 23).
+REPORT = ROOT / "docs" / "reproduction.md"
+
+
+def _report_text() -> str:
+    """The reproduction report with its line breaks folded into spaces."""
+    return " ".join(REPORT.read_text().split())
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 6000])
@@ -348,8 +355,8 @@ def test_the_converged_setting_is_its_own_baseline_calibration():
     rows = tb.calibration_rows(cal16)
     assert {json.loads(p.read_text())["config"]["use_pia"] for p in cal16.glob("*.json")} == {False}
     assert tb.CALIBRATED_SCALE_LONG is not None and tb.choose_scale(rows) == tb.CALIBRATED_SCALE_LONG
-    # the README's prose about this calibration is its numbers
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    # the report's prose about this calibration is its numbers
+    readme = _report_text()
     at1 = next(r for r in rows if r["scale"] == 1.0)
     assert f"drop {at1['vf_drop']:.3f} / {at1['fv_drop']:.3f} at scale 1" in readme
     runs = GRIDS["testbed-16"].runs
@@ -442,10 +449,10 @@ def test_verdict_sentences_follow_the_numbers():
 
 
 def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
-    """The README's "What the converged grid says" paragraph, number by number, from the runs."""
+    """The report's "What the converged grid says" paragraph, number by number, from the runs."""
     full = tb.load_records(GRID16_DIR)
     records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     para = readme[readme.index("**What the converged grid says**"):]
     para = para[:para.index("GPU scale")]
     comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]))
@@ -493,7 +500,7 @@ def test_the_readme_states_the_converged_grids_convergence_and_cost():
     full = tb.load_records(GRID16_DIR)
     records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
     short = tb.load_records(ROOT / "results" / "experiments" / "testbed")
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     n = sum(len(v) for v in records.values())
     rising, n_hist = tb.still_rising(records)
     rising8, n_hist8 = tb.still_rising(short)
@@ -571,7 +578,7 @@ def test_reproduction_without_a_committed_counterpart_is_an_error(tmp_path):
 def test_the_committed_reproduction_is_bit_identical_and_timed():
     """Notebook 07's reproduction (two converged-grid rows retrained from an empty results folder
     and world cache on the 2-core machine) matched the committed runs trial for trial, and its
-    measured wall time is the one the notebook and the README state."""
+    measured wall time is the one the notebook and the report state."""
     repro = ROOT / "results" / "experiments" / "testbed-16-reproduced"
     rows = tb.reproduction_rows(repro, GRID16_DIR)
     assert {(r["arm"], r["seed"]) for r in rows} == {(r.name, r.seed) for r in ex.get_grid("testbed-16-reduced").runs}
@@ -585,7 +592,7 @@ def test_the_readme_states_the_reproduction_from_its_record():
     repro = ROOT / "results" / "experiments" / "testbed-16-reproduced"
     rows = {r["arm"]: r for r in tb.reproduction_rows(repro, GRID16_DIR)}
     wall = json.loads((repro / "timing.json").read_text())["wall_s"] / 60
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     assert (f"took {wall:.1f} minutes of wall time, the two runs side by side ({rows['baseline']['wall_min']:.1f} and "
             f"{rows['bianet']['wall_min']:.1f} minutes each), and came out bit-identical") in readme
     assert all(r["identical"] for r in rows.values())
@@ -672,13 +679,13 @@ def test_fig7_lines_known_answers():
 
 
 def _family_paragraph(read, start: str, end: str):
-    """The converged store, its clusters and the README's paragraph from ``start`` to ``end``,
+    """The converged store, its clusters and the report's paragraph from ``start`` to ``end``,
     after checking that the family is complete (no INTERIM) and that every line ``read`` prints
     from the runs is in that paragraph verbatim."""
     full = tb.load_records(GRID16_DIR)
     clusters = tb.clusters_for(full["baseline"][0])
     lines = read(full, clusters, expected=tb.expected_runs("testbed-16"))
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     para = readme[readme.index(start):]
     para = para[:para.index(end)]
     assert not any("INTERIM" in line for line in lines)  # every pre-registered run is in
@@ -688,8 +695,8 @@ def _family_paragraph(read, start: str, end: str):
 
 
 def test_the_readme_reads_fig7_from_its_numbers():
-    """The README's Fig. 7 sentences: the family is complete, each line fig7_lines prints is in the
-    README verbatim, and the hand-written summary around them holds on the same numbers."""
+    """The report's Fig. 7 sentences: the family is complete, each line fig7_lines prints is in the
+    report verbatim, and the hand-written summary around them holds on the same numbers."""
     full, clusters, para = _family_paragraph(tb.fig7_lines, "The fourth family, Fig. 7",
                                              "The fifth family, the bias study")
     arms = {a for pair in tb.FIG7_COMPARISONS for a in pair}
@@ -722,8 +729,8 @@ def test_the_readme_reads_fig7_from_its_numbers():
 
 
 def test_the_readme_reads_the_bias_study_from_its_numbers():
-    """The README's bias-study sentences: the family is complete, each line bias_lines prints is in
-    the README verbatim, and the summary after them (cost, runs at chance, every arm's loss, the
+    """The report's bias-study sentences: the family is complete, each line bias_lines prints is in
+    the report verbatim, and the summary after them (cost, runs at chance, every arm's loss, the
     widest interval, the cost of the grid's third part) holds on the same numbers."""
     full, clusters, para = _family_paragraph(tb.bias_lines, "The fifth family, the bias study",
                                              "What this does not show")

@@ -275,7 +275,7 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
 
 
 def report_markdown(report: dict) -> str:
-    """The README's account of one GPU report (``<!-- gpu-report: PATH -->``): every number is read
+    """The docs' account of one GPU report (``<!-- gpu-report: PATH -->``): every number is read
     from the report, so the text cannot drift from what the check measured."""
     env, plan_, tree = report["env"], report["plan"], report["tree"]
     b, t, ld, st = report["bench"], report["train"], report["loader"], report["stores"]

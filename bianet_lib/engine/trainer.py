@@ -115,7 +115,7 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
         self.model = BIANet(cfg).to(self.device)
-        # auxiliary identity classifier shared by both modalities (not in the paper; Sec. README)
+        # auxiliary identity classifier shared by both modalities (not in the paper; docs/paper-ambiguities.md)
         self.identity_head = torch.nn.Linear(cfg.embed_dim, train.n_identities).to(self.device)
         self.net = self.model
         if self.dist.world > 1:

@@ -51,7 +51,7 @@ def _probe(report: dict, name: str, target: str) -> str:
     return "-" if r is None else f"{r['accuracy']:.2f} ({r['chance']:.2f})"
 
 
-#: The rows of the README's health table: (label, how to read it from a report).
+#: The rows of the health table (docs/reproduction.md): (label, how to read it from a report).
 HEALTH_ROWS = [
     ("1:2 accuracy V-F / F-V", lambda r: _acc(r, "full")),
     ("PIA contribution to h_hat, face / voice", lambda r: _pair(r, "pia_contribution")),
@@ -84,7 +84,7 @@ HEALTH_ROWS = [
 
 
 def health_markdown(reports: dict[str, dict]) -> str:
-    """A markdown table of several models' reports side by side (the README's health table)."""
+    """A markdown table of several models' reports side by side (the health table of docs/reproduction.md)."""
     names = list(reports)
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, read in HEALTH_ROWS:
