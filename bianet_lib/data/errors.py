@@ -13,3 +13,17 @@ class BadInputError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def broken_link_reason(path) -> str | None:
+    """"dangling symlink" / "symlink loop" when ``path`` is a symlink that leads to no file."""
+    import errno
+    import os
+
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return "symlink loop" if exc.errno == errno.ELOOP else f"dangling symlink (to {os.readlink(path)})"
+    return None

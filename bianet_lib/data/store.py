@@ -153,11 +153,20 @@ def build_store(rows: pd.DataFrame, folder: str | Path, settings: StoreSettings,
     """Decode the rows (columns identity, name, gender, modality, path, video) of one split into
     ``folder``; atomic (temporary folder, then rename). workers=0: one per CPU."""
     folder = Path(folder)
-    t0 = time.perf_counter()
-    report = BuildReport(built=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        return _build_into(tmp, rows, folder, settings, split_name, workers)
+    except BaseException:  # any failure (a full disk, a decoder, Ctrl-C): no half-built store left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _build_into(tmp: Path, rows: pd.DataFrame, folder: Path, settings: StoreSettings, split_name: str,
+                workers: int) -> BuildReport:
+    t0 = time.perf_counter()
+    report = BuildReport(built=True)
     voices = rows[rows["modality"] == "voice"].reset_index(drop=True)
     faces = rows[rows["modality"] == "face"].reset_index(drop=True)
     workers = workers or os.cpu_count() or 1
