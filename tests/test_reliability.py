@@ -833,7 +833,7 @@ def test_sigint_and_sigterm_stop_with_one_line_saying_how_to_resume(signum, trai
 
 
 # item 5: --resume needs only latest.pt
-@pytest.mark.parametrize("damage", ["missing", "empty"])
+@pytest.mark.parametrize("damage", ["missing", "empty", "unreadable"])
 def test_resume_needs_only_latest_pt_and_restores_config_yaml(damage, trained_run, tmp_path, capsys):
     from bianet_lib import cli
 
@@ -843,7 +843,7 @@ def test_resume_needs_only_latest_pt_and_restores_config_yaml(damage, trained_ru
     if damage == "missing":
         (run / "config.yaml").unlink()
     else:
-        (run / "config.yaml").write_text("")
+        (run / "config.yaml").write_bytes(b"" if damage == "empty" else b"epochs: [1,\n\x00\xff")
     capsys.readouterr()
     assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
     assert f"config.yaml: {damage}; restored from latest.pt" in capsys.readouterr().out
@@ -860,3 +860,36 @@ def test_best_pt_written_twice_from_one_state_is_the_same_bytes(trained_run, tmp
     before = (run / BEST).read_bytes()
     assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
     assert (run / BEST).read_bytes() == before
+
+
+def test_resume_refuses_an_edited_config_yaml_rather_than_undo_it(trained_run, tmp_path, capsys):
+    """config.yaml is derived from latest.pt; an edit (a wish to change the run) is refused with
+    the field named, not silently overwritten."""
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace("epochs: 2", "epochs: 5"))
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "config.yaml was changed: epochs=5 (run: 2)" in line, line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_disk_without_room_for_the_world_is_refused_before_generating_it(tmp_path, monkeypatch, capsys):
+    import collections
+
+    from bianet_lib import cli
+    from bianet_lib.commands import train as train_cmd
+    from bianet_lib.data import synthvox
+
+    monkeypatch.setattr(synthvox, "generate_world", lambda *a, **k: pytest.fail("the world was generated"))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(train_cmd.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    cache = tmp_path / "cache"
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", *_tiny_sets(cache)]) == 3
+    line = _one_line(capsys.readouterr().err)
+    assert str(cache / "synthvox") in line and "no space left on device" in line
+    assert not (tmp_path / "run" / ".lock").exists()

@@ -92,13 +92,22 @@ def resume_config(args: argparse.Namespace, run_dir: Path):
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{latest}: {' '.join(str(exc).split())}") from None
         check_device(cfg)
-        try:
-            on_disk = load_config(path=saved_yaml).to_dict() if saved_yaml.is_file() else None
-        except (ValueError, TypeError):
-            on_disk = None
-        if on_disk != saved.to_dict():
-            what = "missing" if not saved_yaml.exists() else "empty" if not saved_yaml.read_bytes().strip() \
-                else "not the run's config"
+        if not saved_yaml.is_file():
+            what = "missing"
+        elif not saved_yaml.read_bytes().strip():
+            what = "empty"
+        else:
+            try:
+                on_disk = load_config(path=saved_yaml)
+                what = None
+            except (ValueError, TypeError):
+                what = "unreadable"
+            if what is None and (edited := config_changes(saved.to_dict(), on_disk.to_dict())):
+                # an edit of the derived file would otherwise be silently undone
+                raise UsageError(f"--resume keeps the run's config (in {latest}); {saved_yaml} was changed: "
+                                 f"{', '.join(edited)}; delete {saved_yaml} to restore it, or start a new "
+                                 "--run-dir to train with it")
+        if what is not None:  # restored when the resumed run writes its derived files
             print(f"{saved_yaml}: {what}; restored from {LATEST}")
     elif saved_yaml.is_file() and saved_yaml.read_bytes().strip():
         cfg = config_from_args(args, base_file=saved_yaml)
@@ -363,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             cfg = resume_config(args, run_dir)
             validate_for_training(cfg)
-        elif main and not args.overwrite:
+        elif not args.overwrite:  # every rank: a refused rank 0 must not leave the others waiting
             held = [name for name in (LATEST, "results.json") if (run_dir / name).exists()]
             if held:
                 raise UsageError(f"--run-dir {run_dir} already holds a run ({', '.join(held)}); pass "
