@@ -832,6 +832,37 @@ def test_sigint_and_sigterm_stop_with_one_line_saying_how_to_resume(signum, trai
     assert read_checkpoint(run / LATEST)["epoch"] == 1
 
 
+GENERATING = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {repo!r})
+    from bianet_lib import cli
+    from bianet_lib.data import synthvox
+    def slow_job(job):  # runs in the world's pool workers
+        print("generating", flush=True)
+        time.sleep(60)
+    synthvox._identity_job = slow_job
+    raise SystemExit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_ctrl_c_while_the_world_is_generated_is_one_line_without_worker_tracebacks(tmp_path):
+    """Ctrl-C reaches the whole process group, pool workers included: they ignore it and the
+    parent stops alone, in one line (no traceback per worker), leaving no lock."""
+    script = tmp_path / "child.py"
+    script.write_text(GENERATING.format(repo=str(REPO)))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), "train", "--run-dir", str(run), "--no-progress",
+                             *_tiny_sets(tmp_path / "fresh-cache")], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert "generating" in proc.stdout.readline()  # (two workers may print on one line)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "stopped by SIGINT" in _one_line(err)
+    assert not (run / ".lock").exists()
+
+
 # item 5: --resume needs only latest.pt
 @pytest.mark.parametrize("damage", ["missing", "empty", "unreadable"])
 def test_resume_needs_only_latest_pt_and_restores_config_yaml(damage, trained_run, tmp_path, capsys):

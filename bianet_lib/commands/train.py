@@ -347,6 +347,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     run_dir = check_run_dir(args.run_dir)
+
+    def hint() -> str:  # the one line a SIGINT / SIGTERM prints (cli.main)
+        if (run_dir / LATEST).is_file() or (run_dir / CONFIG).is_file():
+            return f"continue with: bianet train --run-dir {run_dir} --resume"
+        return "nothing was trained yet: run the same command again"
+
+    args.interrupt_hint = hint
     if args.resume:
         if args.preset or args.config:
             raise UsageError("--resume takes the config from the run directory; use only --set")
@@ -381,13 +388,6 @@ def run(args: argparse.Namespace) -> int:
         if main:
             check_writable(run_dir, "--run-dir")
             preflight_disk(cfg)
-
-        def hint() -> str:
-            if (run_dir / LATEST).is_file() or (run_dir / CONFIG).is_file():
-                return f"continue with: bianet train --run-dir {run_dir} --resume"
-            return "nothing was trained yet: run the same command again"
-
-        args.interrupt_hint = hint
         return _train(args, cfg, run_dir, locked=lock is not None)
     except (CheckpointError, ConfigMismatchError, LockBusy, RunExistsError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None

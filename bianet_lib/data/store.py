@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from bianet_lib.data.audio import MIN_SECONDS, check_wave, decode, loop_pad
-from bianet_lib.data.errors import BadInputError
+from bianet_lib.data.errors import BadInputError, ignore_sigint
 from bianet_lib.data.faces import load_face
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
@@ -128,7 +128,7 @@ def validate_rows(rows: pd.DataFrame, settings: StoreSettings, workers: int = 0
     jobs = [(p, settings, m) for p, m in zip(rows["path"], rows["modality"], strict=True)]
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=ignore_sigint) as pool:
             reasons = list(pool.imap(_check_file, jobs, chunksize=8))
     else:
         reasons = [_check_file(j) for j in jobs]
@@ -171,7 +171,7 @@ def _build_into(tmp: Path, rows: pd.DataFrame, folder: Path, settings: StoreSett
     faces = rows[rows["modality"] == "face"].reset_index(drop=True)
     workers = workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ctx.Pool(workers) if workers > 1 else None
+    pool = ctx.Pool(workers, initializer=ignore_sigint) if workers > 1 else None
     imap = pool.imap if pool else map
     try:
         v_ok, offset = [], 0
