@@ -924,3 +924,48 @@ def test_a_disk_without_room_for_the_world_is_refused_before_generating_it(tmp_p
     line = _one_line(capsys.readouterr().err)
     assert str(cache / "synthvox") in line and "no space left on device" in line
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_a_run_folder_locked_by_another_train_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from bianet_lib import cli
+    from bianet_lib.data import sources
+
+    monkeypatch.setattr(sources, "load_world", lambda *a, **k: pytest.fail("the world was loaded"))
+    run = tmp_path / "run"
+    with FileLock(run / ".lock"):
+        assert cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(tmp_path / "c")]) == 2
+    assert "another process is training in this run folder" in _one_line(capsys.readouterr().err)
+
+
+def test_a_read_only_run_folder_is_one_line_exit_3_before_any_work(tmp_path, monkeypatch, capsys):
+    """The probe write into the run folder fails as on a read-only file system (simulated: this
+    suite may run as root, which chmod does not stop)."""
+    import errno
+
+    from bianet_lib import cli
+    from bianet_lib.commands import train as train_cmd
+    from bianet_lib.data import sources
+
+    def read_only(dir=None, prefix=None, suffix=None):
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(dir) / f"{prefix}x{suffix}"))
+
+    monkeypatch.setattr(sources, "load_world", lambda *a, **k: pytest.fail("the world was loaded"))
+    monkeypatch.setattr(train_cmd.tempfile, "mkstemp", read_only)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(tmp_path / "c")]) == 3
+    line = _one_line(capsys.readouterr().err)
+    assert "read-only file system" in line and str(run) in line
+    assert not (run / ".lock").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_really_read_only_run_folder_is_one_line_exit_3(trained_run, tmp_path, capsys):
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    run.chmod(0o555)
+    try:
+        assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 3
+    finally:
+        run.chmod(0o755)
+    assert "permission denied" in _one_line(capsys.readouterr().err)
