@@ -969,3 +969,28 @@ def test_a_really_read_only_run_folder_is_one_line_exit_3(trained_run, tmp_path,
     finally:
         run.chmod(0o755)
     assert "permission denied" in _one_line(capsys.readouterr().err)
+
+
+def test_a_run_refused_for_its_batch_size_on_voxceleb_data_writes_nothing(hostile_tree, tmp_path, capsys):
+    from bianet_lib import cli
+
+    root, _ = hostile_tree
+    run = tmp_path / "run"
+    sets = _tiny_sets(tmp_path / "cache", "data=voxceleb", f"audio_root={root / 'wav'}",
+                      f"face_root={root / 'faces'}", "batch_size=64", "epochs=1", "loader_workers=0")
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *sets]) == 2
+    assert "batch_size=64" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not run.exists() or sorted(p.name for p in run.iterdir()) == []  # no skipped.txt
+
+
+def test_the_documented_exit_codes_are_the_codes():
+    """docs/reliability-guarantees.md's table and bianet_lib.cli agree."""
+    import re
+
+    from bianet_lib import cli
+
+    text = (REPO / "docs" / "reliability-guarantees.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| ([^|]+) \|", text, re.M))
+    assert int(min(k for k, v in table.items() if "command line is wrong" in v)) == cli.EXIT_USAGE == 2
+    assert int(min(k for k, v in table.items() if "machine failed" in v)) == cli.EXIT_ENVIRONMENT == 3
+    assert "SIGINT" in table[str(128 + signal.SIGINT)] and "SIGTERM" in table[str(128 + signal.SIGTERM)]
