@@ -385,6 +385,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"--run-dir {run_dir} already holds a run ({', '.join(held)}); pass "
                                  "--resume to continue it, --overwrite to start it again, or pick a new "
                                  "directory")
+        if main and args.overwrite:  # the old run's skip report (this run writes its own)
+            (run_dir / "skipped.txt").unlink(missing_ok=True)
         if main:
             check_writable(run_dir, "--run-dir")
             preflight_disk(cfg)
