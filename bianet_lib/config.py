@@ -7,6 +7,8 @@ Every switch the paper ablates is a field: ``use_pia``, ``use_nia``, ``curriculu
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +115,10 @@ class BIANetConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if _is_float_field(f.type) and isinstance(value, str) and _NUMBER.match(value.strip()):
+                # YAML 1.1 reads 1e-3 (no dot) as a string; it is the number people meant
+                value = float(value)
+                setattr(self, f.name, value)
             if not _type_ok(value, f.type):  # before any comparison: epochs="abc" must not TypeError
                 raise ValueError(f"config field {f.name}={value!r}: expected {f.type}")
         for name in ("face_widths", "face_strides", "audio_widths", "audio_blocks", "lr_milestones"):
@@ -120,6 +126,10 @@ class BIANetConfig:
         self.validate()
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # first: a NaN passes every comparison below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"config field {f.name}={value!r}: must be a finite number")
         choices = {
             "face_encoder": ("small", "resnet18"),
             "audio_encoder": ("small", "se-resnet"),
@@ -145,6 +155,8 @@ class BIANetConfig:
                              "use_nia=false")
         if self.generator == "paper" and self.encoder_map != "pool3":
             raise ValueError("config field generator='paper' flattens a 3 x 3 map: it needs encoder_map='pool3'")
+        if not self.face_strides or min(self.face_strides) < 1:
+            raise ValueError(f"config field face_strides={list(self.face_strides)}: must be integers >= 1")
         if len(self.face_strides) != len(self.face_widths):
             raise ValueError(f"config field face_strides={list(self.face_strides)}: needs one stride per "
                              f"face_widths entry ({len(self.face_widths)})")
@@ -152,8 +164,13 @@ class BIANetConfig:
             raise ValueError(f"config field k={self.k}: matching needs at least 2 candidates")
         if not 0.0 <= self.nia_drop_p < 1.0:
             raise ValueError(f"config field nia_drop_p={self.nia_drop_p}: must lie in [0, 1)")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("config fields epochs >= 1 and batch_size >= 2 are required")
+        if self.epochs < 1:
+            raise ValueError(f"config field epochs={self.epochs}: must be >= 1")
+        if self.batch_size < 2:
+            raise ValueError(f"config field batch_size={self.batch_size}: must be >= 2")
+        for name in ("seed", "world_seed"):  # numpy's generators take seeds in [0, 2**32)
+            if not 0 <= getattr(self, name) < 2 ** 32:
+                raise ValueError(f"config field {name}={getattr(self, name)}: must lie in [0, 2**32 - 1]")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -161,7 +178,7 @@ class BIANetConfig:
         def bad(name: str, allowed: str):
             raise ValueError(f"config field {name}={getattr(self, name)!r}: must be {allowed}")
 
-        for name in ("tau1", "tau2", "lr_encoders", "lr_heads", "lr_gamma", "clip_seconds", "gate_sharpness"):
+        for name in ("tau1", "tau2", "tau_nia", "lr_encoders", "lr_heads", "lr_gamma", "clip_seconds", "gate_sharpness"):
             if not getattr(self, name) > 0 or getattr(self, name) == float("inf"):
                 bad(name, "> 0 (and finite)")
         for name in ("w_match", "w_adv", "w_metric", "w_identity", "weight_decay", "metric_margin"):
@@ -252,6 +269,13 @@ class BIANetConfig:
 LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affinity_center": False,
                     "tau_nia": 1.0, "pia_norm": "instance", "adversarial_target": "flipped",
                     "adversarial_schedule": "constant"}
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _is_float_field(annotation: str) -> bool:
+    return "float" in (a.strip() for a in annotation.split("|"))
 
 
 def _type_ok(value, annotation: str) -> bool:

@@ -29,5 +29,6 @@ def train_or_load(cfg: BIANetConfig, world: dict[str, SplitData], run_dir: str |
     if retrain or not (run_dir / BEST).exists():
         for stale in ("latest.pt", "best.pt", "metrics.jsonl"):
             (run_dir / stale).unlink(missing_ok=True)
-        Trainer(cfg, world["train"], world["val"], run_dir, progress=progress).fit()
+        # overwrite: the decision to start over is this one (an earlier results.json is stale too)
+        Trainer(cfg, world["train"], world["val"], run_dir, progress=progress).fit(overwrite=True)
     return load_model(run_dir / BEST), read_history(run_dir)
