@@ -2,7 +2,7 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Every failure the user can act on is one line on stderr (no traceback), with an exit code that
-says whose it is (docs/reliability-guarantees.md):
+says whose it is (docs/reliability.md, "Exit codes"):
 
 * 2 (:data:`EXIT_USAGE`): the command line is wrong: a flag, a value, a config field, a path of
   the wrong kind, a run folder that already holds a run (:class:`UsageError`, or argparse).

@@ -985,12 +985,12 @@ def test_a_run_refused_for_its_batch_size_on_voxceleb_data_writes_nothing(hostil
 
 
 def test_the_documented_exit_codes_are_the_codes():
-    """docs/reliability-guarantees.md's table and bianet_lib.cli agree."""
+    """docs/reliability.md's exit-code table and bianet_lib.cli agree."""
     import re
 
     from bianet_lib import cli
 
-    text = (REPO / "docs" / "reliability-guarantees.md").read_text()
+    text = (REPO / "docs" / "reliability.md").read_text()
     table = dict(re.findall(r"^\| (\d+) \| ([^|]+) \|", text, re.M))
     assert int(min(k for k, v in table.items() if "command line is wrong" in v)) == cli.EXIT_USAGE == 2
     assert int(min(k for k, v in table.items() if "machine failed" in v)) == cli.EXIT_ENVIRONMENT == 3
