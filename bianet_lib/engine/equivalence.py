@@ -297,6 +297,7 @@ def certify(repo: Path, revision: str, work: Path | None = None, limit: int | No
             "battery": battery_id(cases),
             "cases": new,
             "torch": _torch_version(),
+            "machine": machine_fingerprint(),
             "date": _dt.date.today().isoformat(),
         }
 
@@ -305,6 +306,24 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+def machine_fingerprint() -> dict:
+    """What decides the last bits of a digest besides the code: the CPU's vector extensions as
+    numpy detects them (numpy's AVX-512 and AVX2 kernels of sin, exp, ... differ in the last ulp,
+    so a SynthVox world differs), the architecture and the numpy / torch builds."""
+    import platform
+
+    import numpy as np
+    import torch
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return {"machine": platform.machine(), "simd": sorted(k for k, v in features.items() if v),
+            "torch_cpu": torch.backends.cpu.get_cpu_capability(), "numpy": np.__version__,
+            "torch": torch.__version__}
 
 
 def append_certificate(path: Path, certificate: dict) -> None:
