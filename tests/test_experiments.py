@@ -26,7 +26,7 @@ def tiny_grid(monkeypatch, tmp_path):
         calls.append(run.run_id)
         return real(grid, run, results_dir, progress)
 
-    monkeypatch.setattr(ex, "execute_run", counting)
+    monkeypatch.setattr(runner, "execute_run", counting)
     return calls
 
 
@@ -66,7 +66,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tiny_grid, tmp_path, mo
             raise ValueError("corrupt world")
         return counting(grid, run, results_dir, progress)
 
-    monkeypatch.setattr(ex, "execute_run", broken_baseline)
+    monkeypatch.setattr(runner, "execute_run", broken_baseline)
     out = tmp_path / "results"
     with pytest.raises(runner.GridRunError) as err:
         runner.run_grid("tiny", out, progress=False, workers=1)

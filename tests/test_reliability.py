@@ -490,7 +490,7 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
         calls.append(run.run_id)
         return real(grid, run, results_dir, progress)
 
-    monkeypatch.setattr(ex, "execute_run", counting)
+    monkeypatch.setattr(runner, "execute_run", counting)
     out = tmp_path / "r"
     a, b = GRID.runs
     lock = FileLock(runner.lock_path(out, GRID, a))

@@ -13,7 +13,7 @@ from bianet_lib.config import load_config
 from bianet_lib.data.sources import load_world
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 from bianet_lib.experiments import grids as ex
-from bianet_lib.experiments import runner
+from bianet_lib.experiments import runner, world
 from bianet_lib.experiments import testbed as tb
 from bianet_lib.experiments.endpoints import trial_correct
 from bianet_lib.model.network import BIANet
@@ -165,9 +165,9 @@ def test_a_testbed_run_records_endpoints_and_provenance(monkeypatch, tmp_path):
 
 
 def test_the_testbed_grid_waits_for_the_calibration(monkeypatch):
-    monkeypatch.setattr(tb, "CALIBRATED_SCALE", None)
+    monkeypatch.setattr(world, "CALIBRATED_SCALE", None)
     assert ex.testbed_runs() == []
-    monkeypatch.setattr(tb, "CALIBRATED_SCALE", 1.5)
+    monkeypatch.setattr(world, "CALIBRATED_SCALE", 1.5)
     runs = ex.testbed_runs()
     assert len(runs) == len(ex.TESTBED_ARMS) * len(ex.TESTBED_SEEDS)
     assert all("world_local_scale=1.5" in r.overrides for r in runs)

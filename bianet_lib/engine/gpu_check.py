@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (bianet_lib/engine/gpu_check.py)
 
 
 def _tiny_model() -> list[str]:

@@ -253,7 +253,7 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
 
 def repo_root() -> Path | None:
     """The repository holding this package (a source checkout), or None for an installed copy."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # bianet_lib/engine/safeio.py -> the checkout
     return root if (root / "pyproject.toml").is_file() and (root / "bianet_lib").is_dir() else None
 
 
