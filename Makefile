@@ -9,13 +9,13 @@ STAMP       := $(VENV)/.bianet-installed
 BIANET      := $(VENV)/bin/bianet
 COURSE_RUNS := results/course
 
-.PHONY: venv test course course-runs verify-course experiments lint gpu-check
+.PHONY: venv lab test course course-runs verify-course experiments lint gpu-check
 
 SHELL := /bin/bash
 # The course runs pin their thread count: torch's default is the number of cores, and float
 # sums in another order give other bits. The two runs train at once with 1 thread each (one per
-# core of the 2-core reference machine, README); bit-identical results need the same count
-# (and CPU type and torch build; see README, "Regenerating").
+# core of the 2-core reference machine); bit-identical results need the same count
+# (and CPU type and torch build; see docs/reliability.md).
 COURSE_THREADS ?= 1
 # $(call timed,LABEL,COMMAND): run COMMAND, then print its wall time
 timed = start=$$(date +%s); $(2) && echo "== $(1): $$(( $$(date +%s) - start )) s wall"
@@ -30,6 +30,12 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "from jupyter_client.kernelspec import KernelSpecManager as K; import sys; sys.exit(0 if K().find_kernel_specs().get('python3','').startswith(sys.prefix) else 1)" \
 	  || $(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3"
 	@touch $(STAMP)
+
+# The README's first command: the venv (made once), then the course's first notebook in JupyterLab.
+# Jupyter refuses to run as root without --allow-root (containers often are root); LAB_ARGS adds more.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: venv
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/00_course_map_and_data.ipynb
 
 test: venv
 	$(PY) -m pytest -q --durations=15 tests/
@@ -73,7 +79,7 @@ experiments: venv
 lint: venv
 	$(VENV)/bin/ruff check bianet_lib tests notebooks
 
-# The one prepared GPU check (README, "Real data and the GPU"): about 8 minutes on one H100;
+# The one prepared GPU check (docs/gpu-and-real-data.md): about 8 minutes on one H100;
 # writes its JSON report under results/gpu/ (and $OUT on the lent device machine).
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -7,6 +7,8 @@ Every switch the paper ablates is a field: ``use_pia``, ``use_nia``, ``curriculu
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ class BIANetConfig:
     # --- affinity and disentangling (Eq. 9-11) --------------------------------------------
     attn_channels: int = 64  # Q/K/V width; the authors reduce 512 -> 128
     # "tokens" (positions: a face's 4 x 4 grid, a voice's 13 time steps) | "channels" (authors' code).
-    # cpu-small: tokens, from a measured comparison (README, "The mechanism, alive"): accuracy tied,
+    # cpu-small: tokens, from a measured comparison (docs/reproduction.md, "The mechanism, alive"): accuracy tied,
     # the threshold moves with epsilon and PIA is sharper on tokens, and only tokens can act on position
     affinity_axis: str = "tokens"
     epsilon_mode: str = "learned"  # "fixed" | "learned" (scalar) | "adaptive" (per row)
@@ -83,7 +85,7 @@ class BIANetConfig:
     # a face batch: its batch norm standardises each modality alone; the first version's form)
     discriminator_batch: str = "joint"
     w_metric: float = 2.0
-    w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see README)
+    w_identity: float = 1.0  # auxiliary identity loss (not in the paper; see docs/paper-ambiguities.md)
     metric_loss: str = "infonce"  # "lifted" (authors' code) | "infonce" | "none"
     metric_margin: float = 1.2
     # validation route that picks best.pt: "classifier" (C_m) | "cosine" (for models trained
@@ -123,6 +125,10 @@ class BIANetConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if _is_float_field(f.type) and isinstance(value, str) and _NUMBER.match(value.strip()):
+                # YAML 1.1 reads 1e-3 (no dot) as a string; it is the number people meant
+                value = float(value)
+                setattr(self, f.name, value)
             if not _type_ok(value, f.type):  # before any comparison: epochs="abc" must not TypeError
                 raise ValueError(f"config field {f.name}={value!r}: expected {f.type}")
         for name in ("face_widths", "face_strides", "audio_widths", "audio_blocks", "lr_milestones"):
@@ -130,6 +136,10 @@ class BIANetConfig:
         self.validate()
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # first: a NaN passes every comparison below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"config field {f.name}={value!r}: must be a finite number")
         choices = {
             "face_encoder": ("small", "resnet18"),
             "audio_encoder": ("small", "se-resnet"),
@@ -158,6 +168,8 @@ class BIANetConfig:
                              "use_nia=false")
         if self.generator == "paper" and self.encoder_map != "pool3":
             raise ValueError("config field generator='paper' flattens a 3 x 3 map: it needs encoder_map='pool3'")
+        if not self.face_strides or min(self.face_strides) < 1:
+            raise ValueError(f"config field face_strides={list(self.face_strides)}: must be integers >= 1")
         if len(self.face_strides) != len(self.face_widths):
             raise ValueError(f"config field face_strides={list(self.face_strides)}: needs one stride per "
                              f"face_widths entry ({len(self.face_widths)})")
@@ -165,8 +177,13 @@ class BIANetConfig:
             raise ValueError(f"config field k={self.k}: matching needs at least 2 candidates")
         if not 0.0 <= self.nia_drop_p < 1.0:
             raise ValueError(f"config field nia_drop_p={self.nia_drop_p}: must lie in [0, 1)")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("config fields epochs >= 1 and batch_size >= 2 are required")
+        if self.epochs < 1:
+            raise ValueError(f"config field epochs={self.epochs}: must be >= 1")
+        if self.batch_size < 2:
+            raise ValueError(f"config field batch_size={self.batch_size}: must be >= 2")
+        for name in ("seed", "world_seed"):  # numpy's generators take seeds in [0, 2**32)
+            if not 0 <= getattr(self, name) < 2 ** 32:
+                raise ValueError(f"config field {name}={getattr(self, name)}: must lie in [0, 2**32 - 1]")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -174,7 +191,7 @@ class BIANetConfig:
         def bad(name: str, allowed: str):
             raise ValueError(f"config field {name}={getattr(self, name)!r}: must be {allowed}")
 
-        for name in ("tau1", "tau2", "lr_encoders", "lr_heads", "lr_gamma", "clip_seconds", "gate_sharpness"):
+        for name in ("tau1", "tau2", "tau_nia", "lr_encoders", "lr_heads", "lr_gamma", "clip_seconds", "gate_sharpness"):
             if name == "gate_sharpness" and self.truncation == "zero" and self.gate_sharpness == 0:
                 continue  # the hard threshold of Eq. 10 (A_hat = A [A >= eps]): only the "zero" form has one
             if not getattr(self, name) > 0 or getattr(self, name) == float("inf"):
@@ -225,7 +242,9 @@ class BIANetConfig:
         return out
 
     def to_yaml(self, path: str | Path) -> None:
-        from bianet_lib.engine.safeio import atomic_write_text  # a kill leaves the old file or the new
+        from bianet_lib.engine.safeio import (
+            atomic_write_text,  # a kill leaves the old file or the new
+        )
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -266,6 +285,13 @@ class BIANetConfig:
 LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affinity_center": False,
                     "tau_nia": 1.0, "pia_norm": "instance", "adversarial_target": "flipped",
                     "adversarial_schedule": "constant"}
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _is_float_field(annotation: str) -> bool:
+    return "float" in (a.strip() for a in annotation.split("|"))
 
 
 def _type_ok(value, annotation: str) -> bool:

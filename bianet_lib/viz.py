@@ -19,8 +19,17 @@ DPI = 120
 _PNG_METADATA = {"Software": None}
 
 
+#: Font sizes of the course's figures (points): a figure shown at notebook width stays readable.
+FONT_SIZES = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+              "ytick.labelsize": 10, "legend.fontsize": 9, "legend.title_fontsize": 10, "figure.titlesize": 13}
+#: The smallest font a course figure may use (tick labels of dense panels, value labels).
+MIN_FONT = 9
+
+
 def use_course_style() -> None:
-    """Apply the course's seaborn theme (white grid, notebook context, colour-blind palette)."""
+    """Apply the course's one figure style: seaborn's white grid and colour-blind palette, readable
+    font sizes (:data:`FONT_SIZES`), a fixed DPI. Axes are labelled by each plotting function;
+    legends go outside the data with :func:`legend_outside`."""
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -30,9 +39,27 @@ def use_course_style() -> None:
             "savefig.dpi": DPI,
             "figure.figsize": (6.4, 4.0),
             "axes.titleweight": "bold",
+            "legend.frameon": False,
             "svg.hashsalt": "bianet",  # stable ids if anyone saves SVG
+            **FONT_SIZES,
         }
     )
+
+
+def legend_outside(ax, where: str = "right", **kwargs):
+    """A legend beside the axes (``where="right"``) or below them (``"below"``), never over the
+    data; ``kwargs`` go to ``ax.legend`` (``handles``, ``labels``, ``title``, ``ncol``)."""
+    if where == "right":
+        kwargs.setdefault("loc", "upper left")
+        kwargs.setdefault("bbox_to_anchor", (1.02, 1.0))
+    elif where == "below":
+        kwargs.setdefault("loc", "upper center")
+        kwargs.setdefault("bbox_to_anchor", (0.5, -0.18))
+        kwargs.setdefault("ncol", 3)
+    else:
+        raise ValueError(f"where must be 'right' or 'below', got {where!r}")
+    kwargs.setdefault("borderaxespad", 0.0)
+    return ax.legend(**kwargs)
 
 
 def save_figure(fig, name: str, figures_dir: str | Path) -> Path:
@@ -283,17 +310,32 @@ def plot_roc_curves(ax, curves: dict[str, tuple], styles: dict[str, str] | None 
 
 
 def plot_signed_effects(ax, effects: dict[str, float], intervals: dict[str, tuple[float, float]] | None = None,
-                        xlabel: str = "effect on test accuracy", fmt: str = "{:+.3f}"):
-    """Horizontal bars of signed effects around 0 (one per label, top to bottom), coloured by
-    sign (red above 0, blue below), with optional intervals (low, high) for some labels and each
-    value written beyond its bar or interval."""
+                        xlabel: str = "effect on test accuracy", fmt: str = "{:+.3f}",
+                        better: dict[str, int] | None = None, legend: tuple[str, str] | None = None):
+    """Horizontal bars of signed effects around 0 (one per label, top to bottom) with optional
+    intervals (low, high); each value is written in a column right of the axes, clear of the bars
+    and the error bars.
+
+    Colours: by sign (red above 0, blue below) unless ``better`` gives, per label, which sign is
+    an improvement (+1: a positive difference is better, -1: a negative one is); then green marks
+    a difference in the better direction and orange one in the worse direction, whatever the
+    endpoint. ``legend`` names the two colours (red/green first); it is drawn below the axes.
+    """
     import numpy as np
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
 
     intervals = intervals or {}
     labels = list(effects)
     vals = np.array([effects[k] for k in labels], dtype=float)
     y = np.arange(len(labels))
-    colors = ["tab:red" if v > 0 else "tab:blue" if v < 0 else "grey" for v in vals]
+    if better is None:
+        up, down = "tab:red", "tab:blue"
+        colors = [up if v > 0 else down if v < 0 else "grey" for v in vals]
+    else:
+        up, down = "tab:green", "tab:orange"
+        colors = [("grey" if v == 0 else up if v * better.get(k, 1) > 0 else down)
+                  for k, v in zip(labels, vals, strict=True)]
     ax.barh(y, vals, 0.6, color=colors)
     with_ci = [i for i, k in enumerate(labels) if k in intervals]
     if with_ci:
@@ -304,15 +346,17 @@ def plot_signed_effects(ax, effects: dict[str, float], intervals: dict[str, tupl
     ax.axvline(0.0, color="black", linewidth=0.8)
     ends = [max([abs(v), *(abs(b) for b in intervals.get(k, ()))]) for k, v in zip(labels, vals, strict=True)]
     span = max(ends + [1e-3])
-    for i, (k, v) in enumerate(zip(labels, vals, strict=True)):
-        x = max(v, intervals[k][1]) if (k in intervals and v >= 0) else min(v, intervals[k][0]) if k in intervals else v
-        ax.annotate(fmt.format(v), (x, i), xytext=(4 if v >= 0 else -4, 0), textcoords="offset points",
-                    ha="left" if v >= 0 else "right", va="center", fontsize=7)
-    ax.set_xlim(-1.35 * span, 1.35 * span)
-    ax.set_yticks(y, labels, fontsize=7)
+    column = blended_transform_factory(ax.transAxes, ax.transData)
+    for i, v in enumerate(vals):
+        ax.text(1.02, i, fmt.format(v), transform=column, ha="left", va="center", fontsize=MIN_FONT)
+    ax.set_xlim(-1.15 * span, 1.15 * span)
+    ax.set_yticks(y, labels, fontsize=MIN_FONT)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.grid(axis="y", visible=False)
+    if legend is not None:
+        legend_outside(ax, "below", handles=[Patch(color=up, label=legend[0]), Patch(color=down, label=legend[1])],
+                       ncol=2)
     return ax
 
 
@@ -393,15 +437,27 @@ def plot_dose_response(ax, arm_rows: list[dict], direction: str, doses, styles: 
 
 
 def plot_attention_mass(ax, att_rows: list[dict]):
-    """Bars of attention mass on the interference tokens over their share (1 = blind), per arm,
-    modality and branch (``testbed.attention_table`` rows)."""
-    labels = [f"{a['arm']}\n{a['modality']} {a['branch'].upper()}" for a in att_rows]
+    """Horizontal bars of attention mass on the interference tokens over their share (1 = blind),
+    one per arm, modality and branch (``testbed.attention_table`` rows); PIA and NIA coloured and
+    named in a legend beside the axes."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    labels = [f"{a['arm']}, {a['modality']}, {a['branch'].upper()}" for a in att_rows]
     ratios = [a["ratio"] for a in att_rows]
-    ax.bar(range(len(ratios)), ratios, color=["C0" if a["branch"] == "pia" else "C3" for a in att_rows])
-    ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
-    ax.set_xticks(range(len(ratios)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("mass on interference / its share")
+    colors = {"pia": "C0", "nia": "C3"}
+    ax.barh(range(len(ratios)), ratios, 0.7, color=[colors[a["branch"]] for a in att_rows])
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(ratios)), labels, fontsize=MIN_FONT)
+    ax.invert_yaxis()
+    lo = min([*ratios, 1.0])
+    hi = max([*ratios, 1.0])
+    ax.set_xlim(max(0.0, lo - 0.1), hi + 0.1)
+    ax.set_xlabel("mass on interference / its token share (1 = blind)")
+    ax.grid(axis="y", visible=False)
+    branches = [b for b in ("pia", "nia") if any(a["branch"] == b for a in att_rows)]
+    legend_outside(ax, handles=[Patch(color=colors[b], label=f"{b.upper()} attention") for b in branches]
+                   + [Line2D([], [], color="black", linestyle="--", label="uniform (1)")])
 
 
 def pia_maps(model, faces, device="cpu"):

@@ -169,3 +169,54 @@ def test_bad_input_table_exit_2_one_line_nothing_written(argv, needles, capsys, 
     for needle in needles:
         assert needle in err, (needle, err)
     assert _tree(tmp_path) == before, "a refused command wrote something"
+
+
+# --- issue 27, item 3: every field checked before any work, each error naming its field -----------
+@pytest.mark.parametrize("bad, field", [
+    (["epsilon_mode=adaptive", "epsilon=.nan"], "epsilon"),  # used to crash writing results.json
+    (["tau_nia=.nan"], "tau_nia"),
+    (["tau_nia=0"], "tau_nia"),
+    (["tau_nia=-5"], "tau_nia"),
+    (["lr_heads=.inf"], "lr_heads"),
+    (["w_metric=.nan"], "w_metric"),
+    (["clip_seconds=.nan"], "clip_seconds"),
+    (["world_local_scale=.inf"], "world_local_scale"),
+    (["seed=-1"], "seed"),  # was blamed on batch_size, after the world was generated
+    (["world_seed=-1"], "world_seed"),
+    (["face_strides=[0,2,2,2]"], "face_strides"),  # was blamed on face_size
+    (["attn_channels=1000000000"], "attn_channels"),  # an allocator traceback
+    (["world_n_train=1000000000"], "world_n_train"),
+])
+def test_config_errors_name_their_field_before_any_work(bad, field, capsys, tmp_path, monkeypatch):
+    from bianet_lib.data import sources
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sources, "load_world", lambda *a, **k: pytest.fail("work started: the world was loaded"))
+    assert _exit_code(["train", "--run-dir", "R", "--no-progress", *_sets(TINY + bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"config field {field}=" in err and err.count("config field") == 1, err
+    assert not (tmp_path / "R").exists()
+
+
+def test_memory_errors_say_how_much_is_needed_and_available(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code(["train", "--run-dir", "R", *_sets(TINY + ["attn_channels=1000000000"])]) == 2
+    err = capsys.readouterr().err
+    assert "parameters" in err and "GiB" in err and "memory" in err
+
+
+def test_numbers_written_as_yaml_strings_are_numbers(tmp_path):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: in --set and in a config file it is the
+    number people meant; a word is still refused, naming the field."""
+    from bianet_lib.commands.train import config_from_args
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--run-dir", "R", "--set", "lr_encoders=1e-3", "lr_heads=2E-4"])
+    cfg = config_from_args(args)
+    assert (cfg.lr_encoders, cfg.lr_heads) == (0.001, 0.0002)
+    (tmp_path / "c.yaml").write_text("lr_encoders: 1e-3\nweight_decay: 5e-5\n")
+    cfg = config_from_args(parser.parse_args(["train", "--run-dir", "R", "--config", str(tmp_path / "c.yaml")]))
+    assert (cfg.lr_encoders, cfg.weight_decay) == (0.001, 5e-05)
+    with pytest.raises(cli.UsageError, match="lr_encoders='fast'"):
+        config_from_args(parser.parse_args(["train", "--run-dir", "R", "--set", "lr_encoders=fast"]))

@@ -49,9 +49,8 @@ def test_configs_saved_with_the_retired_extra_field_still_load():
 
 def test_every_preset_and_grid_run_is_in_range():
     """The range checks refuse nonsense, not a configuration the project uses."""
-    from bianet_lib.experiments import grids as ex
-
     from bianet_lib.config import PRESETS
+    from bianet_lib.experiments import grids as ex
 
     for preset in PRESETS:
         load_config(preset)

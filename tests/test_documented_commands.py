@@ -1,6 +1,7 @@
-"""Every `bianet ...` / `torchrun ... -m bianet_lib ...` command the README, docs/ and the notebooks show
-(fenced code blocks in markdown, code cells, `!bianet` cell magics) parses with the real argparse
-parser, and its config (preset + --set) validates. Nothing is trained."""
+"""Every `bianet ...` / `torchrun ... -m bianet_lib ...` command the README, the pages of docs/ and
+the notebooks show (fenced code blocks in markdown, code cells, `!bianet` cell magics) parses with
+the real argparse parser, and its config (preset + --set) validates; every `make TARGET` shown in a
+fenced block of the README or docs/ is a target of the Makefile. Nothing is trained."""
 
 from __future__ import annotations
 
@@ -34,12 +35,16 @@ def _commands_in(text: str) -> list[str]:
     return out
 
 
+def documents() -> list[Path]:
+    """The README and every page of docs/: the markdown a reader copies commands from."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def documented_commands() -> list[tuple[str, str]]:
-    """(where, command) for the fenced blocks of the README and docs/*.md and every notebook's
-    markdown fences and code cells."""
-    found = [(md.relative_to(ROOT).as_posix(), c)
-             for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-             for block in _FENCE.findall(md.read_text()) for c in _commands_in(block)]
+    """(where, command) for the fenced blocks of the README and docs/, and every notebook's markdown
+    fences and code cells."""
+    found = [(doc.relative_to(ROOT).as_posix(), c) for doc in documents()
+             for block in _FENCE.findall(doc.read_text()) for c in _commands_in(block)]
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
             src = "".join(cell["source"])
@@ -67,12 +72,47 @@ def check_command(command: str) -> None:
 COMMANDS = documented_commands()
 
 
+def documented_make_targets() -> list[tuple[str, str]]:
+    """(where, target) for every `make TARGET ...` line in a fenced block of the README or docs/."""
+    return [(doc.relative_to(ROOT).as_posix(), m.group(1)) for doc in documents()
+            for block in _FENCE.findall(doc.read_text())
+            for m in re.finditer(r"^\s*\$?\s*make\s+([A-Za-z][\w-]*)", block, re.M)]
+
+
+def makefile_targets() -> set[str]:
+    return set(re.findall(r"^([A-Za-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+
+
+def test_every_documented_make_target_exists():
+    found = documented_make_targets()
+    targets = makefile_targets()
+    assert {t for _, t in found} >= {"lab", "course", "test"}  # the README's "Start here"
+    for where, target in found:
+        assert target in targets, f"{where}: `make {target}` is not a target of the Makefile"
+
+
+def test_make_lab_opens_notebook_00_after_the_venv():
+    """The README's one command to the course: `make lab` builds the venv first, then opens
+    notebook 00 in JupyterLab, which the pinned environment installs."""
+    make = (ROOT / "Makefile").read_text()
+    rule = re.search(r"^lab: *(.*)\n((?:\t.*\n)+)", make, re.M)
+    assert rule and rule.group(1).split() == ["venv"], "make lab must depend on venv"
+    assert rule.group(2).split() == ["$(VENV)/bin/jupyter", "lab", "$(LAB_ARGS)", "notebooks/00_course_map_and_data.ipynb"]
+    assert (ROOT / "notebooks" / "00_course_map_and_data.ipynb").exists()
+    import tomllib
+
+    pinned = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["pinned"]
+    assert any(re.match(r"jupyterlab==\S+$", p) for p in pinned), "jupyterlab is not pinned"
+
+
 def test_the_extraction_finds_the_known_commands():
     text = "\n".join(c for _, c in COMMANDS)
     # notebook 05's and 08's multi-field --set commands, and the torchrun recipe
     assert "--set audio_root=/data/vox1/wav face_root=/data/vox1/faces" in text
     assert "--set split=wen cache_dir=/data/bianet-cache" in text
     assert any(c.startswith("torchrun --nproc_per_node 4 -m bianet_lib train") for _, c in COMMANDS)
+    # the docs' recipes (docs/gpu-and-real-data.md) are read too
+    assert any(w == "docs/gpu-and-real-data.md" and c.startswith("bianet index") for w, c in COMMANDS)
     assert len(COMMANDS) >= 10
 
 

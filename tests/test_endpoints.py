@@ -7,12 +7,12 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from bianet_lib.experiments import endpoints as E
 from bianet_lib.data import synthvox as S
 from bianet_lib.data.interference import split_face_masks, split_voice_masks, token_share_2d
 from bianet_lib.data.trials import make_matching_trials
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+from bianet_lib.experiments import endpoints as E
+from bianet_lib.model.network import BIANet
 
 CFG = S.WorldConfig.preset("local", n_train=2, n_val=1, n_test=8, faces_per_id_eval=3,
                            voices_per_id_eval=3, face_size=32, clip_seconds=0.25,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import bianet_lib.engine.trainer as train_mod
-from bianet_lib.engine import safeio
 from bianet_lib.config import BIANetConfig
 from bianet_lib.data.sources import load_world, world_cache_path
+from bianet_lib.engine import safeio
 from bianet_lib.engine.evaluate import OracleScorer, evaluate_protocols
 from bianet_lib.engine.protocols import standard_trials
 from bianet_lib.engine.safeio import read_checkpoint

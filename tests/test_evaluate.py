@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bianet_lib.engine import metrics
 from bianet_lib.data.types import SplitData
+from bianet_lib.engine import metrics
 from bianet_lib.engine.evaluate import (
     CosineScorer,
     OracleScorer,

@@ -8,6 +8,7 @@ import pytest
 
 from bianet_lib import cli
 from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import runner
 
 TINY_GRID = ex.Grid("tiny", [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), 0),
                              ex.Run("bianet", tuple(ex.VARIANTS["bianet"]), 0)],
@@ -19,19 +20,19 @@ def tiny_grid(monkeypatch, tmp_path):
     monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(ex.GRIDS, "tiny", TINY_GRID)
     calls = []
-    real = ex.execute_run
+    real = runner.execute_run
 
     def counting(grid, run, results_dir, progress=False):
         calls.append(run.run_id)
         return real(grid, run, results_dir, progress)
 
-    monkeypatch.setattr(ex, "execute_run", counting)
+    monkeypatch.setattr(runner, "execute_run", counting)
     return calls
 
 
 def test_grid_resumes_and_never_repeats(tiny_grid, tmp_path):
     calls, out = tiny_grid, tmp_path / "results"
-    written = ex.run_grid("tiny", out, progress=False)
+    written = runner.run_grid("tiny", out, progress=False)
     assert sorted(calls) == ["baseline__s0", "bianet__s0"]
     assert sorted(p.name for p in written) == ["baseline__s0.json", "bianet__s0.json"]
     rec = json.loads((out / "tiny" / "bianet__s0.json").read_text())
@@ -41,12 +42,12 @@ def test_grid_resumes_and_never_repeats(tiny_grid, tmp_path):
 
     # a finished grid: nothing runs again
     calls.clear()
-    assert ex.run_grid("tiny", out, progress=False) == [] and calls == []
+    assert runner.run_grid("tiny", out, progress=False) == [] and calls == []
 
     # one result lost (a crash before it was written): only that run executes
     (out / "tiny" / "baseline__s0.json").unlink()
     before = (out / "tiny" / "bianet__s0.json").read_bytes()
-    ex.run_grid("tiny", out, progress=False)
+    runner.run_grid("tiny", out, progress=False)
     assert calls == ["baseline__s0"]
     assert (out / "tiny" / "bianet__s0.json").read_bytes() == before
 
@@ -58,28 +59,28 @@ def test_grid_resumes_and_never_repeats(tiny_grid, tmp_path):
 
 
 def test_a_failing_run_is_reported_and_the_others_finish(tiny_grid, tmp_path, monkeypatch):
-    counting = ex.execute_run
+    counting = runner.execute_run
 
     def broken_baseline(grid, run, results_dir, progress=False):
         if run.name == "baseline":
             raise ValueError("corrupt world")
         return counting(grid, run, results_dir, progress)
 
-    monkeypatch.setattr(ex, "execute_run", broken_baseline)
+    monkeypatch.setattr(runner, "execute_run", broken_baseline)
     out = tmp_path / "results"
-    with pytest.raises(ex.GridRunError) as err:
-        ex.run_grid("tiny", out, progress=False, workers=1)
+    with pytest.raises(runner.GridRunError) as err:
+        runner.run_grid("tiny", out, progress=False, workers=1)
     assert err.value.failed == {"baseline__s0": "ValueError: corrupt world"}
     assert [p.name for p in err.value.written] == ["bianet__s0.json"]
     assert "baseline__s0: ValueError: corrupt world" in str(err.value)
-    assert [r.run_id for r in ex.pending_runs("tiny", out)] == ["baseline__s0"]  # retried next time
+    assert [r.run_id for r in runner.pending_runs("tiny", out)] == ["baseline__s0"]  # retried next time
 
 
 def test_only_filters_and_unknown_name(tiny_grid, tmp_path):
-    ex.run_grid("tiny", tmp_path / "r", only="bianet", progress=False)
+    runner.run_grid("tiny", tmp_path / "r", only="bianet", progress=False)
     assert tiny_grid == ["bianet__s0"]
     with pytest.raises(KeyError):
-        ex.pending_runs("tiny", tmp_path / "r", only="nope")
+        runner.pending_runs("tiny", tmp_path / "r", only="nope")
 
 
 def test_cli_bad_grid_exits_2(capsys):
@@ -131,8 +132,8 @@ def test_a_run_finished_by_one_grid_is_not_repeated_by_another(monkeypatch, tmp_
     assert path == tmp_path / "shared" / "baseline__s0.json"
     path.parent.mkdir(parents=True)
     path.write_text("{}")
-    assert ex.pending_runs("big", tmp_path) == [runs[1]]
-    assert ex.pending_runs("small", tmp_path) == []
+    assert runner.pending_runs("big", tmp_path) == [runs[1]]
+    assert runner.pending_runs("small", tmp_path) == []
 
 
 def _frame():
@@ -187,7 +188,7 @@ def test_grid_workers_die_with_a_killed_grid(tmp_path):
     script.write_text(
         "import multiprocessing as mp, os, sys, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from bianet_lib.experiments.grids import die_with_parent\n"
+        "from bianet_lib.experiments.runner import die_with_parent\n"
         "def work():\n    time.sleep(60)\n"
         "if __name__ == '__main__':\n"
         "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent,\n"

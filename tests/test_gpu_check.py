@@ -41,9 +41,10 @@ REPORT = ROOT / "results" / "gpu" / "report-cuda.json"
 
 
 def test_readme_sentences_about_the_gpu_report_match_it():
-    """The GPU numbers typed into README prose (outside the generated table) are the report's."""
+    """The GPU numbers typed into prose (docs/gpu-and-real-data.md, outside the generated table) are
+    the report's."""
     r = json.loads(REPORT.read_text())
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "gpu-and-real-data.md").read_text().split())
     b, match = r["bench"], r["train"]["match_loss_per_epoch"]
     assert r["ok"] and r["env"]["gpu"] == "NVIDIA H200"
     assert (f"a BIANet step takes {b['step_time_s']['bianet']:.3f} s against {b['step_time_s']['baseline']:.3f} s "

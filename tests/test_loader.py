@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import random_split
 
-from bianet_lib.data.batches import IdentityBatches
 from bianet_lib.data.audio import load_clip
+from bianet_lib.data.batches import IdentityBatches
 from bianet_lib.data.faces import load_face
 from bianet_lib.data.store import StoreSettings, check_store, open_or_build
 from bianet_lib.data.vox_tree import write_vox_tree

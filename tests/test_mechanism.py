@@ -12,10 +12,10 @@ import torch
 
 from bianet_lib.config import load_config
 from bianet_lib.engine.diagnostics import ablated, diagnose, mechanism_health
+from bianet_lib.engine.trainer import Trainer
 from bianet_lib.experiments.grids import VARIANTS
 from bianet_lib.model.losses import discriminator_loss
 from bianet_lib.model.network import BIANet
-from bianet_lib.engine.trainer import Trainer
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 #: Parameters that legitimately get no gradient, with the reason.

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from bianet_lib.model.network import BIANet, MatchingClassifier
 from bianet_lib.engine.scoring import BIANetScorer
 from bianet_lib.engine.trainer import Trainer
+from bianet_lib.model.network import BIANet, MatchingClassifier
 from tests.helpers import random_split, tiny_config
 
 

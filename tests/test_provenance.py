@@ -21,10 +21,15 @@ import yaml
 from helpers import random_split, tiny_config
 
 from bianet_lib.engine import provenance as pv
+from bianet_lib.engine.equivalence import CERTIFICATES as CERTIFICATES_FILE
+from bianet_lib.engine.equivalence import load_certificates
 from bianet_lib.engine.safeio import read_checkpoint
 from bianet_lib.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Number-equivalence certificates (bianet_lib.engine.equivalence): code changes certified not to
+#: change the committed runs' numbers.
+CERTIFICATES = load_certificates(ROOT / CERTIFICATES_FILE)
 
 #: Committed runs that predate provenance: pattern -> (reason, the commits that made them, as
 #: their results record names them). A run made later without provenance is not excused, so
@@ -169,12 +174,14 @@ def test_committed_runs_match_current_code():
             if not excused(path, commit):
                 missing.append(f"{path} (made at {commit})")
             continue
-        problems += [f"{path}: {p}" for p in pv.check_provenance(prov, config)]
+        problems += [f"{path}: {p}" for p in pv.check_provenance(prov, config, CERTIFICATES)]
     stale = [pattern for pattern in ALLOWED_WITHOUT_PROVENANCE
              if not any(fnmatch(p, pattern) and prov is None and excused(p, commit)
                         for p, (prov, _, commit) in runs.items())]
     regenerate = ("regenerate them with the current code: `make course` for results/course (then "
-                  "`make verify-course`), `make experiments` for results/experiments, and commit the results")
+                  "`make verify-course`), `make experiments` for results/experiments, and commit the results; "
+                  "or, if the change cannot alter a number, certify it: `bianet provenance certify <the commit "
+                  "that made them> --record`")
     assert not problems, "committed results were made by other code than the current one; " + regenerate + \
         ":\n" + "\n".join(problems)
     assert not missing, "committed runs without provenance (results records must carry it; not excused by " \

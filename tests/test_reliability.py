@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from bianet_lib.experiments import grids as ex
 from bianet_lib.engine import safeio
 from bianet_lib.engine.safeio import CheckpointError, FileLock, read_checkpoint
 from bianet_lib.engine.trainer import BEST, LATEST, METRICS, TIMING, Trainer
+from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import runner
 from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,7 +396,7 @@ def test_grid_killed_at_write_points_resumes_to_the_same_results(monkeypatch, tm
     monkeypatch.setitem(ex.GRIDS, GRID.name, GRID)
     ref = tmp_path / "ref"
     seen = _crash_points(monkeypatch, None)
-    ex.run_grid(GRID.name, ref, progress=False, workers=1)
+    runner.run_grid(GRID.name, ref, progress=False, workers=1)
     reference = _grid_results(ref)
     assert len(reference) == 2
     # every write of the grid itself (the result JSONs) and a seeded sample of the checkpoint
@@ -408,9 +409,9 @@ def test_grid_killed_at_write_points_resumes_to_the_same_results(monkeypatch, tm
         out = tmp_path / f"kill{n}"
         _crash_points(monkeypatch, n)
         with pytest.raises(SimulatedKill):
-            ex.run_grid(GRID.name, out, progress=False, workers=1)
+            runner.run_grid(GRID.name, out, progress=False, workers=1)
         monkeypatch.setattr(safeio, "crash_hook", None)
-        ex.run_grid(GRID.name, out, progress=False, workers=1)
+        runner.run_grid(GRID.name, out, progress=False, workers=1)
         assert _grid_results(out) == reference, n
         assert not (out / GRID.store / "runs").exists() or not any((out / GRID.store / "runs").iterdir())
 
@@ -483,16 +484,16 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
 
     monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(ex.GRIDS, GRID.name, GRID)
-    calls, real = [], ex.execute_run
+    calls, real = [], runner.execute_run
 
     def counting(grid, run, results_dir, progress=False):
         calls.append(run.run_id)
         return real(grid, run, results_dir, progress)
 
-    monkeypatch.setattr(ex, "execute_run", counting)
+    monkeypatch.setattr(runner, "execute_run", counting)
     out = tmp_path / "r"
     a, b = GRID.runs
-    lock = FileLock(ex.lock_path(out, GRID, a))
+    lock = FileLock(runner.lock_path(out, GRID, a))
     assert lock.acquire(blocking=False)
 
     def other():
@@ -505,11 +506,11 @@ def test_a_run_held_by_another_process_is_waited_for(other_finishes, monkeypatch
 
     t = threading.Thread(target=other)
     t.start()
-    written = ex.run_grid(GRID.name, out, progress=False, workers=1)
+    written = runner.run_grid(GRID.name, out, progress=False, workers=1)
     t.join()
     assert calls == (["bianet__s0"] if other_finishes else ["bianet__s0", "baseline__s0"])
     assert len(written) == len(calls)
-    assert ex.pending_runs(GRID.name, out) == []
+    assert runner.pending_runs(GRID.name, out) == []
 
 
 def test_resume_from_a_damaged_latest_is_one_line(trained_run, tmp_path, capsys):
@@ -528,3 +529,469 @@ def test_resume_from_a_damaged_latest_is_one_line(trained_run, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [err.strip()] and "latest.pt: damaged checkpoint (SHA-256" in err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+# --- issue 27: reliability, second pass -----------------------------------------------------------
+def _copy_run(trained_run, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def _tiny_sets(cache: Path, *extra: str) -> list[str]:
+    return [a for s in [*TINY, f"cache_dir={cache}", *extra] for a in ("--set", s)]
+
+
+def test_a_second_train_that_passed_the_check_before_the_lock_never_overwrites_a_run(
+        trained_run, tmp_path, monkeypatch, capsys):
+    """Item 1, the timing case, driven deterministically: B checks the folder (empty), then run A
+    is started and finished while B waits just before taking the lock (the hook), then B
+    takes the lock. B must be refused (exit 2) and A's run stay whole; --overwrite starts over."""
+    from bianet_lib import cli
+
+    run, cache = tmp_path / "run", trained_run.parent / "cache"
+    real_acquire, ran_a = FileLock.acquire, []
+
+    def paused_before_lock(self, blocking=True):  # the hook: A runs to its end right here
+        if not ran_a and self.path.name == ".lock":
+            ran_a.append(None)  # once: A's own lock is taken normally
+            ran_a[0] = cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(cache, "seed=1")])
+        return real_acquire(self, blocking)
+
+    monkeypatch.setattr(FileLock, "acquire", paused_before_lock)
+    code_b = cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(cache, "seed=2")])
+    assert ran_a == [0]
+    err = capsys.readouterr().err
+    assert code_b == 2 and "already holds a run" in _one_line(err.splitlines()[-1]) and "--overwrite" in err
+    assert "seed: 1" in (run / "config.yaml").read_text()  # A's run, untouched
+    assert json.loads((run / "results.json").read_text())["config"]["seed"] == 1
+    assert not (run / ".lock").exists()
+    monkeypatch.setattr(FileLock, "acquire", real_acquire)
+    # an explicit --overwrite starts over, under the lock
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", "--overwrite", *_tiny_sets(cache, "seed=2")]) == 0
+    assert json.loads((run / "results.json").read_text())["config"]["seed"] == 2
+
+
+def test_the_trainer_refuses_a_fresh_start_over_a_run_unless_overwrite(tmp_path):
+    """The guarantee holds in the library too: the check is inside fit, under the lock."""
+    from bianet_lib.engine.trainer import RunExistsError
+
+    train, val = _splits()
+    Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False).fit()
+    before = (tmp_path / LATEST).read_bytes()
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        Trainer(tiny_config(epochs=1, seed=3), train, val, tmp_path, progress=False).fit()
+    assert (tmp_path / LATEST).read_bytes() == before
+    Trainer(tiny_config(epochs=1, seed=3), train, val, tmp_path, progress=False).fit(overwrite=True)
+    assert read_checkpoint(tmp_path / LATEST)["config"]["seed"] == 3
+
+
+# item 2: every decoder error is a reported skip
+def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A 68-byte PNG whose header claims width x height (PIL refuses it as a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", (zlib.compress(b"\0") + bytes(11))[:11]) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def hostile_tree(tmp_path_factory):
+    """A small VoxCeleb-shaped tree (8 train, 4 val, 4 test identities) plus, in the first train
+    identity's folders: a 68-byte decompression bomb, a dangling .jpg and .wav symlink, a
+    symlink loop, and .webp / .bmp / .mp3 files."""
+    from bianet_lib.data.vox_tree import write_vox_tree
+    from bianet_lib.data.voxceleb import split_table
+
+    root = tmp_path_factory.mktemp("vox")
+    write_vox_tree(root, 8, 4, 4, clips_per_id=2, faces_per_id=2, seconds=0.25, face_size=32, workers=1)
+    first = split_table("wen").query("split == 'train'").iloc[0]
+    faces, wav = root / "faces" / first["name"] / "vid0", root / "wav" / first["id"] / "vid0"
+    bad = {faces / "bomb.png": "decompression bomb", faces / "gone.jpg": "dangling symlink",
+           faces / "loop.jpg": "symlink loop", faces / "f.webp": "unsupported format .webp",
+           faces / "f.bmp": "unsupported format .bmp", wav / "gone.wav": "dangling symlink",
+           wav / "v.mp3": "unsupported format .mp3"}
+    (faces / "bomb.png").write_bytes(bomb_png())
+    (faces / "gone.jpg").symlink_to(root / "nowhere.jpg")
+    (faces / "loop.jpg").symlink_to(faces / "loop.jpg")
+    (wav / "gone.wav").symlink_to(root / "nowhere.wav")
+    for name in ("f.webp", "f.bmp"):
+        (faces / name).write_bytes((faces / "00000.jpg").read_bytes())
+    (wav / "v.mp3").write_bytes(b"ID3" + bytes(64))
+    return root, {str(p): reason for p, reason in bad.items()}
+
+
+def test_the_bomb_is_68_bytes_and_a_bomb():
+    import io
+
+    from PIL import Image
+
+    data = bomb_png()
+    assert len(data) == 68
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(data))
+
+
+def _reported(text: str, bad: dict[str, str]) -> None:
+    for path, reason in bad.items():
+        assert any(path in line and reason in line for line in text.splitlines()), (path, reason, text)
+
+
+def test_index_validate_reports_bombs_broken_links_and_unsupported_files(hostile_tree, tmp_path, capsys):
+    from bianet_lib import cli
+
+    root, bad = hostile_tree
+    out = tmp_path / "index.csv"
+    argv = ["index", "--audio-root", str(root / "wav"), "--face-root", str(root / "faces"), "--split", "wen",
+            "--out", str(out), "--workers", "1"]
+    assert cli.main(argv + ["--validate"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    _reported(captured.out, bad)
+    import pandas as pd
+
+    rejected = pd.read_csv(tmp_path / "index.rejected.csv")
+    _reported("\n".join(f"{p}: {r}" for p, r in zip(rejected["path"], rejected["reason"], strict=True)), bad)
+    assert not set(bad) & set(pd.read_csv(out)["path"])
+    # listed without decoding too: links and formats are found while listing
+    assert cli.main(argv) == 0
+    listed = capsys.readouterr().out
+    _reported(listed, {p: r for p, r in bad.items() if "bomb" not in r})
+
+
+def test_training_on_such_data_reports_them_in_skipped_txt(hostile_tree, tmp_path, capsys):
+    from bianet_lib import cli
+
+    root, bad = hostile_tree
+    cache = tmp_path / "cache"
+    sets = _tiny_sets(cache, "data=voxceleb", f"audio_root={root / 'wav'}", f"face_root={root / 'faces'}",
+                      "batch_size=4", "epochs=1", "loader_workers=0")
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", *sets]) == 0
+    _reported((tmp_path / "run" / "skipped.txt").read_text(), bad)
+    assert not [p for p in (cache / "store").iterdir() if ".tmp-" in p.name]
+
+
+def test_a_failed_store_build_leaves_no_half_built_folder(hostile_tree, tmp_path, monkeypatch):
+    import errno
+
+    from bianet_lib.data import store
+    from bianet_lib.data.voxceleb import build_index
+
+    root, _ = hostile_tree
+    index, _ = build_index(root / "wav", root / "faces", "wen")
+
+    def disk_full(path, size):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "load_face", disk_full)
+    folder = tmp_path / "store" / "train-x"
+    with pytest.raises(OSError):
+        store.build_store(index[index.split == "train"], folder, store.StoreSettings(0.25, 32), "train", workers=1)
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+# item 4: environment faults are one line naming the path and the cause, exit code 3
+@pytest.mark.parametrize("code, cause", [("ENOSPC", "no space left on device"),
+                                         ("EROFS", "read-only file system"), ("EACCES", "permission denied")])
+def test_a_failing_write_during_training_is_one_line_exit_3(code, cause, trained_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from bianet_lib import cli
+
+    def failing(stage, path):
+        if Path(path).name == LATEST and stage == "write":
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(path))
+
+    monkeypatch.setattr(safeio, "crash_hook", failing)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(trained_run.parent / "cache")]) == 3
+    line = _one_line(capsys.readouterr().err)
+    assert str(run / LATEST) in line and cause in line and "environment error" in line
+    assert not (run / ".lock").exists() and not list(run.glob(".*.tmp"))
+
+
+def test_a_full_disk_under_the_world_cache_is_one_line_exit_3(tmp_path, monkeypatch, capsys):
+    """A real ENOSPC from torch.save (the temporary file leads to /dev/full): torch reports a
+    path it writes itself as "[enforce fail at inline_container.cc]"; the line says disk full."""
+    import tempfile as tempfile_mod
+
+    from bianet_lib import cli
+    from bianet_lib.data import sources
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    real_mkstemp = tempfile_mod.mkstemp
+
+    def full_mkstemp(dir=None, prefix=None, suffix=None):
+        fd, tmp = real_mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+        os.unlink(tmp)
+        os.symlink("/dev/full", tmp)  # every write through this name: ENOSPC
+        return fd, tmp
+
+    monkeypatch.setattr(sources.tempfile, "mkstemp", full_mkstemp)
+    cache = tmp_path / "cache"
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", *_tiny_sets(cache)]) == 3
+    line = _one_line(capsys.readouterr().err)
+    assert "no space left on device" in line and str(cache / "synthvox") in line
+    assert Path("/dev/full").is_char_device() and not list((cache / "synthvox").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "parent is a file", "empty"])
+def test_a_run_dir_that_cannot_be_one_is_refused_before_any_work(kind, trained_run, tmp_path, monkeypatch, capsys):
+    from bianet_lib import cli
+    from bianet_lib.data import sources
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sources, "load_world", lambda *a, **k: pytest.fail("the world was loaded"))
+    if kind == "dangling":
+        os.symlink(tmp_path / "missing", "R")
+        run, code, needle = "R", 3, "dangling symlink"
+    elif kind == "loop":
+        os.symlink("R", "R")
+        run, code, needle = "R", 3, "symlink loop"
+    elif kind == "parent is a file":
+        Path("afile").write_text("x")
+        run, code, needle = "afile/run", 2, "afile, which is a file"
+    else:
+        run, code, needle = "", 2, "--run-dir ''"
+    before = sorted(os.listdir(tmp_path))
+    assert cli.main(["train", "--run-dir", run, "--no-progress", *_tiny_sets(trained_run.parent / "cache")]) == code
+    assert needle in _one_line(capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_diagnose_out_naming_a_folder_is_refused_and_leaves_nothing(trained_run, tmp_path, capsys):
+    from bianet_lib import cli
+
+    out = tmp_path / "outdir"
+    out.mkdir()
+    assert cli.main(["diagnose", "--run-dir", str(trained_run), "--out", str(out)]) == 2
+    assert "is a folder" in _one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"]  # no outdir.tmp
+
+
+def test_resume_with_a_damaged_timing_file_warns_in_one_line_and_finishes(trained_run, tmp_path, capsys):
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    (run / TIMING).write_text('{"epoch": 1, "seconds": 0.5}\n{"epoch": 2, "sec\x00\x01garbage\n')
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if "timing.jsonl" in x]
+    assert str(run / TIMING) in line and "damaged" in line
+    assert [json.loads(x)["epoch"] for x in (run / TIMING).read_text().splitlines()] == [1]
+
+
+SIGNALLED = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from bianet_lib import cli
+    from bianet_lib.engine import trainer
+    real = trainer.Trainer._run_epoch
+    def epoch(self):  # after epoch 1 is committed: say so, then wait for the signal
+        if self.epoch == 1:
+            print("committed", flush=True)
+            import time
+            time.sleep(60)
+        return real(self)
+    trainer.Trainer._run_epoch = epoch
+    raise SystemExit(cli.main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_stop_with_one_line_saying_how_to_resume(signum, trained_run, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(SIGNALLED.format(repo=str(REPO)))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), "train", "--run-dir", str(run), "--no-progress",
+                             *_tiny_sets(trained_run.parent / "cache", "epochs=3")],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "committed"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum
+    line = _one_line(err)
+    assert signal.Signals(signum).name in line and f"bianet train --run-dir {run} --resume" in line
+    assert not (run / ".lock").exists() and not list(run.glob(".*.tmp"))
+    assert read_checkpoint(run / LATEST)["epoch"] == 1
+
+
+GENERATING = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {repo!r})
+    from bianet_lib import cli
+    from bianet_lib.data import synthvox
+    def slow_job(job):  # runs in the world's pool workers
+        print("generating", flush=True)
+        time.sleep(60)
+    synthvox._identity_job = slow_job
+    raise SystemExit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_ctrl_c_while_the_world_is_generated_is_one_line_without_worker_tracebacks(tmp_path):
+    """Ctrl-C reaches the whole process group, pool workers included: they ignore it and the
+    parent stops alone, in one line (no traceback per worker), leaving no lock."""
+    script = tmp_path / "child.py"
+    script.write_text(GENERATING.format(repo=str(REPO)))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), "train", "--run-dir", str(run), "--no-progress",
+                             *_tiny_sets(tmp_path / "fresh-cache")], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert "generating" in proc.stdout.readline()  # (two workers may print on one line)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "stopped by SIGINT" in _one_line(err)
+    assert not (run / ".lock").exists()
+
+
+# item 5: --resume needs only latest.pt
+@pytest.mark.parametrize("damage", ["missing", "empty", "unreadable"])
+def test_resume_needs_only_latest_pt_and_restores_config_yaml(damage, trained_run, tmp_path, capsys):
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    config = (run / "config.yaml").read_bytes()
+    results = json.loads((run / "results.json").read_text())
+    if damage == "missing":
+        (run / "config.yaml").unlink()
+    else:
+        (run / "config.yaml").write_bytes(b"" if damage == "empty" else b"epochs: [1,\n\x00\xff")
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert f"config.yaml: {damage}; restored from latest.pt" in capsys.readouterr().out
+    assert (run / "config.yaml").read_bytes() == config
+    assert json.loads((run / "results.json").read_text())["metrics"] == results["metrics"]
+
+
+def test_best_pt_written_twice_from_one_state_is_the_same_bytes(trained_run, tmp_path):
+    """A resume with nothing left to train rewrites best.pt from latest.pt: the same file, byte
+    for byte (the config read back from YAML or a checkpoint pickles as the one built in code)."""
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    before = (run / BEST).read_bytes()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert (run / BEST).read_bytes() == before
+
+
+def test_resume_refuses_an_edited_config_yaml_rather_than_undo_it(trained_run, tmp_path, capsys):
+    """config.yaml is derived from latest.pt; an edit (a wish to change the run) is refused with
+    the field named, not silently overwritten."""
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace("epochs: 2", "epochs: 5"))
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "config.yaml was changed: epochs=5 (run: 2)" in line, line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_disk_without_room_for_the_world_is_refused_before_generating_it(tmp_path, monkeypatch, capsys):
+    import collections
+
+    from bianet_lib import cli
+    from bianet_lib.commands import train as train_cmd
+    from bianet_lib.data import synthvox
+
+    monkeypatch.setattr(synthvox, "generate_world", lambda *a, **k: pytest.fail("the world was generated"))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(train_cmd.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    cache = tmp_path / "cache"
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", *_tiny_sets(cache)]) == 3
+    line = _one_line(capsys.readouterr().err)
+    assert str(cache / "synthvox") in line and "no space left on device" in line
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_a_run_folder_locked_by_another_train_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from bianet_lib import cli
+    from bianet_lib.data import sources
+
+    monkeypatch.setattr(sources, "load_world", lambda *a, **k: pytest.fail("the world was loaded"))
+    run = tmp_path / "run"
+    with FileLock(run / ".lock"):
+        assert cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(tmp_path / "c")]) == 2
+    assert "another process is training in this run folder" in _one_line(capsys.readouterr().err)
+
+
+def test_a_read_only_run_folder_is_one_line_exit_3_before_any_work(tmp_path, monkeypatch, capsys):
+    """The probe write into the run folder fails as on a read-only file system (simulated: this
+    suite may run as root, which chmod does not stop)."""
+    import errno
+
+    from bianet_lib import cli
+    from bianet_lib.commands import train as train_cmd
+    from bianet_lib.data import sources
+
+    def read_only(dir=None, prefix=None, suffix=None):
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(dir) / f"{prefix}x{suffix}"))
+
+    monkeypatch.setattr(sources, "load_world", lambda *a, **k: pytest.fail("the world was loaded"))
+    monkeypatch.setattr(train_cmd.tempfile, "mkstemp", read_only)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *_tiny_sets(tmp_path / "c")]) == 3
+    line = _one_line(capsys.readouterr().err)
+    assert "read-only file system" in line and str(run) in line
+    assert not (run / ".lock").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_really_read_only_run_folder_is_one_line_exit_3(trained_run, tmp_path, capsys):
+    from bianet_lib import cli
+
+    run = _copy_run(trained_run, tmp_path)
+    run.chmod(0o555)
+    try:
+        assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 3
+    finally:
+        run.chmod(0o755)
+    assert "permission denied" in _one_line(capsys.readouterr().err)
+
+
+def test_a_run_refused_for_its_batch_size_on_voxceleb_data_writes_nothing(hostile_tree, tmp_path, capsys):
+    from bianet_lib import cli
+
+    root, _ = hostile_tree
+    run = tmp_path / "run"
+    sets = _tiny_sets(tmp_path / "cache", "data=voxceleb", f"audio_root={root / 'wav'}",
+                      f"face_root={root / 'faces'}", "batch_size=64", "epochs=1", "loader_workers=0")
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *sets]) == 2
+    assert "batch_size=64" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not run.exists() or sorted(p.name for p in run.iterdir()) == []  # no skipped.txt
+
+
+def test_the_documented_exit_codes_are_the_codes():
+    """docs/reliability.md's exit-code table and bianet_lib.cli agree."""
+    import re
+
+    from bianet_lib import cli
+
+    text = (REPO / "docs" / "reliability.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| ([^|]+) \|", text, re.M))
+    assert int(min(k for k, v in table.items() if "command line is wrong" in v)) == cli.EXIT_USAGE == 2
+    assert int(min(k for k, v in table.items() if "machine failed" in v)) == cli.EXIT_ENVIRONMENT == 3
+    assert "SIGINT" in table[str(128 + signal.SIGINT)] and "SIGTERM" in table[str(128 + signal.SIGTERM)]

@@ -9,17 +9,25 @@ import numpy as np
 import pytest
 import torch
 
-from bianet_lib.experiments import grids as ex
-from bianet_lib.experiments import testbed as tb
 from bianet_lib.config import load_config
 from bianet_lib.data.sources import load_world
+from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+from bianet_lib.experiments import grids as ex
+from bianet_lib.experiments import runner, world
+from bianet_lib.experiments import testbed as tb
 from bianet_lib.experiments.endpoints import trial_correct
 from bianet_lib.model.network import BIANet
-from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_DIR = ROOT / "results" / "experiments" / "testbed-calibration"
 TESTBED_DIR = ROOT / "results" / "experiments" / "testbed"
+#: The reproduction report (the experiment log the README carried before issue 23).
+REPORT = ROOT / "docs" / "reproduction.md"
+
+
+def _report_text() -> str:
+    """The reproduction report with its line breaks folded into spaces."""
+    return " ".join(REPORT.read_text().split())
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 6000])
@@ -148,7 +156,7 @@ def test_a_testbed_run_records_endpoints_and_provenance(monkeypatch, tmp_path):
     grid = ex.Grid("tiny-local", [ex.Run("baseline", tuple(ex.VARIANTS["baseline"]), 0)], "cpu-small",
                    [*ex.SMOKE_BASE, "world_preset=local"])
     monkeypatch.setitem(ex.GRIDS, "tiny-local", grid)
-    ex.run_grid("tiny-local", tmp_path / "results", progress=False)
+    runner.run_grid("tiny-local", tmp_path / "results", progress=False)
     rec = json.loads((tmp_path / "results" / "tiny-local" / "baseline__s0.json").read_text())
     assert set(rec["endpoints"]["directions"]) == {"vf", "fv"}
     assert rec["provenance"]["code_hash"] and rec["provenance"]["determinism"]["seed"] == 0
@@ -157,9 +165,9 @@ def test_a_testbed_run_records_endpoints_and_provenance(monkeypatch, tmp_path):
 
 
 def test_the_testbed_grid_waits_for_the_calibration(monkeypatch):
-    monkeypatch.setattr(tb, "CALIBRATED_SCALE", None)
+    monkeypatch.setattr(world, "CALIBRATED_SCALE", None)
     assert ex.testbed_runs() == []
-    monkeypatch.setattr(tb, "CALIBRATED_SCALE", 1.5)
+    monkeypatch.setattr(world, "CALIBRATED_SCALE", 1.5)
     runs = ex.testbed_runs()
     assert len(runs) == len(ex.TESTBED_ARMS) * len(ex.TESTBED_SEEDS)
     assert all("world_local_scale=1.5" in r.overrides for r in runs)
@@ -216,22 +224,27 @@ def test_the_convergence_table_known_answers(tmp_path):
 
 
 GRID16_DIR = ROOT / "results" / "experiments" / "testbed-16"
+#: Every file that has held the pre-registered definitions (the 2026-12 layout move split them), so
+#: the commit history finds the first commit that wrote each one wherever it then lived.
+FAMILY_HOMES = ("bianet_lib/testbed.py", "bianet_lib/experiments/testbed.py", "bianet_lib/experiments/preregistration.py")
+GRID_HOMES = ("bianet_lib/experiments.py", "bianet_lib/experiments/grids.py")
+CONSTANT_HOMES = ("bianet_lib/testbed.py", "bianet_lib/experiments/testbed.py", "bianet_lib/experiments/world.py")
 
 
 @pytest.mark.parametrize("pattern, path, store, arms", [
-    (r"^SECONDARY_COMPARISONS = ", "bianet_lib/experiments/testbed.py", TESTBED_DIR, ex.TESTBED_SECONDARY),
-    (r"^TABLE6_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.TABLE6_VARIANTS),
-    (r'"testbed-16-more": Grid\(', "bianet_lib/experiments/grids.py", GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
-    (r"^FIG7_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.FIG7_VARIANTS),
-    (r"^BIAS_COMPARISONS = ", "bianet_lib/experiments/testbed.py", GRID16_DIR, ex.BIAS_VARIANTS),
-    (r'"testbed-16-rest": Grid\(', "bianet_lib/experiments/grids.py", GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
+    (r"^SECONDARY_COMPARISONS = ", FAMILY_HOMES, TESTBED_DIR, ex.TESTBED_SECONDARY),
+    (r"^TABLE6_COMPARISONS = ", FAMILY_HOMES, GRID16_DIR, ex.TABLE6_VARIANTS),
+    (r'"testbed-16-more": Grid\(', GRID_HOMES, GRID16_DIR, {**ex.TESTBED_SECONDARY, **ex.TABLE6_VARIANTS}),
+    (r"^FIG7_COMPARISONS = ", FAMILY_HOMES, GRID16_DIR, ex.FIG7_VARIANTS),
+    (r"^BIAS_COMPARISONS = ", FAMILY_HOMES, GRID16_DIR, ex.BIAS_VARIANTS),
+    (r'"testbed-16-rest": Grid\(', GRID_HOMES, GRID16_DIR, {**ex.FIG7_VARIANTS, **ex.BIAS_VARIANTS}),
 ], ids=["secondary", "table6", "converged-more-grid", "fig7", "bias", "converged-rest-grid"])
 def test_later_families_were_committed_before_their_runs(pattern, path, store, arms):
     """Pre-registration of the later families: the commit that wrote the family (or the grid that
     runs it at the converged setting) is an ancestor of the first commit holding one of its runs."""
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order cannot be read")
-    set_at = _git("log", "--reverse", "--format=%H", "-G", pattern, "--", path).splitlines()
+    set_at = _git("log", "--reverse", "--format=%H", "-G", pattern, "--", *path).splitlines()
     paths = [str(store / f"{arm}__s{s}.json") for arm in arms for s in ex.TESTBED_SEEDS]
     first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", *paths).splitlines()
     if first_run:
@@ -310,7 +323,7 @@ def _assert_set_before_first_run(constant: str, runs_dir: Path) -> None:
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order of calibration and runs cannot be read")
     set_at = _git("log", "--reverse", "--format=%H", "-G", rf"^{constant}: float \| None = [0-9]",
-                  "--", "bianet_lib/experiments/testbed.py").splitlines()
+                  "--", *CONSTANT_HOMES).splitlines()
     first_run = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(runs_dir)).splitlines()
     if first_run:
         assert set_at, f"{constant} was never set in a commit"
@@ -342,8 +355,8 @@ def test_the_converged_setting_is_its_own_baseline_calibration():
     rows = tb.calibration_rows(cal16)
     assert {json.loads(p.read_text())["config"]["use_pia"] for p in cal16.glob("*.json")} == {False}
     assert tb.CALIBRATED_SCALE_LONG is not None and tb.choose_scale(rows) == tb.CALIBRATED_SCALE_LONG
-    # the README's prose about this calibration is its numbers
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    # the report's prose about this calibration is its numbers
+    readme = _report_text()
     at1 = next(r for r in rows if r["scale"] == 1.0)
     assert f"drop {at1['vf_drop']:.3f} / {at1['fv_drop']:.3f} at scale 1" in readme
     runs = GRIDS["testbed-16"].runs
@@ -436,10 +449,10 @@ def test_verdict_sentences_follow_the_numbers():
 
 
 def test_the_readme_verdict_on_the_converged_grid_is_its_numbers():
-    """The README's "What the converged grid says" paragraph, number by number, from the runs."""
+    """The report's "What the converged grid says" paragraph, number by number, from the runs."""
     full = tb.load_records(GRID16_DIR)
     records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     para = readme[readme.index("**What the converged grid says**"):]
     para = para[:para.index("GPU scale")]
     comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]))
@@ -487,7 +500,7 @@ def test_the_readme_states_the_converged_grids_convergence_and_cost():
     full = tb.load_records(GRID16_DIR)
     records = {a: v for a, v in full.items() if a in ex.TESTBED_ARMS}
     short = tb.load_records(ROOT / "results" / "experiments" / "testbed")
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     n = sum(len(v) for v in records.values())
     rising, n_hist = tb.still_rising(records)
     rising8, n_hist8 = tb.still_rising(short)
@@ -565,7 +578,7 @@ def test_reproduction_without_a_committed_counterpart_is_an_error(tmp_path):
 def test_the_committed_reproduction_is_bit_identical_and_timed():
     """Notebook 07's reproduction (two converged-grid rows retrained from an empty results folder
     and world cache on the 2-core machine) matched the committed runs trial for trial, and its
-    measured wall time is the one the notebook and the README state."""
+    measured wall time is the one the notebook and the report state."""
     repro = ROOT / "results" / "experiments" / "testbed-16-reproduced"
     rows = tb.reproduction_rows(repro, GRID16_DIR)
     assert {(r["arm"], r["seed"]) for r in rows} == {(r.name, r.seed) for r in ex.get_grid("testbed-16-reduced").runs}
@@ -579,7 +592,7 @@ def test_the_readme_states_the_reproduction_from_its_record():
     repro = ROOT / "results" / "experiments" / "testbed-16-reproduced"
     rows = {r["arm"]: r for r in tb.reproduction_rows(repro, GRID16_DIR)}
     wall = json.loads((repro / "timing.json").read_text())["wall_s"] / 60
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     assert (f"took {wall:.1f} minutes of wall time, the two runs side by side ({rows['baseline']['wall_min']:.1f} and "
             f"{rows['bianet']['wall_min']:.1f} minutes each), and came out bit-identical") in readme
     assert all(r["identical"] for r in rows.values())
@@ -666,13 +679,13 @@ def test_fig7_lines_known_answers():
 
 
 def _family_paragraph(read, start: str, end: str):
-    """The converged store, its clusters and the README's paragraph from ``start`` to ``end``,
+    """The converged store, its clusters and the report's paragraph from ``start`` to ``end``,
     after checking that the family is complete (no INTERIM) and that every line ``read`` prints
     from the runs is in that paragraph verbatim."""
     full = tb.load_records(GRID16_DIR)
     clusters = tb.clusters_for(full["baseline"][0])
     lines = read(full, clusters, expected=tb.expected_runs("testbed-16"))
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = _report_text()
     para = readme[readme.index(start):]
     para = para[:para.index(end)]
     assert not any("INTERIM" in line for line in lines)  # every pre-registered run is in
@@ -682,8 +695,8 @@ def _family_paragraph(read, start: str, end: str):
 
 
 def test_the_readme_reads_fig7_from_its_numbers():
-    """The README's Fig. 7 sentences: the family is complete, each line fig7_lines prints is in the
-    README verbatim, and the hand-written summary around them holds on the same numbers."""
+    """The report's Fig. 7 sentences: the family is complete, each line fig7_lines prints is in the
+    report verbatim, and the hand-written summary around them holds on the same numbers."""
     full, clusters, para = _family_paragraph(tb.fig7_lines, "The fourth family, Fig. 7",
                                              "The fifth family, the bias study")
     arms = {a for pair in tb.FIG7_COMPARISONS for a in pair}
@@ -716,8 +729,8 @@ def test_the_readme_reads_fig7_from_its_numbers():
 
 
 def test_the_readme_reads_the_bias_study_from_its_numbers():
-    """The README's bias-study sentences: the family is complete, each line bias_lines prints is in
-    the README verbatim, and the summary after them (cost, runs at chance, every arm's loss, the
+    """The report's bias-study sentences: the family is complete, each line bias_lines prints is in
+    the report verbatim, and the summary after them (cost, runs at chance, every arm's loss, the
     widest interval, the cost of the grid's third part) holds on the same numbers."""
     full, clusters, para = _family_paragraph(tb.bias_lines, "The fifth family, the bias study",
                                              "What this does not show")

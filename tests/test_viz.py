@@ -188,3 +188,52 @@ def test_plot_sweep_draws_means_of_finished_arms_at_their_values():
     assert sorted(t.get_text() for t in ax.texts) == ["1", "2"]  # seeds per point
     assert ax.get_ylabel() == "1:2 V-F accuracy"
     plt.close(fig)
+
+
+# --- the shared figure style (issue 23): readable fonts, legends outside the data, colours named ---
+def test_course_style_fonts_are_readable():
+    viz.use_course_style()
+    for key, size in viz.FONT_SIZES.items():
+        assert matplotlib.rcParams[key] == size >= viz.MIN_FONT, key
+
+
+def test_legend_outside_sits_beside_or_below_the_axes():
+    viz.use_course_style()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], label="a")
+    fig.canvas.draw()
+    for where in ("right", "below"):
+        leg = viz.legend_outside(ax, where)
+        fig.canvas.draw()
+        box, axbox = leg.get_window_extent(), ax.get_window_extent()
+        assert box.x0 >= axbox.x1 if where == "right" else box.y1 <= axbox.y0, where
+    with pytest.raises(ValueError, match="right"):
+        viz.legend_outside(ax, "inside")
+    plt.close(fig)
+
+
+def test_plot_signed_effects_colours_by_better_direction_and_names_them():
+    """With ``better``, a lower drop and a higher accuracy get the same colour (better), and the
+    legend names both colours; the values sit right of the axes, clear of every error bar."""
+    fig, ax = plt.subplots()
+    effects = {"acc up": 0.02, "drop down": -0.03, "acc down": -0.01}
+    viz.plot_signed_effects(ax, effects, {"acc up": (0.0, 0.04)}, better={"acc up": 1, "drop down": -1, "acc down": 1},
+                            legend=("better for the arm", "worse for the arm"))
+    colors = [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches[:3]]
+    assert colors[0] == colors[1] != colors[2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["better for the arm", "worse for the arm"]
+    values = [t for t in ax.texts if t.get_text().startswith(("+", "-"))]
+    assert [t.get_text() for t in values] == ["+0.020", "-0.030", "-0.010"]
+    assert all(t.get_position()[0] > 1.0 for t in values)  # axes fraction: right of the plot
+    plt.close(fig)
+
+
+def test_plot_attention_mass_names_both_branches():
+    fig, ax = plt.subplots()
+    rows = [{"arm": "bianet", "modality": "face", "branch": "pia", "ratio": 0.95},
+            {"arm": "bianet", "modality": "face", "branch": "nia", "ratio": 1.01}]
+    viz.plot_attention_mass(ax, rows)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[:2] == ["PIA attention", "NIA attention"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["bianet, face, PIA", "bianet, face, NIA"]
+    plt.close(fig)

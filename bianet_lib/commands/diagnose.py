@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bianet_lib.cli import UsageError
+from bianet_lib.cli import EnvironmentFault, UsageError
 
 HELP = "the mechanism's health of a run's checkpoint: mask, threshold, entropies, ablations, probes"
 
@@ -22,8 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bianet_lib.data.sources import load_world
-    from bianet_lib.engine.diagnostics import diagnose, format_report
+    from bianet_lib.engine.diagnostics import diagnose
+    from bianet_lib.engine.safeio import NotWritableError, atomic_write_text, check_out_file
     from bianet_lib.engine.trainer import load_model
+    from bianet_lib.reports.diagnostics import format_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -32,17 +34,19 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"--checkpoint {args.checkpoint}: {path} not found")
     out = Path(args.out) if args.out else run_dir / f"diagnose-{path.stem}.json"
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    try:  # before any work: a folder, a missing folder, a read-only one
+        check_out_file(out)
+    except NotWritableError as exc:
+        raise EnvironmentFault(str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
         model = load_model(path)
         world = load_world(model.cfg)
     except ValueError as exc:
         raise UsageError(f"{path}: {exc}") from None
     report = diagnose(model, world[args.split])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(report, indent=1, sort_keys=True) + "\n")  # no .tmp left behind
     print(format_report(report))
     print(f"report written to {out}")
     return 0

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bianet_lib.experiments.grids import GRIDS, GridRunError, pending_runs, result_path, run_grid
+    from bianet_lib.experiments.grids import GRIDS, result_path
+    from bianet_lib.experiments.runner import GridRunError, pending_runs, run_grid
 
     if args.grid not in GRIDS:
         raise UsageError(f"unknown grid {args.grid!r}: expected one of {', '.join(sorted(GRIDS))}")

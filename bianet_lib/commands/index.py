@@ -99,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
         print(report.summary())
     else:  # nothing was decoded: say so rather than "skipped files: 0"
         print("files not decoded (add --validate to find unusable ones)")
-        print("\n".join(report.summary().splitlines()[1:]))  # dropped identities, unknown folders
+        lines = report.summary().splitlines()
+        if report.files:  # found while listing: broken links, unsupported formats
+            lines[0] = f"skipped while listing: {len(report.files)}"
+        print("\n".join(lines if report.files else lines[1:]))  # + dropped identities, unknown folders
     if args.out:
         out = Path(args.out)
         rejected = {p for p, _ in report.files}

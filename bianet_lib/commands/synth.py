@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} exists and is not an empty directory")
     if importlib.util.find_spec("soundfile") is None:  # checked before minutes of generation
         raise UsageError("writing the WAV files needs soundfile, which is not installed "
-                         "(pip install 'bianet_lib[audio]', or its wheel: README, 'GPU')")
+                         "(pip install 'bianet_lib[audio]', or its wheel: docs/gpu-and-real-data.md)")
     try:
         world, summary = timed_world(cfg, args.seed, args.workers)
         write_voxceleb_tree(world, out)

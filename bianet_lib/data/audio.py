@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bianet_lib.data.errors import BadInputError
+from bianet_lib.data.errors import BadInputError, broken_link_reason
 from bianet_lib.data.types import SAMPLE_RATE
 
 PAPER_SAMPLES = 160_000   # the paper's feature length: 10 s at 16 kHz
@@ -110,7 +110,7 @@ def decode(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     with its warnings silenced (the reason of a failure is in the BadInputError instead)."""
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(path, "missing file")
+        raise BadInputError(path, broken_link_reason(path) or "missing file")
     if path.stat().st_size == 0:
         raise BadInputError(path, "empty audio")
     if path.suffix.lower() == ".wav":
@@ -126,6 +126,12 @@ def decode(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
         except wave.Error as exc:
             if "unknown format" not in str(exc):  # float/extensible WAV: librosa below
                 raise BadInputError(path, f"cannot decode (broken WAV header: {exc})") from None
+        except ImportError:  # scipy missing: the machine's, not the file's
+            raise
+        except MemoryError:
+            raise BadInputError(path, "cannot decode (its header claims more samples than fit in memory)") from None
+        except Exception as exc:  # noqa: BLE001 - struct.error, ValueError, ...: this file's fault
+            raise BadInputError(path, f"cannot decode ({type(exc).__name__}: {str(exc)[:160]})") from None
     librosa = _librosa(f"decoding {path.name}")
     try:
         with warnings.catch_warnings():  # "PySoundFile failed. Trying audioread", FutureWarnings

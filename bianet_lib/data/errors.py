@@ -13,3 +13,27 @@ class BadInputError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def broken_link_reason(path) -> str | None:
+    """"dangling symlink" / "symlink loop" when ``path`` is a symlink that leads to no file."""
+    import errno
+    import os
+
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return "symlink loop" if exc.errno == errno.ELOOP else f"dangling symlink (to {os.readlink(path)})"
+    return None
+
+
+def ignore_sigint() -> None:
+    """Pool initializer: a worker ignores Ctrl-C (which reaches the whole process group) and dies
+    quietly on SIGTERM (the parent's SIGTERM handler, inherited by fork, would print a traceback
+    when the pool is terminated), so the parent alone stops, in one line, and closes the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

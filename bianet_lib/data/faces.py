@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from bianet_lib.data.errors import BadInputError
+from bianet_lib.data.errors import BadInputError, broken_link_reason
 
 
 def load_face(path: str | Path, size: int) -> torch.Tensor:
@@ -17,7 +17,7 @@ def load_face(path: str | Path, size: int) -> torch.Tensor:
     images convert to RGB; missing, truncated or corrupt files raise BadInputError."""
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(path, "missing file")
+        raise BadInputError(path, broken_link_reason(path) or "missing file")
     try:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later in training
@@ -31,8 +31,12 @@ def load_face(path: str | Path, size: int) -> torch.Tensor:
             arr = np.asarray(im, dtype=np.uint8)
     except UnidentifiedImageError:
         raise BadInputError(path, "not an image") from None
+    except Image.DecompressionBombError as exc:  # a header claiming a gigantic image
+        raise BadInputError(path, f"decompression bomb ({' '.join(str(exc).split())[:160]})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying truncated/corrupt
         raise BadInputError(path, f"corrupt or truncated image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any other decoder failure is this file's, not the run's
+        raise BadInputError(path, f"cannot decode ({type(exc).__name__}: {str(exc)[:160]})") from None
     if min(arr.shape[:2]) == 0:
         raise BadInputError(path, "empty image")
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())

@@ -1,6 +1,6 @@
 """The streaming training path: a torch Dataset over a feature store, read through a DataLoader.
 
-The batch sampler (``batches.IdentityBatchSampler``) runs in the main process and hands each
+The batch sampler (``sampler.IdentityBatchSampler``) runs in the main process and hands each
 worker a whole batch plan (rows, flips, crop seeds); the worker reads those rows from the
 memory-mapped store and returns a ready ``Batch``. Memory is bounded by batch size x
 (workers x prefetch_factor + 1) batches, whatever the dataset's size.
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bianet_lib.data.batches import Batch, BatchPlan, IdentityBatchSampler
+from bianet_lib.data.sampler import Batch, BatchPlan, IdentityBatchSampler
 from bianet_lib.data.store import StoredSplit
 
 

@@ -81,7 +81,13 @@ def _synthvox(cfg: BIANetConfig, workers: int, use_cache: bool) -> dict[str, Spl
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            torch.save(world, tmp)
+            # through a file object: a failed write (a full disk) is then the OSError itself,
+            # not torch's "[enforce fail at inline_container.cc]"; named with the cache's path
+            try:
+                with open(tmp, "wb") as fh:
+                    torch.save(world, fh)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             from bianet_lib.engine.safeio import fsync_dir, fsync_file, normal_mode
 
             fsync_file(tmp)

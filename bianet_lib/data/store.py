@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from bianet_lib.data.audio import MIN_SECONDS, check_wave, decode, loop_pad
-from bianet_lib.data.errors import BadInputError
+from bianet_lib.data.errors import BadInputError, ignore_sigint
 from bianet_lib.data.faces import load_face
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
@@ -128,7 +128,7 @@ def validate_rows(rows: pd.DataFrame, settings: StoreSettings, workers: int = 0
     jobs = [(p, settings, m) for p, m in zip(rows["path"], rows["modality"], strict=True)]
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=ignore_sigint) as pool:
             reasons = list(pool.imap(_check_file, jobs, chunksize=8))
     else:
         reasons = [_check_file(j) for j in jobs]
@@ -153,16 +153,25 @@ def build_store(rows: pd.DataFrame, folder: str | Path, settings: StoreSettings,
     """Decode the rows (columns identity, name, gender, modality, path, video) of one split into
     ``folder``; atomic (temporary folder, then rename). workers=0: one per CPU."""
     folder = Path(folder)
-    t0 = time.perf_counter()
-    report = BuildReport(built=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        return _build_into(tmp, rows, folder, settings, split_name, workers)
+    except BaseException:  # any failure (a full disk, a decoder, Ctrl-C): no half-built store left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _build_into(tmp: Path, rows: pd.DataFrame, folder: Path, settings: StoreSettings, split_name: str,
+                workers: int) -> BuildReport:
+    t0 = time.perf_counter()
+    report = BuildReport(built=True)
     voices = rows[rows["modality"] == "voice"].reset_index(drop=True)
     faces = rows[rows["modality"] == "face"].reset_index(drop=True)
     workers = workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ctx.Pool(workers) if workers > 1 else None
+    pool = ctx.Pool(workers, initializer=ignore_sigint) if workers > 1 else None
     imap = pool.imap if pool else map
     try:
         v_ok, offset = [], 0

@@ -36,6 +36,7 @@ import torch
 
 from bianet_lib.data import synthvox_faces as sf
 from bianet_lib.data import synthvox_voices as sv
+from bianet_lib.data.errors import ignore_sigint
 from bianet_lib.data.interference import burst_intervals, face_box
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
@@ -387,7 +388,7 @@ def regenerate_split(cfg: WorldConfig, seed: int, split: str, dose: float,
     twin = replace(cfg, local_scale=cfg.local_scale * dose)
     twin.validate()
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_sigint) as pool:
             return generate_split(twin, seed, split, pool)
     return generate_split(twin, seed, split)
 
@@ -407,7 +408,7 @@ def generate_world(cfg: WorldConfig, seed: int, workers: int = 1) -> dict[str, S
         raise ValueError(f"seed must be >= 0, got {seed}")
     if workers > 1:
         # fork: workers only run numpy/PIL/scipy, and fork avoids re-importing torch per worker
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_sigint) as pool:
             return {s: generate_split(cfg, seed, s, pool) for s in SPLITS}
     return {s: generate_split(cfg, seed, s) for s in SPLITS}
 

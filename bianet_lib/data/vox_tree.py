@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bianet_lib.data.errors import ignore_sigint
 from bianet_lib.data.types import SAMPLE_RATE
 
 
@@ -80,7 +81,7 @@ def write_vox_tree(root: str | Path, n_train: int, n_val: int, n_test: int, clip
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=ignore_sigint) as pool:
             n_files = sum(pool.imap_unordered(_write_identity, jobs, chunksize=4))
     else:
         n_files = sum(map(_write_identity, jobs))

@@ -104,16 +104,34 @@ def split_table(name: str, split_file: str | Path | None = None) -> pd.DataFrame
     raise ValueError(f"unknown split {name!r}; expected one of {SPLIT_NAMES}")
 
 
-def _scan(root: Path, exts: set[str], modality: str) -> pd.DataFrame:
+#: Image and audio formats people keep next to VoxCeleb files that this loader does not read:
+#: listed as skipped (with the reason) in the split's folders, never silently ignored.
+MEDIA_EXT = {".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".avif", ".jpe", ".jp2", ".ppm",
+             ".mp3", ".ogg", ".oga", ".opus", ".aac", ".wma", ".aif", ".aiff", ".mp4", ".webm",
+             ".mkv", ".avi", ".mov"} | AUDIO_EXT | FACE_EXT
+
+
+def _scan(root: Path, exts: set[str], modality: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(usable candidates, files left out while listing with their reason): dangling symlinks,
+    symlink loops and media files of a format this modality does not read."""
+    from bianet_lib.data.errors import broken_link_reason
+
     if not root.is_dir():
         raise ValueError(f"{root}: {modality} root is not a directory")
-    rows = []
+    rows, skipped = [], []
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in exts and p.is_file():
-            rel = p.relative_to(root).parts
-            rows.append({"folder": rel[0], "modality": modality, "path": str(p),
-                         "video": rel[-2] if len(rel) > 2 else ""})
-    return pd.DataFrame(rows, columns=["folder", "modality", "path", "video"])
+        rel = p.relative_to(root).parts
+        suffix = p.suffix.lower()
+        entry = {"folder": rel[0], "modality": modality, "path": str(p), "video": rel[-2] if len(rel) > 2 else ""}
+        if suffix in exts and p.is_file():
+            rows.append(entry)
+        elif suffix in exts and (why := broken_link_reason(p)) is not None:
+            skipped.append({**entry, "reason": why})
+        elif suffix in MEDIA_EXT - exts and (p.is_file() or os.path.islink(p)):
+            skipped.append({**entry, "reason": f"unsupported format {suffix} (a {modality} file must be "
+                                              f"{'/'.join(sorted(exts))})"})
+    return (pd.DataFrame(rows, columns=["folder", "modality", "path", "video"]),
+            pd.DataFrame(skipped, columns=["folder", "modality", "path", "video", "reason"]))
 
 
 def build_index(audio_root: str | Path, face_root: str | Path, split: str,
@@ -122,17 +140,22 @@ def build_index(audio_root: str | Path, face_root: str | Path, split: str,
     modality ("voice"/"face"), path, video. Folders outside the split and identities with
     only one modality are skipped and reported."""
     table = split_table(split, split_file)
-    files = pd.concat([_scan(Path(audio_root), AUDIO_EXT, "voice"),
-                       _scan(Path(face_root), FACE_EXT, "face")], ignore_index=True)
+    (audio, audio_skips), (face, face_skips) = (_scan(Path(audio_root), AUDIO_EXT, "voice"),
+                                                _scan(Path(face_root), FACE_EXT, "face"))
+    files = pd.concat([audio, face], ignore_index=True)
     by_id = table.set_index("id")
     name_to_id = dict(zip(table["name"], table["id"], strict=True))
     report = SkipReport()
-    ident = []
-    for folder, modality in zip(files["folder"], files["modality"], strict=True):
-        # audio folders are IDs; face folders are VGGFace names or IDs
-        ident.append(folder if folder in by_id.index else
-                     name_to_id.get(folder) if modality == "face" else None)
-    files["identity"] = ident
+
+    def identity(folder, modality):  # audio folders are IDs; face folders VGGFace names or IDs
+        return (folder if folder in by_id.index else
+                name_to_id.get(folder) if modality == "face" else None)
+
+    files["identity"] = [identity(f, m) for f, m in zip(files["folder"], files["modality"], strict=True)]
+    for skips in (audio_skips, face_skips):  # in the split's folders: reported, not ignored
+        for rec in skips.to_dict("records"):
+            if identity(rec["folder"], rec["modality"]) is not None:
+                report.files.append((rec["path"], rec["reason"]))
     unknown = files[files["identity"].isna()]
     report.unknown_folders = sorted({f"{m}:{f}" for f, m in zip(unknown["folder"], unknown["modality"], strict=True)})
     files = files.dropna(subset=["identity"])

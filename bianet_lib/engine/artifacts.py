@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bianet_lib.config import BIANetConfig
 from bianet_lib.data.types import SplitData
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.trainer import BEST, Trainer, load_model
+from bianet_lib.model.network import BIANet
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
@@ -29,5 +29,6 @@ def train_or_load(cfg: BIANetConfig, world: dict[str, SplitData], run_dir: str |
     if retrain or not (run_dir / BEST).exists():
         for stale in ("latest.pt", "best.pt", "metrics.jsonl"):
             (run_dir / stale).unlink(missing_ok=True)
-        Trainer(cfg, world["train"], world["val"], run_dir, progress=progress).fit()
+        # overwrite: the decision to start over is this one (an earlier results.json is stale too)
+        Trainer(cfg, world["train"], world["val"], run_dir, progress=progress).fit(overwrite=True)
     return load_model(run_dir / BEST), read_history(run_dir)

@@ -258,7 +258,7 @@ def run_loader_bench(sizes=(200, 1251), clips_per_id: int = 4, faces_per_id: int
             code = ("import json, sys; from bianet_lib.engine.bench import loader_child; "
                     "print(json.dumps(loader_child(json.loads(sys.argv[1]))))")
             res = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True,
-                                 text=True, cwd=Path(__file__).resolve().parents[1])
+                                 text=True, cwd=Path(__file__).resolve().parents[2])
             if res.returncode:
                 raise RuntimeError(f"loader bench at {n} identities failed: {res.stderr.strip()[-500:]}")
             out["sizes"][str(n)] = json.loads(res.stdout.strip().splitlines()[-1])

@@ -22,22 +22,19 @@ at +-1). :func:`diagnose` measures, on one split of held-out data:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bianet_lib.model.affinity import affinity, to_rows
-from bianet_lib.model.attention import negative_attention
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
 from bianet_lib.engine.metrics import matching_accuracy
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.scoring import BIANetScorer
+from bianet_lib.model.affinity import affinity, to_rows
+from bianet_lib.model.attention import negative_attention
+from bianet_lib.model.network import BIANet
 
 TABLE6_EPSILONS = (0.01, 0.1, 0.2)
 NIA_TAUS = (1.0, 10.0, 50.0)
@@ -300,164 +297,3 @@ def diagnose(model: BIANet, split: SplitData, device: str = "cpu", n_health: int
         "ablations": ablations(model, split, device),
         "probes": probes(emb, split),
     }
-
-
-def format_report(report: dict) -> str:
-    """The report as one plain-text table (what ``bianet diagnose`` prints)."""
-    lines = [f"mechanism health on the {report['split']} split"]
-    keys = sorted({k for h in report["health"].values() for k in h if k not in ("axis",)})
-    if keys:
-        lines.append(f"  {'':28s} {'face':>9s} {'voice':>9s}")
-        for k in keys:
-            vals = [report["health"][m].get(k) for m in ("face", "voice")]
-            lines.append(f"  {k:28s} " + " ".join(f"{v:9.3f}" if isinstance(v, float) else f"{v!s:>9s}"
-                                                    for v in vals))
-    d = report["discriminator"]
-    lines.append(f"  discriminator accuracy {d['accuracy']:.3f} (linear probe {d['probe_accuracy']:.3f})")
-    ab = report["ablations"]
-    lines.append(f"  1:2 accuracy V-F / F-V (w = {ab['w']:.2f}):")
-    for k, v in ab.items():
-        if isinstance(v, dict) and "vf" in v and k != "corr_dz_pos_neg":
-            lines.append(f"    {k:16s} {v['vf']:.3f} / {v['fv']:.3f}")
-    if "corr_dz_pos_neg" in ab:
-        c = ab["corr_dz_pos_neg"]
-        lines.append(f"    corr(dz_pos, dz_neg) {c['vf']:.2f} / {c['fv']:.2f}")
-    lines.append("  linear probes (accuracy / chance):")
-    for name, r in report["probes"].items():
-        lines.append(f"    {name:14s} " + ", ".join(f"{k} {v['accuracy']:.2f}/{v['chance']:.2f}" for k, v in r.items()))
-    return "\n".join(lines)
-
-
-def _pair(report: dict, key: str, fmt: str = "{:.3f}") -> str:
-    vals = [report["health"].get(m, {}).get(key) for m in ("face", "voice")]
-    if all(v is None for v in vals):
-        return "-"
-    return " / ".join("-" if v is None else fmt.format(v) for v in vals)
-
-
-def _acc(report: dict, key: str) -> str:
-    v = report["ablations"].get(key)
-    return "-" if v is None else f"{v['vf']:.3f} / {v['fv']:.3f}"
-
-
-def _probe(report: dict, name: str, target: str) -> str:
-    r = report["probes"].get(name, {}).get(target)
-    return "-" if r is None else f"{r['accuracy']:.2f} ({r['chance']:.2f})"
-
-
-#: The rows of the README's health table: (label, how to read it from a report).
-HEALTH_ROWS = [
-    ("1:2 accuracy V-F / F-V", lambda r: _acc(r, "full")),
-    ("PIA contribution to h_hat, face / voice", lambda r: _pair(r, "pia_contribution")),
-    ("mask m mean, face / voice", lambda r: _pair(r, "mask_mean")),
-    ("epsilon, face / voice", lambda r: _pair(r, "epsilon")),
-    ("share A >= 0.01, face / voice", lambda r: _pair(r, "strong_share@0.01")),
-    ("share A >= 0.2, face / voice", lambda r: _pair(r, "strong_share@0.2")),
-    ("share abs(A) > 0.9, face / voice", lambda r: _pair(r, "saturated_share")),
-    ("PIA entropy / uniform, face / voice", lambda r: _pair(r, "pia_entropy")),
-    ("NIA entropy / uniform, face / voice", lambda r: _pair(r, "nia_entropy")),
-    ("NIA entropy at tau_nia = 10, face / voice", lambda r: _pair(r, "nia_entropy@tau10")),
-    ("Eq. 19 rows attended exp(H), face / voice", lambda r: _pair(r, "eq19_pos_effective_rows", "{:.1f}")),
-    ("tokens (rows of A), face / voice", lambda r: _pair(r, "tokens", "{:d}")),
-    ("discriminator accuracy (linear probe)",
-     lambda r: f"{r['discriminator']['accuracy']:.3f} ({r['discriminator']['probe_accuracy']:.3f})"),
-    ("1:2 with m = 0", lambda r: _acc(r, "mask_zero")),
-    ("1:2 without the attended term", lambda r: _acc(r, "attended_zero")),
-    ("1:2 with w = 0", lambda r: _acc(r, "w_zero")),
-    ("1:2 from -z_neg alone", lambda r: _acc(r, "neg_only")),
-    ("1:2 with shuffled negatives", lambda r: _acc(r, "neg_shuffled")),
-    ("corr(dz_pos, dz_neg) V-F / F-V",
-     lambda r: "-" if "corr_dz_pos_neg" not in r["ablations"] else
-     "{vf:.2f} / {fv:.2f}".format(**r["ablations"]["corr_dz_pos_neg"])),
-    ("probe h_tilde: gender (chance)", lambda r: _probe(r, "voice/h_tilde", "gender")),
-    ("probe h_tilde: voice noise type (chance)", lambda r: _probe(r, "voice/h_tilde", "noise_type")),
-    ("probe h_hat: voice noise type (chance)", lambda r: _probe(r, "voice/h_hat", "noise_type")),
-    ("probe h_tilde: face occluded (chance)", lambda r: _probe(r, "face/h_tilde", "occluded")),
-    ("probe h_hat: face occluded (chance)", lambda r: _probe(r, "face/h_hat", "occluded")),
-]
-
-
-def health_markdown(reports: dict[str, dict]) -> str:
-    """A markdown table of several models' reports side by side (the README's health table)."""
-    names = list(reports)
-    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for label, read in HEALTH_ROWS:
-        lines.append(f"| {label} | " + " | ".join(read(reports[n]) for n in names) + " |")
-    return "\n".join(lines)
-
-
-def results_markdown(records: dict[str, dict]) -> str:
-    """A markdown table of several runs' ``results.json`` (classifier route, cosine in brackets)."""
-    from bianet_lib.experiments.grids import flatten_metrics
-
-    cols = [("1:2 V-F", "vf_2"), ("1:2 F-V", "fv_2"), ("1:10 V-F", "vf_10"), ("1:10 F-V", "fv_10"),
-            ("verification acc.", "ver_acc"), ("ROC-AUC", "auc")]
-    lines = ["| run | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
-    for label, record in records.items():
-        flat = flatten_metrics(record["metrics"])
-        lines.append(f"| {label} | " + " | ".join(f"{flat[k]:.3f} ({flat['cos_' + k]:.3f})" for _, k in cols) + " |")
-    return "\n".join(lines)
-
-
-#: A generated table in the README: ``<!-- health-table: label=path, ... -->`` (diagnose JSON files)
-#: or ``<!-- results-table: label=path, ... -->`` (results.json files), closed by ``<!-- /KIND -->``.
-#: ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
-#: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
-#: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
-#: check's report (bianet_lib.engine.gpu_check.report_markdown).
-README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
-                          r"|gpu-report): (.*?) -->\n(.*?)"
-                          r"<!-- /\1 -->", re.S)
-RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
-
-
-def _folder_renderers() -> dict:
-    from bianet_lib.engine import gpu_check
-    from bianet_lib.experiments import testbed
-
-    return {"calibration-table": lambda d: testbed.calibration_markdown(testbed.calibration_rows(d)),
-            "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
-            "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text()))}
-
-
-def readme_blocks(text: str) -> list[tuple[str, str, str]]:
-    """The (kind, header, body) of every generated table in a README text."""
-    return [(m.group(1), m.group(2), m.group(3)) for m in README_BLOCK.finditer(text)]
-
-
-def render_readme_block(kind: str, header: str, root) -> str:
-    """The table a block names: ``label=path`` pairs of JSON files under ``root`` (or, for the
-    test-bed's kinds, one folder under ``root``)."""
-    folder = _folder_renderers().get(kind)
-    if folder is not None:
-        return folder(Path(root) / header.strip()) + "\n"
-    reports = {}
-    for item in header.split(","):
-        label, _, path = item.strip().partition("=")
-        reports[label.strip()] = json.loads((Path(root) / path.strip()).read_text())
-    return RENDERERS[kind](reports) + "\n"
-
-
-def rewrite_readme(path) -> int:
-    """Regenerate every health table of a README in place; returns how many blocks changed."""
-    path = Path(path)
-    text, changed = path.read_text(), 0
-
-    def sub(m):
-        nonlocal changed
-        kind, header = m.group(1), m.group(2)
-        body = render_readme_block(kind, header, path.parent)
-        changed += body != m.group(3)
-        return f"<!-- {kind}: {header} -->\n{body}<!-- /{kind} -->"
-
-    path.write_text(README_BLOCK.sub(sub, text))
-    return changed
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) == 3 and sys.argv[1] == "--readme":
-        print(f"{rewrite_readme(sys.argv[2])} table(s) rewritten in {sys.argv[2]}")
-    else:
-        sys.exit("usage: python -m bianet_lib.engine.diagnostics --readme README.md")

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 import bianet_lib
-from bianet_lib.engine import metrics
 from bianet_lib.data.types import SplitData
+from bianet_lib.engine import metrics
 
 #: Query samples with interference_strength at or above this count as "interfered". A fixed
 #: cut (not a per-split median) keeps the clean/interfered groups comparable across splits.

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (bianet_lib/engine/gpu_check.py)
 
 
 def _tiny_model() -> list[str]:
@@ -124,10 +124,10 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
     import torch
 
     from bianet_lib.data.batches import IdentityBatches
-    from bianet_lib.engine.bench import bench_config, time_train_steps
     from bianet_lib.data.store import StoreSettings, open_or_build
     from bianet_lib.data.vox_tree import write_vox_tree
     from bianet_lib.data.voxceleb import build_index
+    from bianet_lib.engine.bench import bench_config, time_train_steps
 
     p = plan(device, tiny)
     report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device),
@@ -275,7 +275,7 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
 
 
 def report_markdown(report: dict) -> str:
-    """The README's account of one GPU report (``<!-- gpu-report: PATH -->``): every number is read
+    """The docs' account of one GPU report (``<!-- gpu-report: PATH -->``): every number is read
     from the report, so the text cannot drift from what the check measured."""
     env, plan_, tree = report["env"], report["plan"], report["tree"]
     b, t, ld, st = report["bench"], report["train"], report["loader"], report["stores"]

@@ -11,7 +11,10 @@ It holds:
   driver and the benchmark do not. Each module is hashed on its syntax tree with docstrings
   removed (comments and formatting are not in the tree), so rewording a docstring, a comment or
   re-wrapping lines does not invalidate a result; any change of code does, even one that
-  happens not to change the numbers (the maintainer then regenerates and sees no diff).
+  happens not to change the numbers: the maintainer then regenerates, or certifies the change
+  with ``bianet provenance certify`` (:mod:`bianet_lib.engine.equivalence`), which reruns a
+  battery of the committed configurations with the old and the new code and records the two
+  hashes as equivalent only when every number agrees.
 * ``config_schema``: a hash of the config fields (name, type, default) and the field list, so
   a committed ``config.yaml`` can be checked against what the current code would write.
 * ``determinism``: what pins the numbers on a machine: the seed, the torch thread count
@@ -196,18 +199,27 @@ def write_provenance(run_dir: str | Path, cfg) -> Path:
     return path
 
 
-def check_provenance(stored: dict, config: dict | None = None) -> list[str]:
+def check_provenance(stored: dict, config: dict | None = None, certificates: list[dict] | None = None) -> list[str]:
     """Differences between a stored provenance record (and the run's config, when given) and
-    what the current code would write; an empty list when they agree."""
-    from bianet_lib.config import BIANetConfig
+    what the current code would write; an empty list when they agree.
 
+    ``certificates`` (:mod:`bianet_lib.engine.equivalence`) make a record of certified-equal code
+    agree: its code hash and config schema may be any hash connected to the current one. With a
+    certified older schema, fields the record's config does not have are not differences (the
+    certificate's battery ran exactly such configs under the current code)."""
+    from bianet_lib.config import BIANetConfig
+    from bianet_lib.engine.equivalence import equivalent_hashes
+
+    certificates = certificates or []
     problems = []
     current = code_hashes()
-    if stored.get("code_hash") != combined_hash(current):
+    if stored.get("code_hash") not in equivalent_hashes(combined_hash(current), certificates):
         old = stored.get("modules", {})
         changed = sorted(m for m in set(old) | set(current) if old.get(m) != current.get(m))
-        problems.append(f"code differs from the code that made it in {', '.join(changed) or 'the combined hash'}")
-    if stored.get("config_schema") != config_schema()["hash"]:
+        problems.append(f"code differs from the code that made it in {', '.join(changed) or 'the combined hash'}"
+                        " (and no certificate makes them equivalent)")
+    schema = config_schema()["hash"]
+    if stored.get("config_schema") not in equivalent_hashes(schema, certificates, "config_schema"):
         problems.append("config schema (fields, types or defaults) changed since it was made")
     if config is not None:
         try:
@@ -215,14 +227,16 @@ def check_provenance(stored: dict, config: dict | None = None) -> list[str]:
         except (TypeError, ValueError) as exc:
             problems.append(f"its config no longer loads: {exc}")
         else:
-            diff = sorted(k for k in set(config) | set(rewritten)
-                          if config.get(k, "<absent>") != rewritten.get(k, "<absent>"))
+            keys = set(config) | set(rewritten)
+            if stored.get("config_schema") != schema:  # certified older schema: its own fields only
+                keys = set(config)
+            diff = sorted(k for k in keys if config.get(k, "<absent>") != rewritten.get(k, "<absent>"))
             if diff:
                 problems.append(f"its config differs from what the current code writes in {', '.join(diff)}")
     return problems
 
 
-def check_run(run_dir: str | Path) -> list[str]:
+def check_run(run_dir: str | Path, certificates: list[dict] | None = None) -> list[str]:
     """:func:`check_provenance` for a run folder (``provenance.json`` + ``config.yaml``).
 
     Raises ``FileNotFoundError`` when the run has no ``provenance.json``.
@@ -233,4 +247,4 @@ def check_run(run_dir: str | Path) -> list[str]:
     stored = json.loads((run_dir / PROVENANCE).read_text())
     config_file = run_dir / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
-    return check_provenance(stored, config)
+    return check_provenance(stored, config, certificates)

@@ -235,6 +235,10 @@ class FileLock:
 
 
 # --- command-line output paths --------------------------------------------------------------------
+class NotWritableError(ValueError):
+    """An output folder this process may not write (the environment's fault, not the path's)."""
+
+
 def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuse, before any work, an output file whose folder is missing or that is a folder."""
     path = Path(path)
@@ -243,13 +247,13 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     if not path.parent.is_dir():
         raise ValueError(f"{flag} {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
-        raise ValueError(f"{flag} {path}: folder {path.parent} is not writable")
+        raise NotWritableError(f"{flag} {path}: folder {path.parent} is not writable")
     return path
 
 
 def repo_root() -> Path | None:
     """The repository holding this package (a source checkout), or None for an installed copy."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # bianet_lib/engine/safeio.py -> the checkout
     return root if (root / "pyproject.toml").is_file() and (root / "bianet_lib").is_dir() else None
 
 

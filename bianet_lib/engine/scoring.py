@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bianet_lib.model.counterfactual import curriculum_weight
 from bianet_lib.data.types import SplitData
+from bianet_lib.model.counterfactual import curriculum_weight
 from bianet_lib.model.network import BIANet
 
 

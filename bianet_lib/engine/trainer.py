@@ -22,19 +22,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: ipywidgets is not a dependency
 
-from bianet_lib.data.batches import IdentityBatches, in_batch_trials
 from bianet_lib.config import BIANetConfig
-from bianet_lib.model.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.data.batches import IdentityBatches, in_batch_trials
 from bianet_lib.data.trials import make_matching_trials
 from bianet_lib.data.types import SplitData
-from bianet_lib.model.losses import (
-    adversarial_ramp,
-    discriminator_loss,
-    generator_adversarial_loss,
-    metric_loss,
-)
 from bianet_lib.engine.metrics import matching_accuracy
-from bianet_lib.model.network import BIANet
 from bianet_lib.engine.provenance import write_provenance
 from bianet_lib.engine.safeio import (
     CheckpointError,
@@ -46,6 +38,14 @@ from bianet_lib.engine.safeio import (
     write_checkpoint,
 )
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+from bianet_lib.model.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.model.losses import (
+    adversarial_ramp,
+    discriminator_loss,
+    generator_adversarial_loss,
+    metric_loss,
+)
+from bianet_lib.model.network import BIANet
 
 LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config.yaml"
 #: Wall seconds per epoch: kept apart from metrics.jsonl (and ignored by git), so that a rerun of
@@ -74,6 +74,21 @@ class NonFiniteLossError(FloatingPointError):
 
 class ConfigMismatchError(ValueError):
     """Resuming with a config that differs from the one the run was started with."""
+
+
+class RunExistsError(ValueError):
+    """A fresh start in a folder that already holds a run (its latest.pt or results.json)."""
+
+
+#: What a fresh start (``fit(overwrite=True)``) deletes: an earlier run's files, not this run's.
+STALE_ON_FRESH_START = (LATEST, BEST, "results.json")
+
+
+def config_state(cfg: BIANetConfig) -> dict:
+    """``cfg.to_dict()`` as plain, freshly built objects (a JSON round trip), so a checkpoint's
+    config pickles to the same bytes however the config was made: read from YAML, from a
+    checkpoint or built in code (pickle shares objects that are the same object, not equal ones)."""
+    return json.loads(json.dumps(cfg.to_dict()))
 
 
 def config_changes(saved: dict, new: dict) -> list[str]:
@@ -115,7 +130,7 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
         self.model = BIANet(cfg).to(self.device)
-        # auxiliary identity classifier shared by both modalities (not in the paper; Sec. README)
+        # auxiliary identity classifier shared by both modalities (not in the paper; docs/paper-ambiguities.md)
         self.identity_head = torch.nn.Linear(cfg.embed_dim, train.n_identities).to(self.device)
         self.net = self.model
         if self.dist.world > 1:
@@ -227,7 +242,7 @@ class Trainer:
                                          "check the input data")
 
     # --- epochs ---------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> list[dict]:
+    def fit(self, resume: bool = False, overwrite: bool = False, locked: bool = False) -> list[dict]:
         """Train to ``cfg.epochs``; with ``resume`` continue exactly from ``latest.pt``.
 
         ``latest.pt`` is the run's one commit point: it holds the training state, the best
@@ -235,19 +250,25 @@ class Trainer:
         and ``config.yaml`` are derived from it after each commit and again on resume, so a
         kill at any instant (even inside a write) resumes to the bits of an uninterrupted run.
         A second process training in the same folder is refused (:class:`LockBusy`).
+
+        Without ``resume`` the run starts fresh; a folder that already holds a run (latest.pt
+        or results.json) is refused (:class:`RunExistsError`) unless ``overwrite``. That check,
+        and the deletion of the old files, happen under the run's lock, so two processes
+        started at any moments never both start over one run. ``locked``: the caller holds
+        the lock already (``bianet train`` takes it before loading the data).
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.run_dir / ".lock") if self.dist.is_main else None
+        lock = FileLock(self.run_dir / ".lock") if self.dist.is_main and not locked else None
         if lock is not None and not lock.acquire(blocking=False):
             raise LockBusy(f"{self.run_dir}: another process is training in this run folder "
                            f"(pid {lock.holder()})")
         try:
-            return self._fit(resume)
+            return self._fit(resume, overwrite)
         finally:
             if lock is not None:
                 lock.release()
 
-    def _fit(self, resume: bool) -> list[dict]:
+    def _fit(self, resume: bool, overwrite: bool = False) -> list[dict]:
         latest = self.run_dir / LATEST
         if self.dist.is_main:
             remove_stale_temps(self.run_dir)  # a killed writer's half files
@@ -255,8 +276,14 @@ class Trainer:
             self.load_checkpoint(latest)
             if self.dist.is_main:
                 self._write_derived(best=True, config=True)
+                atomic_write_text(self.run_dir / TIMING, "".join(json.dumps(t) + "\n" for t in self.timings))
         elif self.dist.is_main:
-            (self.run_dir / BEST).unlink(missing_ok=True)  # an earlier attempt's, not this run's
+            held = [name for name in (LATEST, "results.json") if (self.run_dir / name).exists()]
+            if held and not overwrite:
+                raise RunExistsError(f"{self.run_dir} already holds a run ({', '.join(held)}); "
+                                     "resume it, or start it again with overwrite (--overwrite)")
+            for name in STALE_ON_FRESH_START:  # an earlier run's, not this run's
+                (self.run_dir / name).unlink(missing_ok=True)
             self.cfg.to_yaml(self.run_dir / CONFIG)
             write_provenance(self.run_dir, self.cfg)  # code hash, config schema, threads (provenance.py)
             atomic_write_text(self.run_dir / METRICS, "")
@@ -286,7 +313,7 @@ class Trainer:
         """best.pt (when ``best``), metrics.jsonl, and config.yaml (when ``config``) from the
         committed state."""
         if best and self.best_state is not None:
-            write_checkpoint(self.run_dir / BEST, {"config": self.cfg.to_dict(), **self.best_state})
+            write_checkpoint(self.run_dir / BEST, {"config": config_state(self.cfg), **self.best_state})
         atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in self.records))
         if config:
             self.cfg.to_yaml(self.run_dir / CONFIG)
@@ -350,7 +377,7 @@ class Trainer:
         ``weights_only`` keeps the model and where it was taken (the content of best.pt); the
         full state adds what resuming needs, the best weights and the metrics history.
         """
-        state = {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
+        state = {"config": config_state(self.cfg), "model": self.model.state_dict(),
                  "epoch": self.epoch, "step": self.step, "best_val": self.best_val}
         if not weights_only:
             state.update(self._training_state())
@@ -403,16 +430,38 @@ class Trainer:
             self.records = list(state["records"])
         else:  # a latest.pt written before the history moved into it
             self.records = [r for r in _read_jsonl(self.run_dir / METRICS) if r.get("epoch", 0) <= self.epoch]
-        self.timings = [t for t in _read_jsonl(self.run_dir / TIMING) if t.get("epoch", 0) <= self.epoch]
+        self.timings = [t for t in _read_jsonl(self.run_dir / TIMING, tolerant=True)
+                        if isinstance(t, dict) and t.get("epoch", 0) <= self.epoch]
         best = state.get("best")
         self.best_state = None if best is None else {
             **best, "model": state["model"] if best["model"] is None else best["model"]}
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, tolerant: bool = False) -> list[dict]:
+    """The records of a JSON-lines file ([] when absent). A damaged line is an error naming the
+    file and line, or with ``tolerant`` (an auxiliary file such as timing.jsonl) left out with
+    one warning line on stderr."""
+    import sys
+
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        text = path.read_bytes().decode("utf-8", "replace")
+    records, bad = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                bad.append(n)
+    if bad and not tolerant:
+        raise CheckpointError(f"{path}: damaged (line {bad[0]} is not JSON)")
+    if bad:
+        print(f"warning: {path}: damaged (line {bad[0]} is not JSON); {len(bad)} damaged line(s) "
+              "left out and the file rewritten", file=sys.stderr)
+    return records
 
 
 def load_checkpoint_model(path: str | Path, device: str = "cpu") -> tuple[BIANet, dict]:

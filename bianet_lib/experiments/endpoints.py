@@ -23,9 +23,11 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from bianet_lib.engine import metrics
 from bianet_lib.data.interference import split_face_masks, split_voice_masks
 from bianet_lib.data.types import SplitData
+from bianet_lib.engine import metrics
+from bianet_lib.experiments.bits import pack_bits
+from bianet_lib.experiments.world import TRIAL_SEED, TRIALS_PER_ID, endpoint_trials, test_split_at
 
 #: Trials scored per call to ``match_logits`` (bounds the [T, K, ...] candidate tensor).
 CHUNK = 4096
@@ -208,3 +210,148 @@ def neutral_fill(split: SplitData, face_mode: str = "mean") -> SplitData:
                      face_meta=split.face_meta, voice_meta=split.voice_meta,
                      identities=split.identities, face_boxes=split.face_boxes,
                      voice_intervals=split.voice_intervals)
+
+
+# --- the test-bed's endpoints of one run (issue 11) -----------------------------------------------
+N_ATTENTION = 512  # samples per modality for the attention-mass endpoint
+
+
+# --- 1. attention mass ------------------------------------------------------------------------
+@torch.no_grad()
+def attention_masses(model, test, device="cpu", n: int = N_ATTENTION) -> dict:
+    """Mean attention mass of PIA's and NIA's rows on the interference tokens, against the mean
+    share of those tokens (uniform attention), over the first ``n`` interfered samples of each
+    modality. {} for a model without BIANet's intervention."""
+    from bianet_lib.data.interference import (
+        split_face_masks,
+        split_voice_masks,
+        token_share_1d,
+        token_share_2d,
+    )
+    from bianet_lib.engine.diagnostics import _inputs
+    from bianet_lib.experiments.endpoints import attention_mass_on_mask
+
+    model.eval()
+    out: dict = {}
+    for modality in ("face", "voice"):
+        mod = model.face_intervention if modality == "face" else model.voice_intervention
+        if mod is None or mod.axis != "tokens":
+            continue
+        if modality == "face":
+            masks = split_face_masks(test)
+            has = masks.flatten(1).any(1)
+        else:
+            masks = split_voice_masks(test)
+            has = masks.any(1)
+        idx = torch.nonzero(has).flatten()[:n]
+        if len(idx) == 0:
+            continue
+        sums: dict = {}
+        for start in range(0, len(idx), 128):
+            chunk = idx[start:start + 128]
+            encoder = model.face_encoder if modality == "face" else model.voice_encoder
+            x = encoder(_inputs(test, modality, chunk).to(device))
+            if modality == "face":
+                share = token_share_2d(masks[chunk], tuple(x.shape[-2:]))
+            else:
+                # row-major (H, W) tokens; W is time: every row of the map shares a column's share
+                share = token_share_1d(masks[chunk], x.shape[-1]).repeat(1, x.shape[-2])
+            res = mod(x)
+            for name, attn in (("pia", res.positive_attention), ("nia", res.negative_attention)):
+                if attn is None:
+                    continue
+                mass, base = attention_mass_on_mask(attn.cpu(), share)
+                s = sums.setdefault(name, [0.0, 0.0, 0])
+                s[0] += float(mass.sum())
+                s[1] += float(base.sum())
+                s[2] += len(chunk)
+        out[modality] = {name: {"mass": m / k, "share": b / k, "ratio": m / b if b > 0 else float("nan"),
+                                "n": k} for name, (m, b, k) in sums.items()}
+    return out
+
+
+# --- 4. probes ----------------------------------------------------------------------------------
+def local_labels(split, modality: str) -> dict[str, np.ndarray]:
+    """Per sample: ``kind`` of local interference (none / face / texture, none / speaker / noise)
+    and, for samples that carry it, its ``position``: faces the box centre's image quadrant
+    (0-3), voices the first burst's place in the room its segment leaves it, in thirds (0-2); -1
+    without (or, for a burst that fills its segment, without a position)."""
+    meta = split.face_meta if modality == "face" else split.voice_meta
+    kind = meta["local_kind"].astype(str).to_numpy() if "local_kind" in meta else np.full(len(meta), "none")
+    pos = np.full(len(meta), -1)
+    if modality == "face" and split.face_boxes is not None:
+        b = np.asarray(split.face_boxes, dtype=float)
+        size = split.faces.shape[-1]
+        has = b[:, 2] > b[:, 0]
+        cy, cx = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        pos = np.where(has, 2 * (cy >= size / 2) + (cx >= size / 2), -1)
+    elif modality == "voice" and split.voice_intervals is not None:
+        # where the first burst sits in the room its segment leaves it (the generator's u);
+        # a burst that fills its segment has no position
+        iv = np.asarray(split.voice_intervals, dtype=float)
+        seg_end = np.floor(split.voices.shape[1] / iv.shape[1])
+        room = seg_end - (iv[:, 0, 1] - iv[:, 0, 0])
+        has = (iv[:, 0, 1] > iv[:, 0, 0]) & (room >= 3)
+        u = np.where(has, iv[:, 0, 0] / np.maximum(room, 1), 0.0)
+        pos = np.where(has, np.minimum((3 * u).astype(int), 2), -1)
+    return {"kind": kind, "position": pos}
+
+
+@torch.no_grad()
+def local_probes(model, test, device="cpu", scorer=None) -> dict:
+    """Linear probes (folds grouped by identity) of h_hat and, with NIA, h_tilde for the local
+    interference's kind (all samples) and position (samples that carry it). ``scorer``: a
+    ``BIANetScorer`` of ``model`` whose embeddings of ``test`` may already be cached."""
+    from bianet_lib.engine.diagnostics import linear_probe
+    from bianet_lib.engine.scoring import BIANetScorer
+
+    scorer = scorer if scorer is not None else BIANetScorer(model, device)
+    out = {}
+    for modality in ("face", "voice"):
+        emb = scorer.embed(test, modality)
+        ids = (test.face_meta if modality == "face" else test.voice_meta)["identity"].to_numpy()
+        labels = local_labels(test, modality)
+        has = labels["position"] >= 0
+        for part, name in ((0, "h_hat"), (1, "h_tilde")):
+            if part >= emb.shape[1]:
+                continue
+            x = emb[:, part].double()
+            out[f"{modality}/{name}"] = {
+                "kind": _finite(linear_probe(x, labels["kind"], ids)),
+                "position": _finite(linear_probe(x[torch.as_tensor(has)], labels["position"][has], ids[has]))}
+    return out
+
+
+def _finite(probe: dict) -> dict:
+    """A probe result with NaN (one class only: nothing to probe) stored as None."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in probe.items()}
+
+
+# --- 2, 3, 5: per-trial correctness under each condition --------------------------------------
+def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
+    """Every endpoint of one trained model on the test-bed (see the module docstring)."""
+    from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
+    from bianet_lib.experiments.endpoints import neutral_fill, trial_correct
+
+    test = world["test"]
+    if test.face_boxes is None and test.voice_intervals is None:
+        raise ValueError("run_endpoints needs a world with local interference (world_preset=local)")
+    trials = endpoint_trials(test)
+    conditions = {f"dose{d:g}": test_split_at(cfg, d, base=test) for d in DOSES}
+    conditions["filled"] = neutral_fill(test)
+    # the route the run was selected on: the peer's classifier is never trained (select_route=cosine)
+    scorer = (EmbeddingCosineScorer if cfg.select_route == "cosine" else BIANetScorer)(model, device)
+    record: dict = {"route": cfg.select_route, "trial_seed": TRIAL_SEED, "trials_per_id": TRIALS_PER_ID,
+                    "doses": list(DOSES), "local_scale": cfg.world_local_scale, "directions": {}}
+    for d, tr in trials.items():
+        rec = {"n_trials": len(tr.query), "accuracy": {}, "bits": {}}
+        for name, split in conditions.items():
+            correct = trial_correct(scorer, split, tr, seed=TRIAL_SEED)
+            rec["accuracy"][name] = float(correct.mean())
+            rec["bits"][name] = pack_bits(correct)
+        rec["clean_twin_drop"] = rec["accuracy"]["dose0"] - rec["accuracy"]["dose1"]
+        rec["ceiling_gain"] = rec["accuracy"]["filled"] - rec["accuracy"]["dose1"]
+        record["directions"][d] = rec
+    record["attention"] = attention_masses(model, test, device)
+    record["probes"] = local_probes(model, test, device, scorer)  # the same scorer: test embedded once
+    return record

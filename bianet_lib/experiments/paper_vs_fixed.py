@@ -3,8 +3,8 @@
 The runs live in results/paper-vs-fixed/{paper,paper-fixed}/ (metrics.jsonl, results.json,
 diagnose-best.json). docs/paper-vs-fixed.md holds three generated tables: this module's epochs
 table (between :data:`BEGIN` and :data:`END`) and the results and health tables of
-:mod:`bianet_lib.engine.diagnostics` (``<!-- results-table: ... -->``, ``<!-- health-table: ...
--->``). :func:`rewrite_doc` regenerates all three; tests/test_paper_preset.py compares them.
+:mod:`bianet_lib.reports.blocks` (``<!-- results-table: ... -->``, ``<!-- health-table: ...
+-->``, paths relative to the repository root). :func:`rewrite_doc` regenerates all three; tests/test_paper_preset.py compares them.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ def doc_epochs_block(path: str | Path) -> str:
 
 def rewrite_doc(path: str | Path, root: str | Path) -> None:
     """Regenerate the epochs table and the results and health tables of ``path``."""
-    from bianet_lib.engine.diagnostics import rewrite_readme
+    from bianet_lib.reports.blocks import rewrite_readme
 
     path = Path(path)
     text = path.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     path.write_text(pattern.sub(lambda _m: epochs_block(root), text))
-    rewrite_readme(path)
+    rewrite_readme(path, root)

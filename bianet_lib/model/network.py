@@ -15,13 +15,13 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from bianet_lib.config import BIANetConfig
 from bianet_lib.model.attention import (
     BidirectionalIntervention,
     InterventionOutput,
     TokenSelfAttention,
     control_width,
 )
-from bianet_lib.config import BIANetConfig
 from bianet_lib.model.counterfactual import counterfactual_logits
 from bianet_lib.model.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
 

@@ -1,0 +1,150 @@
+"""The local-interference test-bed's world (issue 11) and the baseline-only calibration of its
+interference strength.
+
+The world (``TESTBED_WORLD``): SynthVox's ``local`` preset (global nuisance at a low fixed
+level; on half the faces a patch of another identity's face or a textured occluder, on half the
+clips time-local bursts of another identity's voice or of noise, every one with its mask) with
+300 training and 300 test identities, drawn at the CPU grid's scale (32 px faces, 0.5 s clips,
+8 epochs); the issue's 1,500 training identities did not learn at that scale
+(``TESTBED_WORLD``'s comment) and are the GPU setting. One knob sets the strength:
+``world_local_scale`` multiplies the preset's shares (faces 0.3 of the image, voices 0.4 of the
+clip, at +6 dB).
+
+Pre-registration. The calibration grid (``experiments.grids.calibration_runs``) trains the *baseline
+alone* at each of ``CALIBRATION_SCALES`` and measures its clean-twin drop at 1:2 (accuracy on the
+clean twins of the test split minus accuracy on the split itself, same trials). ``choose_scale``
+applies the rule fixed here before any run: the smallest scale whose drop is at least
+``CALIBRATION_TARGET`` in both directions. The chosen value is written into ``CALIBRATED_SCALE``
+and committed with the calibration's results before any BIANet, PIA, NIA or control run on this
+world; it is never tuned on them (``tests/test_testbed.py`` checks it equals the rule applied to the
+committed calibration). The report of a calibration is ``bianet_lib.reports.testbed.calibration_markdown``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: The test-bed's world on top of the CPU grid's scale (experiments.REDUCED_BASE): 300 test
+#: identities (6,000 1:2 trials per direction), 300 training identities. 1,500 training
+#: identities did not learn at this scale: the baseline stayed at chance (validation 1:2 0.51)
+#: after 552 steps with 24 samples per identity, and after 552 steps with 8 (0.51, also without
+#: the identity loss), while 300 identities left chance after about 130 steps (measured on the
+#: 2-core CPU machine, 2026-11-26); the 1,500-identity world is the GPU setting (``TESTBED_GPU_WORLD``).
+#: 8 epochs, not the CPU grid's 4: a first, baseline-only calibration at 4 epochs left the
+#: baseline at 0.65 (1:2 V-F) at scale 1 (undertrained; results/experiments/testbed-calibration-4epochs).
+TESTBED_WORLD = ["world_preset=local", "world_n_train=300", "world_n_val=100", "world_n_test=300",
+                 "world_per_id_train=24", "world_per_id_eval=6", "epochs=8"]
+
+
+TESTBED_GPU_WORLD = ["world_preset=local", "world_n_train=1500", "world_n_val=100", "world_n_test=300",
+                     "world_per_id_train=24", "world_per_id_eval=6"]
+
+
+#: Strengths tried on the baseline (multiplying faces 0.3, voices 0.4 of the sample; half the
+#: samples carry interference). The p = 1 world's attempts (0.5-2 at 8 epochs, 0.5-1 at 4) are
+#: kept in results/testbed-history/.
+CALIBRATION_SCALES = (1.0, 1.5, 2.0, 2.5)
+
+
+CALIBRATION_SEEDS = (0,)
+
+
+#: The baseline's clean-twin drop at 1:2 the world must reach in both directions (issue 11).
+CALIBRATION_TARGET = 0.10
+
+
+#: The strength every model is trained and tested at: set from the committed calibration
+#: (None until it exists; the test-bed grid refuses to run before). The rule chose 2 (baseline
+#: drop 0.104 V-F / 0.135 F-V; 1.5 gave 0.069 / 0.077), committed before any other arm ran.
+CALIBRATED_SCALE: float | None = 2.0
+
+
+#: The strength of the converged grid (experiments "testbed-16": every arm at
+#: experiments.TESTBED_LONG_EPOCHS, since the 8-epoch curves were still rising): the same rule on its
+#: own baseline-only calibration at that budget ("testbed-calibration-16": drops V-F / F-V
+#: 0.049 / 0.052 at 1, 0.076 / 0.099 at 1.5, 0.081 / 0.106 at 2, 0.105 / 0.141 at 2.5; the
+#: baseline learns the interference away with more training), set and committed before any run of
+#: that grid (tested from the commit history).
+CALIBRATED_SCALE_LONG: float | None = 2.5
+
+
+DOSES = (0.0, 0.5, 1.0, 1.5)
+
+
+TRIAL_SEED, TRIALS_PER_ID = 7, 20  # 6,000 trials per direction on 300 test identities
+
+
+DIRECTIONS = ("vf", "fv")
+
+
+LABELS = {"vf": "V-F", "fv": "F-V"}
+
+
+# --- the test split at other doses ------------------------------------------------------------
+def test_split_at(cfg, dose: float, base=None):
+    """The config's test split regenerated at ``dose`` x its local scale (cached beside the world;
+    dose 1 is ``base`` when given)."""
+    from bianet_lib.data.sources import world_cache_path, world_config
+    from bianet_lib.data.synthvox import regenerate_split
+    from bianet_lib.engine.safeio import atomic_write_bytes
+
+    if dose == 1.0 and base is not None:
+        return base
+    path = world_cache_path(cfg)
+    path = path.with_name(f"{path.stem}-test-dose{dose:g}.pt")
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # noqa: BLE001 - a damaged cache is regenerated
+            pass
+    split = regenerate_split(world_config(cfg), cfg.world_seed, "test", dose)
+    buf = io.BytesIO()
+    torch.save(split, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return split
+
+
+def endpoint_trials(test) -> dict:
+    """The fixed 1:2 trials of the endpoints, per direction."""
+    from bianet_lib.data.trials import make_matching_trials
+
+    return {d: make_matching_trials(test, d, 2, TRIALS_PER_ID, TRIAL_SEED) for d in DIRECTIONS}
+
+
+# --- calibration ------------------------------------------------------------------------------
+def calibration_rows(results_dir: str | Path) -> list[dict]:
+    """One row per finished calibration run: scale, seed, accuracies and drops per direction."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        rec = json.loads(path.read_text())
+        ep = rec.get("endpoints")
+        if not ep:
+            continue
+        row = {"run": path.stem, "scale": float(ep["local_scale"]), "seed": int(rec["seed"])}
+        for d in DIRECTIONS:
+            acc = ep["directions"][d]["accuracy"]
+            row[f"{d}_acc"] = acc["dose1"]
+            row[f"{d}_clean"] = acc["dose0"]
+            row[f"{d}_drop"] = ep["directions"][d]["clean_twin_drop"]
+            row[f"{d}_filled"] = acc["filled"]
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["scale"], r["seed"]))
+
+
+def choose_scale(rows: list[dict], target: float = CALIBRATION_TARGET) -> float | None:
+    """The pre-registered rule: the smallest scale whose mean (over seeds) baseline clean-twin
+    drop at 1:2 is >= ``target`` in both directions; None if no scale tried reaches it."""
+    by_scale: dict[float, list[dict]] = {}
+    for r in rows:
+        by_scale.setdefault(r["scale"], []).append(r)
+    for scale in sorted(by_scale):
+        rs = by_scale[scale]
+        if all(np.mean([r[f"{d}_drop"] for r in rs]) >= target for d in DIRECTIONS):
+            return scale
+    return None

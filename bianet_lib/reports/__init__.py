@@ -1,0 +1,1 @@
+"""Reports: markdown tables and sentences generated from measured numbers (never computing them)."""

@@ -1,0 +1,106 @@
+"""Generated blocks in markdown files: a table between ``<!-- KIND: ARGS -->`` and ``<!-- /KIND -->``
+is regenerated from committed results (``python -m bianet_lib.reports.blocks --docs .`` rewrites the
+README and every page of docs/), and the tests check that every block equals what its renderer makes now.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from bianet_lib.reports.diagnostics import health_markdown, results_markdown
+
+#: A generated table in the README or a page of docs/: ``<!-- health-table: label=path, ... -->``
+#: (diagnose JSON files) or ``<!-- results-table: label=path, ... -->`` (results.json files), closed
+#: by ``<!-- /KIND -->``. ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
+#: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
+#: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
+#: check's report (bianet_lib.engine.gpu_check.report_markdown). Paths are relative to the repository
+#: root (:func:`doc_root`), wherever the block sits.
+README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
+                          r"|gpu-report): (.*?) -->\n(.*?)"
+                          r"<!-- /\1 -->", re.S)
+RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
+#: The documents whose generated blocks are kept up to date: the README and every page of docs/.
+DOC_FILES = ("README.md", "docs/*.md")
+
+
+def _folder_renderers() -> dict:
+    from bianet_lib.engine import gpu_check
+    from bianet_lib.experiments.world import calibration_rows
+    from bianet_lib.reports import testbed
+
+    return {"calibration-table": lambda d: testbed.calibration_markdown(calibration_rows(d)),
+            "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
+            "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text()))}
+
+
+def readme_blocks(text: str) -> list[tuple[str, str, str]]:
+    """The (kind, header, body) of every generated table in a README text."""
+    return [(m.group(1), m.group(2), m.group(3)) for m in README_BLOCK.finditer(text)]
+
+
+def doc_files(root) -> list[Path]:
+    """The README and the pages of ``root/docs`` (sorted): every document that may hold generated blocks."""
+    root = Path(root)
+    return [p for pattern in DOC_FILES for p in sorted(root.glob(pattern)) if p.is_file()]
+
+
+def doc_root(path) -> Path:
+    """The folder a document's block paths resolve against: the repository root, i.e. the
+    document's folder, or the folder above it for a page of ``docs/``."""
+    folder = Path(path).resolve().parent
+    return folder.parent if folder.name == "docs" else folder
+
+
+def render_readme_block(kind: str, header: str, root) -> str:
+    """The table a block names: ``label=path`` pairs of JSON files under ``root`` (or, for the
+    test-bed's kinds, one folder under ``root``)."""
+    folder = _folder_renderers().get(kind)
+    if folder is not None:
+        return folder(Path(root) / header.strip()) + "\n"
+    reports = {}
+    for item in header.split(","):
+        label, _, path = item.strip().partition("=")
+        reports[label.strip()] = json.loads((Path(root) / path.strip()).read_text())
+    return RENDERERS[kind](reports) + "\n"
+
+
+def rewrite_readme(path, root=None) -> int:
+    """Regenerate every generated block of a document (the README or a page of docs/) in place;
+    paths resolve against ``root`` (default :func:`doc_root`). Returns how many blocks changed."""
+    path = Path(path)
+    root = doc_root(path) if root is None else Path(root)
+    text, changed = path.read_text(), 0
+
+    def sub(m):
+        nonlocal changed
+        kind, header = m.group(1), m.group(2)
+        body = render_readme_block(kind, header, root)
+        changed += body != m.group(3)
+        return f"<!-- {kind}: {header} -->\n{body}<!-- /{kind} -->"
+
+    new = README_BLOCK.sub(sub, text)
+    if new != text:
+        path.write_text(new)
+    return changed
+
+
+def rewrite_docs(root) -> dict[Path, int]:
+    """Regenerate the blocks of the README and of every page of ``root/docs``: {file: blocks changed}."""
+    return {path: rewrite_readme(path, root) for path in doc_files(root)}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) >= 3 and sys.argv[1] == "--readme":
+        for name in sys.argv[2:]:
+            print(f"{rewrite_readme(name)} table(s) rewritten in {name}")
+    elif len(sys.argv) == 3 and sys.argv[1] == "--docs":
+        for name, n in rewrite_docs(sys.argv[2]).items():
+            print(f"{n} table(s) rewritten in {name}")
+    else:
+        sys.exit("usage: python -m bianet_lib.reports.blocks --docs ROOT  (README.md and docs/*.md)\n"
+                 "       python -m bianet_lib.reports.blocks --readme FILE [FILE ...]")
