@@ -122,3 +122,12 @@ def test_the_battery_runs_the_library_it_is_given(tmp_path):
     ours = eq.run_battery(ROOT, case, tmp_path / "ours")
     assert eq.run_battery(same, case, tmp_path / "b-same") == ours
     assert eq.run_battery(planted, case, tmp_path / "b-planted")[COURSE_CASE] != ours[COURSE_CASE]
+
+
+def test_compare_separates_differing_from_configurations_the_old_code_cannot_run():
+    d = "a" * 64
+    old = {"same": d, "other": "b" * 64, "new-field": eq.REFUSED, "crashed": "exit code 1"}
+    new = {"same": d, "other": d, "new-field": d, "crashed": d}
+    assert eq.compare(old, new) == (["crashed", "other"], ["new-field"])
+    # the working tree must run every case: one it refuses is a difference, not a skip
+    assert eq.compare({"x": eq.REFUSED}, {"x": eq.REFUSED}) == (["x"], [])

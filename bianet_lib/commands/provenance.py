@@ -1,9 +1,9 @@
 """``bianet provenance``: certify that a code change computes the same numbers as a revision.
 
-``bianet provenance certify REV`` runs the battery of :mod:`bianet_lib.engine.equivalence` with
-``REV``'s library and with the working tree's, prints each differing case, and with ``--record``
-appends the certificate to ``results/code-equivalence.json`` when every number agrees. Exit code
-0 when they agree, 1 when they differ, 2 for a bad revision or folder.
+``bianet provenance certify REV [REV ...]`` runs the battery of :mod:`bianet_lib.engine.equivalence`
+with the working tree's library once and with each revision's, prints each differing case, and with
+``--record`` appends a certificate per revision to ``results/code-equivalence.json`` when every
+number agrees. Exit code 0 when all agree, 1 when one differs, 2 for a bad revision or folder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ HELP = "certify that the working tree computes the committed runs' numbers exact
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     c = sub.add_parser("certify", help="run the battery with REV and the working tree, compare bit for bit")
-    c.add_argument("revision", help="git revision whose code made the committed runs (e.g. a commit id)")
+    c.add_argument("revisions", nargs="+", metavar="REV",
+                   help="git revision(s) whose code made committed runs (e.g. commit ids)")
     c.add_argument("--repo", default=".", help="the repository root (default: the current folder)")
     c.add_argument("--record", action="store_true",
                    help="append the certificate to results/code-equivalence.json when every case agrees")
@@ -37,18 +38,22 @@ def run(args: argparse.Namespace) -> int:
     if args.record and args.limit is not None:
         raise UsageError("--record needs the whole battery: drop --limit")
     try:
-        cert = eq.certify(repo, args.revision, limit=args.limit, progress=not args.no_progress)
+        certs = eq.certify(repo, args.revisions, limit=args.limit, progress=not args.no_progress)
     except subprocess.CalledProcessError as exc:
-        raise UsageError(f"revision {args.revision!r}: {(exc.stderr or b'').strip()[:200]!r}") from None
-    n = len(cert["cases"])
-    if not cert["equal"]:
-        print(f"{len(cert['differing'])} of {n} cases differ between {args.revision} and the working tree:")
-        for name in cert["differing"]:
-            print(f"  {name}")
-        return 1
-    print(f"all {n} cases agree bit for bit: code {cert['from']['code_hash'][:12]} ({args.revision}) == "
-          f"{cert['to']['code_hash'][:12]} (working tree)")
-    if args.record:
-        eq.append_certificate(repo / eq.CERTIFICATES, cert)
-        print(f"certificate appended to {eq.CERTIFICATES}")
-    return 0
+        raise UsageError(f"revision: {(exc.stderr or b'').strip()[:200]!r}") from None
+    rc = 0
+    for revision, cert in zip(args.revisions, certs, strict=True):
+        n = len(cert["cases"])
+        skipped = f" ({len(cert['not_runnable'])} configurations it cannot run left out)" if cert["not_runnable"] else ""
+        if not cert["equal"]:
+            print(f"{revision}: {len(cert['differing'])} case(s) differ from the working tree{skipped}:")
+            for name in cert["differing"]:
+                print(f"  {name}")
+            rc = 1
+            continue
+        print(f"{revision}: all {n} cases agree bit for bit{skipped}: code {cert['from']['code_hash'][:12]} == "
+              f"{cert['to']['code_hash'][:12]} (working tree)")
+        if args.record:
+            eq.append_certificate(repo / eq.CERTIFICATES, cert)
+            print(f"  certificate appended to {eq.CERTIFICATES}")
+    return rc

@@ -243,11 +243,6 @@ def equivalent_hashes(current: str, certificates: list[dict], key: str = "code_h
     return seen
 
 
-def compare(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    """The cases whose digests differ (or that failed or are missing in one version)."""
-    return sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n) or len(old.get(n, "")) != 64)
-
-
 def code_identity(library_root: Path) -> dict:
     """The code hash and config schema of the library at ``library_root`` (in a subprocess, so the
     old version's own provenance rules are used)."""
@@ -274,32 +269,55 @@ def export_revision(repo: Path, revision: str, dest: Path) -> str:
     return commit
 
 
-def certify(repo: Path, revision: str, work: Path | None = None, limit: int | None = None,
-            progress: bool = False) -> dict:
-    """Run the battery with ``revision``'s library and the working tree's; return the certificate
-    (``"equal": False`` and the differing cases when they disagree). Writes nothing."""
+#: What the driver records for a case whose config a version refuses as bad input (exit code 2):
+#: an older revision that predates a config field cannot run a configuration that uses it.
+REFUSED = "exit code 2"
+
+
+def compare(old: dict[str, str], new: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(differing, not runnable): the cases whose digests differ or that failed in either version,
+    and those the old version refused as bad input (a field it does not know) while the new one ran
+    them. A case the new version cannot run always differs."""
+    refused = sorted(n for n in new if old.get(n) == REFUSED and len(new[n]) == 64)
+    differing = sorted(n for n in set(old) | set(new) if n not in refused and
+                       (old.get(n) != new.get(n) or len(old.get(n, "")) != 64))
+    return differing, refused
+
+
+def certify(repo: Path, revisions: list[str], work: Path | None = None, limit: int | None = None,
+            progress: bool = False) -> list[dict]:
+    """Run the battery with the working tree's library once and with each revision's; return one
+    certificate per revision (``"equal": False`` and the differing cases when they disagree; the
+    cases a revision refuses as bad input are listed as ``"not_runnable"``, and a certificate with
+    no comparable case is not equal). Writes nothing."""
     repo = Path(repo).resolve()
     cases = battery_cases(repo)
     if limit is not None:
         cases = dict(list(cases.items())[:limit])
     with tempfile.TemporaryDirectory(prefix="bianet-certify-") as tmp:
         tmp = Path(work) if work else Path(tmp)
-        commit = export_revision(repo, revision, tmp / "old")
         cases = with_vox_tree(cases, tmp / "vox")
-        old = run_battery(tmp / "old", cases, tmp / "battery-old", progress)
         new = run_battery(repo, cases, tmp / "battery-new", progress)
-        differing = compare(old, new)
-        return {
-            "from": dict(code_identity(tmp / "old"), revision=commit),
-            "to": code_identity(repo),
-            "equal": not differing,
-            "differing": differing,
-            "battery": battery_id(cases),
-            "cases": new,
-            "torch": _torch_version(),
-            "machine": machine_fingerprint(),
-            "date": _dt.date.today().isoformat(),
-        }
+        to = code_identity(repo)
+        certs = []
+        for i, revision in enumerate(revisions):
+            commit = export_revision(repo, revision, tmp / f"old-{i}")
+            old = run_battery(tmp / f"old-{i}", cases, tmp / f"battery-old-{i}", progress)
+            differing, refused = compare(old, new)
+            compared = len(cases) - len(refused)
+            certs.append({
+                "from": dict(code_identity(tmp / f"old-{i}"), revision=commit),
+                "to": to,
+                "equal": not differing and compared > 0,
+                "differing": differing,
+                "not_runnable": refused,
+                "battery": battery_id(cases),
+                "cases": {n: d for n, d in new.items() if n not in refused},
+                "torch": _torch_version(),
+                "machine": machine_fingerprint(),
+                "date": _dt.date.today().isoformat(),
+            })
+        return certs
 
 
 def _torch_version() -> str:
