@@ -210,7 +210,7 @@ def _flat(text: str) -> str:
 
 
 def test_the_paper_vs_fixed_tables_are_generated_from_the_committed_runs():
-    from bianet_lib.experiments import paper_vs_fixed as pvf
+    from bianet_lib.reports import paper_vs_fixed as pvf
     from bianet_lib.reports.blocks import readme_blocks, render_readme_block
 
     text = DOC.read_text()
@@ -234,7 +234,7 @@ def test_the_paper_vs_fixed_tables_are_generated_from_the_committed_runs():
 
 
 def _load(name):
-    from bianet_lib.experiments.paper_vs_fixed import epoch_records
+    from bianet_lib.reports.paper_vs_fixed import epoch_records
 
     run = RUNS / name
     return (epoch_records(run), json.loads((run / "results.json").read_text())["metrics"],
