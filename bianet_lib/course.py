@@ -121,7 +121,8 @@ def check_parameters(notebook_path: str | Path, parameters: dict[str, Any]) -> N
     declared = declared_parameters(nbformat.read(notebook_path, as_version=4))
     for name in parameters:
         if name not in declared:
-            close = difflib.get_close_matches(name, declared, n=1)
+            same_case = [d for d in declared if d.lower() == name.lower()]  # fast -> FAST
+            close = same_case or difflib.get_close_matches(name, declared, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise UnknownParameterError(
                 f"{Path(notebook_path).name}: parameter {name!r} is not declared in its parameters cell{hint}; "

@@ -98,6 +98,15 @@ def test_evaluate_reproduces_train_results(tmp_path, monkeypatch, capsys):
     assert "identical to the metrics" in capsys.readouterr().out
     assert cli.main(["evaluate", "--run-dir", str(run), "--checkpoint", "latest",
                      "--out", str(tmp_path / "latest.json")]) == 0
+    assert "warning" not in capsys.readouterr().err  # the run's own checkpoint
+    # issue 27: a checkpoint of another config in this folder (here: the folder's config edited)
+    import yaml
+
+    own = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump(dict(own, tau1=own["tau1"] * 2, use_nia=False)))
+    assert cli.main(["evaluate", "--run-dir", str(run), "--out", str(tmp_path / "foreign.json")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning" in err[0] and "tau1, use_nia" in err[0]
 
 
 def _tree(root):

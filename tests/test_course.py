@@ -156,6 +156,15 @@ def test_course_run_refuses_an_undeclared_parameter(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "'FAAST'" in err and "did you mean FAST" in err
     assert not (tmp_path / "out").exists()
+    # issue 27: a lower-case name (difflib alone finds nothing for "fast") and an empty --only
+    code = main(["course", "run", "--notebooks-dir", str(tmp_path), "--param", "fast=1",
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'fast'" in err and "did you mean FAST" in err
+    code = main(["course", "run", "--notebooks-dir", str(tmp_path), "--only", "", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--only ''" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_redirections_for_tests(monkeypatch):

@@ -68,6 +68,8 @@ def run(args) -> int:
         return _verify(args)
 
     folder = Path(args.notebooks_dir)
+    if args.only is not None and not args.only.strip():
+        raise UsageError("--only '': an empty pattern would select every notebook; leave --only out for all")
     if not folder.is_dir():
         raise UsageError(f"--notebooks-dir {folder} is not a folder")
     if not discover_notebooks(folder, args.only):

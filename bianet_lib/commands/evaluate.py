@@ -77,6 +77,30 @@ def _resolve(run_dir: Path, which: str) -> Path:
     return Path(which)
 
 
+def _warn_if_foreign(run_dir: Path, path: Path, config: dict) -> None:
+    """One warning line when the checkpoint was trained with another config than the run folder's
+    (for example a ``paper`` checkpoint copied into a ``cpu-small`` run): the results describe the
+    checkpoint, not the run the folder holds."""
+    import sys
+
+    import yaml
+
+    from bianet_lib.config import BIANetConfig
+
+    own = run_dir / "config.yaml"
+    try:
+        folder = BIANetConfig.from_dict(dict(yaml.safe_load(own.read_text()) or {})).to_dict()
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return  # no readable config of its own: nothing to compare with
+    differ = sorted(k for k in set(folder) | set(config)
+                    if k not in ("device", "num_threads", "cache_dir", "loader_workers")
+                    and folder.get(k) != config.get(k))
+    if differ:
+        shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+        print(f"bianet evaluate: warning: {path} was trained with another config than {own} "
+              f"(differs in {shown}); these results describe the checkpoint, not this run", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from bianet_lib.engine.evaluate import write_results_json
     from bianet_lib.engine.trainer import resolve_device
@@ -108,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(" ".join(str(exc).split())) from None
     write_results_json(record, out)
     print_summary(record)
+    _warn_if_foreign(run_dir, path, record["config"])
     previous = run_dir / "results.json"
     if previous.is_file():
         old = json.loads(previous.read_text())
