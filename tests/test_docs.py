@@ -137,10 +137,15 @@ def test_the_findings_are_their_numbers():
     assert "VoxCeleb at size" in para
 
 
+def _asserted() -> set[str]:
+    """The decimals the findings test recomputes from the committed results."""
+    return {n.lstrip("+-") for phrase in _findings().values() for n in re.findall(r"[+-]?\d+\.\d+", phrase)}
+
+
 def test_every_decimal_in_the_readme_prose_is_asserted():
     """Every decimal number written by hand in the README is recomputed by a test from the
     committed results (here, the findings) or is a quoted constant checked against its source."""
-    asserted = {n.lstrip("+-") for phrase in _findings().values() for n in re.findall(r"[+-]?\d+\.\d+", phrase)}
+    asserted = _asserted()
     for value, check in QUOTED.items():
         assert check(), f"quoted constant {value} disagrees with its source"
     prose = _prose(README.read_text())
@@ -152,7 +157,7 @@ def test_every_decimal_in_the_readme_prose_is_asserted():
 
 def test_the_decimal_check_catches_a_planted_number():
     planted = _prose(README.read_text()).replace("## What we found\n", "## What we found\n\nBIANet gains 0.042.\n")
-    asserted = {n.lstrip("+-") for p in _findings().values() for n in re.findall(r"[+-]?\d+\.\d+", p)}
+    asserted = _asserted()
     assert "0.042" in {n for n in re.findall(r"\d+(?:\.\d+)+", planted) if n not in asserted and n not in QUOTED}
 
 

@@ -214,9 +214,8 @@ def test_the_paper_vs_fixed_tables_are_generated_from_the_committed_runs():
     from bianet_lib.reports.blocks import readme_blocks, render_readme_block
 
     text = DOC.read_text()
-    assert pvf.doc_epochs_block(DOC) == pvf.epochs_block(ROOT)
     blocks = readme_blocks(text)
-    assert {kind for kind, _, _ in blocks} == {"results-table", "health-table"}
+    assert {kind for kind, _, _ in blocks} == {"paper-vs-fixed-epochs", "results-table", "health-table"}
     for kind, header, body in blocks:
         assert body.strip() == render_readme_block(kind, header, ROOT).strip(), kind
     runs = {"paper": ("paper", []), "paper-fixed": ("paper-fixed", []),

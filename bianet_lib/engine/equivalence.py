@@ -107,7 +107,7 @@ def battery_id(cases: dict[str, dict]) -> str:
 
 # --- running a battery (the driver runs inside the version under test) ---------------------------
 _DRIVER = r'''
-import hashlib, io, json, os, sys, tempfile
+import contextlib, hashlib, io, json, sys
 from pathlib import Path
 import torch
 ROOT = Path(sys.argv[5]).resolve()
@@ -152,7 +152,6 @@ for name, config in cases.items():
     d.mkdir(parents=True)
     config = dict(config, cache_dir=str(d / "cache"))
     (d / "config.yaml").write_text(json.dumps(config))
-    import contextlib
     with contextlib.redirect_stdout(io.StringIO()):
         rc = main(["train", "--config", str(d / "config.yaml"), "--run-dir", str(d / "run"), "--no-progress"])
     run = d / "run"
@@ -313,17 +312,10 @@ def certify(repo: Path, revisions: list[str], work: Path | None = None, limit: i
                 "not_runnable": refused,
                 "battery": battery_id(cases),
                 "cases": {n: d for n, d in new.items() if n not in refused},
-                "torch": _torch_version(),
                 "machine": machine_fingerprint(),
                 "date": _dt.date.today().isoformat(),
             })
         return certs
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def machine_fingerprint() -> dict:

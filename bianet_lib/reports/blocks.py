@@ -16,10 +16,11 @@ from bianet_lib.reports.diagnostics import health_markdown, results_markdown
 #: by ``<!-- /KIND -->``. ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
 #: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
 #: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
-#: check's report (bianet_lib.engine.gpu_check.report_markdown). Paths are relative to the repository
+#: check's report (bianet_lib.engine.gpu_check.report_markdown). ``<!-- paper-vs-fixed-epochs: FOLDER -->``:
+#: the epochs of the runs of bianet_lib.reports.paper_vs_fixed.RUNS under FOLDER. Paths are relative to the repository
 #: root (:func:`doc_root`), wherever the block sits.
 README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
-                          r"|gpu-report): (.*?) -->\n(.*?)"
+                          r"|gpu-report|paper-vs-fixed-epochs): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 #: The documents whose generated blocks are kept up to date: the README and every page of docs/.
@@ -29,9 +30,10 @@ DOC_FILES = ("README.md", "docs/*.md")
 def _folder_renderers() -> dict:
     from bianet_lib.engine import gpu_check
     from bianet_lib.experiments.world import calibration_rows
-    from bianet_lib.reports import testbed
+    from bianet_lib.reports import paper_vs_fixed, testbed
 
     return {"calibration-table": lambda d: testbed.calibration_markdown(calibration_rows(d)),
+            "paper-vs-fixed-epochs": lambda d: paper_vs_fixed.epochs_markdown({n: d / n for n in paper_vs_fixed.RUNS}),
             "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
             "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text()))}
 

@@ -1,19 +1,17 @@
 """`paper` against `paper-fixed` on the same data (issue 24): the per-epoch table of both runs.
 
 The runs live in results/paper-vs-fixed/{paper,paper-fixed}/ (metrics.jsonl, results.json,
-diagnose-best.json). docs/paper-vs-fixed.md holds three generated tables: this module's epochs
-table (between :data:`BEGIN` and :data:`END`) and the results and health tables of
-:mod:`bianet_lib.reports.blocks` (``<!-- results-table: ... -->``, ``<!-- health-table: ...
--->``, paths relative to the repository root). :func:`rewrite_doc` regenerates all three; tests/test_paper_preset.py compares them.
+diagnose-best.json). docs/paper-vs-fixed.md holds three generated blocks of
+:mod:`bianet_lib.reports.blocks`: this module's epochs table (``<!-- paper-vs-fixed-epochs: FOLDER
+-->``) and the results and health tables; ``python -m bianet_lib.reports.blocks --docs .``
+regenerates them and the tests compare them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-BEGIN, END = "<!-- paper-vs-fixed-epochs -->", "<!-- /paper-vs-fixed-epochs -->"
 RUNS = ("paper", "paper-fixed", "paper-lr1e-3")  # the third: `paper` at lr 1e-3 (attribution)
 
 #: (column, how to read it from one metrics.jsonl record)
@@ -44,29 +42,3 @@ def epochs_markdown(runs: dict[str, str | Path]) -> str:
         for record in epoch_records(folder):
             lines.append(f"| {label} | " + " | ".join(read(record) for _, read in COLUMNS) + " |")
     return "\n".join(lines)
-
-
-def _runs(root: Path) -> dict[str, Path]:
-    return {name: root / "results" / "paper-vs-fixed" / name for name in RUNS}
-
-
-def epochs_block(root: str | Path) -> str:
-    return f"{BEGIN}\n{epochs_markdown(_runs(Path(root)))}\n{END}"
-
-
-def doc_epochs_block(path: str | Path) -> str:
-    m = re.search(re.escape(BEGIN) + r".*?" + re.escape(END), Path(path).read_text(), re.S)
-    if m is None:
-        raise ValueError(f"{path}: no {BEGIN} ... {END} block")
-    return m.group(0)
-
-
-def rewrite_doc(path: str | Path, root: str | Path) -> None:
-    """Regenerate the epochs table and the results and health tables of ``path``."""
-    from bianet_lib.reports.blocks import rewrite_readme
-
-    path = Path(path)
-    text = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    path.write_text(pattern.sub(lambda _m: epochs_block(root), text))
-    rewrite_readme(path, root)
