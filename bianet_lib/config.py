@@ -104,6 +104,10 @@ class BIANetConfig:
     device: str = "auto"
     seed: int = 0
     num_threads: int = 0  # 0: torch's default
+    # speed (issue 28); both change the last bits of a run's numbers, so both are recorded in its
+    # config and off for every run made before they existed (docs/reliability.md, "Faster steps")
+    channels_last: bool = False  # NHWC convolutions in the encoders: 1.3-1.4x per CPU step (docs/reproduction.md)
+    compile: bool = False  # torch.compile the model for training; eager with one warning line when unavailable
     loader_workers: int = -1  # DataLoader processes reading a feature store (-1: half the CPUs, at most 8)
     # --- data -----------------------------------------------------------------------------
     data: str = "synthvox"  # "synthvox" | "voxceleb" (then audio_root/face_root/split)
@@ -358,6 +362,8 @@ def paper() -> BIANetConfig:
         lr_milestones=(20, 40), lr_gamma=0.1, weight_decay=5e-4,
         # run environment (not the paper's to fix)
         amp=True, device="auto", seed=0, num_threads=0, loader_workers=-1,
+        # speed: off until measured on a GPU (issue 28; `bianet bench --table --preset paper`)
+        channels_last=False, compile=False,
         # data: VoxCeleb1, Wen et al.'s split (Table 1)
         data="voxceleb", split="wen", world_seed=0, bias=0.0, audio_root=None, face_root=None,
         cache_dir=None, world_n_train=300, world_n_val=50, world_n_test=100, world_per_id_train=24,

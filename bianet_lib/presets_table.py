@@ -104,7 +104,8 @@ LITERAL: dict[str, Literal] = {
     "data": Literal("Sec. 5 (VoxCeleb1)", "voxceleb", P),
     "split": Literal("Table 1 (Wen et al.)", "wen", P),
     **{name: Literal("(run environment)", FREE, OPEN) for name in (
-        "amp", "device", "seed", "num_threads", "loader_workers", "audio_root", "face_root", "cache_dir")},
+        "amp", "device", "seed", "num_threads", "loader_workers", "audio_root", "face_root", "cache_dir",
+        "channels_last", "compile")},
     **{name: Literal("(SynthVox only)", FREE, OPEN) for name in (
         "world_seed", "bias", "world_n_train", "world_n_val", "world_n_test", "world_per_id_train",
         "world_per_id_eval", "world_preset", "world_local_scale")},

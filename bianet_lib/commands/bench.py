@@ -30,6 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: benchmark the streaming loader on generated VoxCeleb-shaped trees "
                         "of these identity counts (e.g. 200,1251): peak RSS, samples/s per worker, "
                         "feature-store build time")
+    p.add_argument("--table", action="store_true",
+                   help="instead: the step table (BIANet, baseline, bare encoders; step time, samples/s, "
+                        "FLOPs, FLOP/s, utilisation on a known GPU, ops and host syncs per step) of the "
+                        "config against --compare's field changes, steps interleaved")
+    p.add_argument("--compare", metavar="KEY=VALUE", action="extend", nargs="+", default=None,
+                   help="with --table: the variant to compare with (default: channels_last=false "
+                        "compile=false, the step before issue 28)")
     p.add_argument("--out", metavar="FILE", default=None, help="also write the JSON here")
 
 
@@ -74,13 +81,28 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--config {args.config}: must hold a mapping of field: value")
         values.pop("preset", None)
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()] + overrides
+    if args.compare is not None and not args.table:
+        raise UsageError("--compare goes with --table")
     try:
-        result = run_bench(args.preset, args.device, args.steps, overrides, args.warmup,
-                           args.audio_root, args.face_root)
+        if args.table:
+            from bianet_lib.engine.bench import bench_config, format_step_table, step_table
+
+            compare = _compare_fields(args.compare or ["channels_last=false", "compile=false"])
+            cfg = bench_config(args.preset, args.device, overrides)
+            cfg.__class__.from_dict({**cfg.to_dict(), **compare})  # a bad value: one line, before any work
+            result = step_table(cfg, args.steps or (10 if args.preset == "cpu-small" else 3),
+                                max(args.warmup, 1), compare)
+            result.update(preset=args.preset, threads=torch.get_num_threads(),
+                          config={k: getattr(cfg, k) for k in ("batch_size", "channels_last", "compile", "amp")})
+            print(format_step_table(result))
+        else:
+            result = run_bench(args.preset, args.device, args.steps, overrides, args.warmup,
+                               args.audio_root, args.face_root)
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
     text = json.dumps(result, indent=2)
-    print(text)
+    if not args.table:
+        print(text)
     if args.out:
         from bianet_lib.engine.safeio import atomic_write_text
 
@@ -105,3 +127,19 @@ def _loader(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.out, text + "\n")
     return 0
+
+
+def _compare_fields(items: list[str]) -> dict:
+    """--compare KEY=VALUE ... as config field values (YAML-parsed); unknown fields refused."""
+    import yaml
+
+    from bianet_lib.config import BIANetConfig
+
+    known = BIANetConfig.__dataclass_fields__
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise UsageError(f"--compare {item!r}: expected KEY=VALUE with a config field as KEY")
+        out[key] = yaml.safe_load(value)
+    return out

@@ -83,6 +83,169 @@ def time_train_steps(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:
     return out
 
 
+#: Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by a substring of
+#: ``torch.cuda.get_device_name()``; utilisation is left out for any other device.
+GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def peak_flops(device_name: str | None) -> float | None:
+    for key, peak in GPU_PEAK_BF16.items():
+        if device_name and key in device_name:
+            return peak
+    return None
+
+
+class _OpCount:
+    """Counts, while active, every ATen op dispatched (forward and backward) and the host reads
+    of a tensor's value (``aten::_local_scalar_dense``: .item(), float(), bool()), leaving out
+    the reads of ``host`` tensors (the optimizers' step counters, which torch keeps on the host
+    even for GPU parameters: reading them never waits for the device)."""
+
+    def __init__(self, host=()):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.ops += 1
+                if func is torch.ops.aten._local_scalar_dense.default and id(args[0]) not in counter.host:
+                    counter.syncs += 1
+                return func(*args, **(kwargs or {}))
+
+        self.ops, self.syncs, self.host, self.mode = 0, 0, {id(t) for t in host}, Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -> dict:
+    """{arm: (step function, host tensors, trainer or None)} on one fixed synthetic batch of
+    cfg's shapes. "bianet"/"baseline": the Trainer's step without the read of its losses (the
+    epoch reads them once per ``READ_EVERY`` steps); "encoders": the two bare encoders'
+    forward and backward (a mean-square loss on their maps), what any model of these shapes pays."""
+    from bianet_lib.engine.trainer import Trainer
+    from bianet_lib.model.network import BIANet
+
+    split = synthetic_split(cfg, cfg.batch_size)
+    out = {}
+    for arm in arms:
+        if arm == "encoders":
+            torch.manual_seed(cfg.seed)
+            device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                                  else "cpu")
+            model = BIANet(cfg).to(device).train()
+            voices, faces = split.voices.to(device), split.faces.to(device)
+            amp = cfg.amp and device.type == "cuda"
+
+            def step(model=model, voices=voices, faces=faces, amp=amp, device=device):
+                f = faces.float() / 127.5 - 1.0
+                if cfg.channels_last:
+                    f = f.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = model.face_encoder(f).float().square().mean() + \
+                        model.voice_encoder(voices.float()).float().square().mean()
+                model.zero_grad(set_to_none=True)
+                loss.backward()
+
+            out[arm] = (step, (), None, device)
+            continue
+        arm_cfg = cfg if arm == "bianet" else dataclasses.replace(cfg, use_pia=False, use_nia=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(arm_cfg, split, split, tmp, progress=False)
+        device = trainer.device
+        voices, faces = split.voices.to(device), split.faces.to(device)
+        identity = torch.arange(cfg.batch_size, device=device)
+        out[arm] = (lambda t=trainer, v=voices, f=faces, i=identity: t._step(v, f, i), None, trainer, device)
+    return out
+
+
+def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dict | None = None) -> dict:
+    """Per arm (BIANet, the baseline, the bare encoders) and per variant (``cfg`` itself, and
+    ``compare``'s field changes, e.g. the code's former layout): median step seconds,
+    samples/s, FLOPs per step (``torch.utils.flop_counter``: forward and backward of
+    matmuls/convolutions), achieved FLOP/s and, on a GPU of known peak, utilisation, ATen ops
+    and host syncs per step. The variants' steps are interleaved (one of each per cycle) and
+    every ratio is the median of per-cycle ratios, so a machine that slows down mid-run moves
+    numerator and denominator together."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bianet_lib.engine.trainer import READ_EVERY
+
+    variants = {"this": cfg}
+    if compare:
+        variants["compare"] = dataclasses.replace(cfg, **compare)
+    built = {(v, arm): fn for v, c in variants.items() for arm, fn in _step_variants(c).items()}
+    rows = {}
+    for key, (fn, _, trainer, device) in built.items():
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        host = ([s["step"] for opt in (trainer.optimizer, trainer.disc_optimizer) for s in opt.state.values()]
+                if trainer is not None else ())
+        with FlopCounterMode(display=False) as flops:
+            fn()
+        counted = _OpCount(host)
+        if trainer is None or trainer.net is trainer.eager_net:  # ops of compiled code are not dispatched one by one
+            with counted:
+                fn()
+        rows[key] = {"flops": flops.get_total_flops(), "ops": counted.ops if counted.ops else None,
+                     "syncs": (counted.syncs + (1 / READ_EVERY if trainer is not None else 0))
+                     if counted.ops else None,
+                     "times": [], "compiled": trainer is not None and trainer.net is not trainer.eager_net}
+    reference = ("this", "bianet")
+    ratios: dict = {key: [] for key in built}
+    for _ in range(steps):
+        cycle = {}
+        for key, (fn, _, _, device) in built.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            cycle[key] = time.perf_counter() - t0
+        for key in built:
+            rows[key]["times"].append(cycle[key])
+            ratios[key].append(cycle[key] / cycle[reference])
+    device_name = torch.cuda.get_device_name() if any(d.type == "cuda" for *_, d in built.values()) else None
+    peak = peak_flops(device_name)
+    table = []
+    for (variant, arm), row in rows.items():
+        t = statistics.median(row["times"])
+        enc = statistics.median(a / b for a, b in zip(row["times"], rows[(variant, "encoders")]["times"], strict=True))
+        table.append({"variant": variant, "arm": arm, "step_s": t, "samples_per_s": cfg.batch_size / t,
+                      "ratio_to_this_bianet": statistics.median(ratios[(variant, arm)]),
+                      "ratio_to_bare_encoders": enc, "flops_per_step": row["flops"],
+                      "achieved_flop_per_s": row["flops"] / t,
+                      "utilisation": row["flops"] / t / peak if peak else None,
+                      "ops_per_step": row["ops"], "host_syncs_per_step": row["syncs"],
+                      "compiled": row["compiled"]})
+    return {"rows": table, "steps": steps, "warmup": warmup, "device_name": device_name,
+            "peak_flop_per_s": peak, "variants": {"this": "the config as given",
+                                                  **({"compare": compare} if compare else {})},
+            "statistic": f"medians over {steps} interleaved cycles after {warmup} warm-up steps each"}
+
+
+def format_step_table(result: dict) -> str:
+    """The step table as aligned text (what ``bianet bench --table`` prints)."""
+    head = ("variant", "arm", "step s", "samples/s", "x this BIANet", "x encoders", "GFLOP/step",
+            "GFLOP/s", "util", "ops/step", "syncs/step")
+    lines = [head]
+    for r in result["rows"]:
+        lines.append((r["variant"], r["arm"], f"{r['step_s']:.3f}", f"{r['samples_per_s']:.0f}",
+                      f"{r['ratio_to_this_bianet']:.2f}", f"{r['ratio_to_bare_encoders']:.2f}",
+                      f"{r['flops_per_step'] / 1e9:.1f}", f"{r['achieved_flop_per_s'] / 1e9:.1f}",
+                      "-" if r["utilisation"] is None else f"{100 * r['utilisation']:.1f}%",
+                      "-" if r["ops_per_step"] is None else str(r["ops_per_step"]),
+                      "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    text = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
+    return "\n".join(text)
+
+
 def _max_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux

@@ -202,6 +202,13 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
                            "params": {"bianet": full["params"], "baseline": base["params"]}}
         print(f"bench: ratio {report['bench']['ratio_bianet_to_baseline']:.3f} "
               f"{report['bench']['samples_per_s']}", flush=True)
+        # the step table of `bianet bench --table` (issue 28): channels_last and compile against
+        # the former step, FLOPs, utilisation of the card's stated peak, ops and syncs per step
+        from bianet_lib.engine.bench import format_step_table, step_table
+
+        fast = dataclasses.replace(cfg, channels_last=True, compile=not tiny)
+        report["step_table"] = step_table(fast, p["bench_steps"], 2, {"channels_last": False, "compile": False})
+        print(format_step_table(report["step_table"]), flush=True)
 
     def train_cmd(run_dir: Path, epochs: int, torchrun: bool) -> list[str]:
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",

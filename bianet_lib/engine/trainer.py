@@ -53,6 +53,9 @@ LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config
 TIMING = "timing.jsonl"
 VAL_TRIAL_SEED = 12345
 VAL_TRIALS_PER_ID = 10
+#: Steps between the host's reads of the loss values (one sync each): the epoch's sums, the
+#: progress bar and the non-finite check read a device buffer of this many steps at once.
+READ_EVERY = 20
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +132,10 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
+        if self.device.type == "cuda" and cfg.channels_last:
+            # cuDNN times its algorithms for each shape once (fixed shapes here); it may pick other
+            # ones in another process, so a GPU run's last bits are not reproducible with it
+            torch.backends.cudnn.benchmark = True
         self.model = BIANet(cfg).to(self.device)
         # auxiliary identity classifier shared by both modalities (not in the paper; docs/paper-ambiguities.md)
         self.identity_head = torch.nn.Linear(cfg.embed_dim, train.n_identities).to(self.device)
@@ -141,6 +148,9 @@ class Trainer:
                 self.model, ignored)
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.eager_net, self.compile_seconds = self.net, None
+        if cfg.compile:
+            self.net = torch.compile(self.net)  # compiled at the first step (see _forward)
         # in memory (SynthVox) or streamed from a feature store by DataLoader workers (VoxCeleb)
         self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world,
                                        workers=None if cfg.loader_workers < 0 else cfg.loader_workers,
@@ -168,8 +178,9 @@ class Trainer:
         # authors' grouping: encoders + classifier at one rate, attention + generator at another
         groups = [{"params": encoders + heads, "lr": cfg.lr_encoders},
                   {"params": attention, "lr": cfg.lr_heads}]
-        opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
-        disc = torch.optim.Adam(m.discriminator.parameters(), lr=cfg.lr_heads, betas=(0.5, 0.999))
+        # foreach: a few multi-tensor ops instead of ~1,000 per step; the same bits as the per-tensor loop
+        opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay, foreach=True)
+        disc = torch.optim.Adam(m.discriminator.parameters(), lr=cfg.lr_heads, betas=(0.5, 0.999), foreach=True)
         return opt, disc
 
     @property
@@ -184,13 +195,29 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------------
     def train_step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict[str, float]:
+        """One training step; its loss terms as floats (read at once: one host sync). Raises
+        :class:`NonFiniteLossError` after the step when a term is not finite."""
+        values = self._step(voices, faces, identity)
+        return self._read([values], self.step - 1)[0]
+
+    def _step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict:
+        """The step itself, with no host sync: the loss terms stay on the device (a dict of
+        0-d tensors, plus the floats ``w`` and ``w_adv``) until :meth:`_read` reads them."""
+        if self.net is not self.eager_net and self.compile_seconds is None:
+            start = time.perf_counter()  # the first compiled step: compiling its forward and backward
+            out = self._step_body(voices, faces, identity)
+            self.compile_seconds = time.perf_counter() - start
+            return out
+        return self._step_body(voices, faces, identity)
+
+    def _step_body(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict:
         cfg = self.cfg
         self.net.train()
         w = self.curriculum_w()
         w_adv = cfg.w_adv * adversarial_ramp(self.step / self.total_steps, cfg.adversarial_schedule)
         literal = cfg.curriculum == "paper"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            ev, ef = self.net(voices, faces)
+            ev, ef = self._forward(voices, faces)
             hv, hf = ev.stacked(), ef.stacked()
             terms = {}
             for name, q, c in (("match_vf", hv, hf), ("match_fv", hf, hv)):
@@ -210,22 +237,58 @@ class Trainer:
         loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
                 + cfg.w_metric * terms.get("metric", 0.0) + w_adv * terms["adversarial"]
                 + cfg.w_identity * terms.get("identity", 0.0))
-        self._check_finite(terms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         # the discriminator's own step, on embeddings detached from the generator
         d_loss = discriminator_loss(*self.model.discriminate(ev.positive.detach().float(),
                                                              ef.positive.detach().float()))
-        self._check_finite({"discriminator": d_loss})
         self.disc_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self._average_discriminator_grads()
         self.disc_optimizer.step()
         self.step += 1
-        out = {k: v.item() for k, v in terms.items()}
-        out.update(loss=loss.item(), discriminator=d_loss.item(), w=w, w_adv=w_adv)
-        return out
+        return {**{k: v.detach() for k, v in terms.items()}, "loss": loss.detach(),
+                "discriminator": d_loss.detach(), "w": w, "w_adv": w_adv}
+
+    def _forward(self, voices: torch.Tensor, faces: torch.Tensor):
+        """``self.net(voices, faces)``. With ``cfg.compile`` the first call compiles (the first
+        step's wall time, ``compile_seconds``, goes to timing.jsonl); a compiler that cannot run
+        here leaves one warning line and the eager model (timing.jsonl: ``compiled: false``)."""
+        if self.net is self.eager_net or self.compile_seconds is not None:
+            return self.net(voices, faces)
+        import sys
+
+        try:
+            return self.net(voices, faces)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly instead
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            print(f"warning: torch.compile is unavailable here ({type(exc).__name__}: {first}); "
+                  "training without it", file=sys.stderr)
+            self.net = self.eager_net
+            return self.net(voices, faces)
+
+    def _read(self, pending: list[dict], first_step: int) -> list[dict[str, float]]:
+        """The loss values of consecutive steps (the first numbered ``first_step``) as floats,
+        read from the device in one transfer; :class:`NonFiniteLossError` naming the first step
+        and term that is not finite. The checks happen here, not before each backward: the run
+        stops at most ``READ_EVERY`` steps later, before the epoch's checkpoint, so no
+        checkpoint ever holds weights a non-finite loss touched."""
+        if not pending:
+            return []
+        keys = [k for k, v in pending[0].items() if isinstance(v, torch.Tensor)]
+        table = torch.stack([torch.stack([p[k].float() for k in keys]) for p in pending]).cpu()
+        rows = []
+        for i, (p, values) in enumerate(zip(pending, table.tolist(), strict=True)):
+            row = dict(zip(keys, values, strict=True))
+            bad = [k for k in keys if k != "loss" and not np.isfinite(row[k])]
+            if bad:  # the step's own terms first (the first version checked them in this order)
+                step = first_step + i
+                raise NonFiniteLossError(f"step {step} (epoch {self.epoch + 1}): loss term {bad[0]!r} is "
+                                         f"{row[bad[0]]}; lower the learning rate or check the input data")
+            row.update({k: v for k, v in p.items() if not isinstance(v, torch.Tensor)})
+            rows.append(row)
+        return rows
 
     def _average_discriminator_grads(self) -> None:
         if self.dist.world == 1:
@@ -233,13 +296,6 @@ class Trainer:
         for p in self.model.discriminator.parameters():
             dist.all_reduce(p.grad)
             p.grad /= self.dist.world
-
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value).all():
-                raise NonFiniteLossError(f"step {self.step} (epoch {self.epoch + 1}): loss term "
-                                         f"{name!r} is {value.detach().item()}; lower the learning rate or "
-                                         "check the input data")
 
     # --- epochs ---------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False, locked: bool = False) -> list[dict]:
@@ -305,7 +361,10 @@ class Trainer:
             if self.dist.is_main:
                 self.save_checkpoint(latest)  # the commit point
                 self._write_derived(best=improved)
-                self.timings.append({"epoch": self.epoch, "seconds": self.epoch_seconds})
+                timing = {"epoch": self.epoch, "seconds": self.epoch_seconds}
+                if self.cfg.compile and self.epoch == 1:
+                    timing.update(compiled=self.net is not self.eager_net, first_step_seconds=self.compile_seconds)
+                self.timings.append(timing)
                 atomic_write_text(self.run_dir / TIMING, "".join(json.dumps(t) + "\n" for t in self.timings))
         return history
 
@@ -323,12 +382,25 @@ class Trainer:
         sums: dict[str, float] = {}
         bar = tqdm(self.batches.epoch(), total=len(self.batches), disable=not (self.progress and self.dist.is_main),
                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False)
-        for batch in bar:
-            out = self.train_step(batch.voices.to(self.device), batch.faces.to(self.device),
-                                  batch.identity.to(self.device))
-            for key, value in out.items():
-                sums[key] = sums.get(key, 0.0) + value
+        pending: list[dict] = []
+        first = self.step
+
+        def read() -> None:
+            if not pending:
+                return
+            for out in self._read(pending, first):  # the same float64 sums, in step order, as per-step reads
+                for key, value in out.items():
+                    sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{out['loss']:.3f}", w=f"{out['w']:.2f}")
+            pending.clear()
+
+        for batch in bar:
+            pending.append(self._step(batch.voices.to(self.device), batch.faces.to(self.device),
+                                      batch.identity.to(self.device)))
+            if len(pending) == READ_EVERY:
+                read()
+                first = self.step
+        read()
         self.scheduler.step()
         n = len(self.batches)
         record = {"epoch": self.epoch + 1, "step": self.step, **{k: v / n for k, v in sums.items()}}

@@ -55,7 +55,8 @@ def nia_drop_mask(a: torch.Tensor, p: float, generator: torch.Generator | None =
     """
     u = torch.rand(a.shape, device=a.device, dtype=a.dtype, generator=generator)
     drop = u < p
-    protected = F.one_hot(a.argmin(dim=-1), a.shape[-1]).bool()
+    # the row minimum's one-hot (scatter, not F.one_hot: that reads its indices on the host)
+    protected = torch.zeros_like(a, dtype=torch.bool).scatter_(-1, a.argmin(dim=-1, keepdim=True), True)
     return torch.zeros_like(a).masked_fill(drop & ~protected, float("-inf"))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -68,8 +69,19 @@ class ModalityDiscriminator(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, 2))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h)
+    def forward(self, h: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """Modality logits [N, 2]. ``frozen``: the same computation (batch statistics, running
+        statistics updated as in training) with the weights detached, so the generator's
+        adversarial loss reaches ``h`` but never the discriminator (the ops of ``self.net``,
+        called directly rather than through ``torch.func.functional_call``)."""
+        if not frozen:
+            return self.net(h)
+        bn, linear = self.net
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)  # what BatchNorm1d.forward does with momentum set
+        h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight.detach(), bn.bias.detach(),
+                         bn.training, bn.momentum, bn.eps)
+        return F.linear(h, linear.weight.detach(), linear.bias.detach())
 
 
 class MatchingClassifier(nn.Module):
@@ -144,6 +156,8 @@ class BIANet(nn.Module):
         self.generator = SharedEmbedding(channels, MAP_SIZE, cfg.hidden_dim, cfg.embed_dim, cfg.generator)
         self.discriminator = ModalityDiscriminator(cfg.embed_dim)
         self.classifier = MatchingClassifier(cfg.embed_dim, cfg.matching_head, cfg.k)
+        if cfg.channels_last:  # NHWC conv weights; inputs follow in embed_faces / AudioEncoder
+            self.to(memory_format=torch.channels_last)
 
     def _intervention(self, channels: int, force: bool = False) -> BidirectionalIntervention | None:
         cfg = self.cfg
@@ -170,13 +184,8 @@ class BIANet(nn.Module):
         ``frozen`` detaches the discriminator's parameters: the generator's adversarial loss
         reaches the embeddings but never moves the discriminator.
         """
-        if frozen:
-            params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-
-            def disc(x):
-                return torch.func.functional_call(self.discriminator, params, (x,))
-        else:
-            disc = self.discriminator
+        def disc(x):
+            return self.discriminator(x, frozen=frozen)
         if self.cfg.discriminator_batch == "separate":  # the first version's (and literal) form
             return disc(h_voice), disc(h_face)
         h = torch.cat([h_voice, h_face])
@@ -197,6 +206,8 @@ class BIANet(nn.Module):
         """uint8 [N, 3, S, S] (or float already in [-1, 1]) -> embeddings."""
         if faces.dtype == torch.uint8:
             faces = faces.float() / 127.5 - 1.0  # mean 0.5, std 0.5 as the authors
+        if self.cfg.channels_last:
+            faces = faces.contiguous(memory_format=torch.channels_last)
         return self._embed(self.face_encoder(faces), self.face_intervention, self.face_control)
 
     def embed_voices(self, waves: torch.Tensor) -> Embedding:

@@ -17,10 +17,11 @@ from bianet_lib.reports.diagnostics import health_markdown, results_markdown
 #: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
 #: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
 #: check's report (bianet_lib.engine.gpu_check.report_markdown). ``<!-- paper-vs-fixed-epochs: FOLDER -->``:
-#: the epochs of the runs of bianet_lib.reports.paper_vs_fixed.RUNS under FOLDER. Paths are relative to the repository
+#: the epochs of the runs of bianet_lib.reports.paper_vs_fixed.RUNS under FOLDER. ``<!-- step-table: FILE -->``:
+#: a ``bianet bench --table --out FILE`` result (:func:`step_table_markdown`). Paths are relative to the repository
 #: root (:func:`doc_root`), wherever the block sits.
 README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
-                          r"|gpu-report|paper-vs-fixed-epochs): (.*?) -->\n(.*?)"
+                          r"|gpu-report|paper-vs-fixed-epochs|step-table): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 #: The documents whose generated blocks are kept up to date: the README and every page of docs/.
@@ -35,7 +36,24 @@ def _folder_renderers() -> dict:
     return {"calibration-table": lambda d: testbed.calibration_markdown(calibration_rows(d)),
             "paper-vs-fixed-epochs": lambda d: paper_vs_fixed.epochs_markdown({n: d / n for n in paper_vs_fixed.RUNS}),
             "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
-            "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text()))}
+            "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text())),
+            "step-table": lambda f: step_table_markdown(json.loads(f.read_text()))}
+
+
+def step_table_markdown(result: dict) -> str:
+    """A ``bianet bench --table`` result as a markdown table ("this": the config benchmarked,
+    "compare": the variant it was compared with)."""
+    changes = ", ".join(f"{k}={v}" for k, v in (result["variants"].get("compare") or {}).items())
+    lines = ["| variant | arm | step s | samples/s | x this BIANet | x bare encoders | GFLOP/step | GFLOP/s | "
+             "ops/step | host syncs/step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        name = "this" if r["variant"] == "this" else f"compare ({changes})"
+        ops = "-" if r["ops_per_step"] is None else str(r["ops_per_step"])
+        syncs = "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"
+        lines.append(f"| {name} | {r['arm']} | {r['step_s']:.3f} | {r['samples_per_s']:.0f} | "
+                     f"{r['ratio_to_this_bianet']:.2f} | {r['ratio_to_bare_encoders']:.2f} | "
+                     f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flop_per_s'] / 1e9:.1f} | {ops} | {syncs} |")
+    return "\n".join(lines) + "\n"
 
 
 def readme_blocks(text: str) -> list[tuple[str, str, str]]:
