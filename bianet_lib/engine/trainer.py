@@ -45,6 +45,7 @@ from bianet_lib.model.losses import (
     generator_adversarial_loss,
     metric_loss,
 )
+from bianet_lib.model.masking import attention_supervision_loss, map_grids
 from bianet_lib.model.network import BIANet
 
 LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config.yaml"
@@ -144,7 +145,8 @@ class Trainer:
         # in memory (SynthVox) or streamed from a feature store by DataLoader workers (VoxCeleb)
         self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world,
                                        workers=None if cfg.loader_workers < 0 else cfg.loader_workers,
-                                       pin_memory=self.device.type == "cuda")
+                                       pin_memory=self.device.type == "cuda",
+                                       token_grids=None if cfg.token_masks == "none" else map_grids(cfg))
         self.trial_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.optimizer, self.disc_optimizer = self._optimizers()
         if cfg.lr_schedule == "cosine":
@@ -183,14 +185,15 @@ class Trainer:
         return curriculum_weight(self.step, self.total_steps, self.cfg.curriculum)
 
     # --- one step -------------------------------------------------------------------------
-    def train_step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict[str, float]:
+    def train_step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor,
+                   masks=None) -> dict[str, float]:
         cfg = self.cfg
         self.net.train()
         w = self.curriculum_w()
         w_adv = cfg.w_adv * adversarial_ramp(self.step / self.total_steps, cfg.adversarial_schedule)
         literal = cfg.curriculum == "paper"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            ev, ef = self.net(voices, faces)
+            ev, ef = self.net(voices, faces) if cfg.token_masks != "oracle" else self.net(voices, faces, masks)
             hv, hf = ev.stacked(), ef.stacked()
             terms = {}
             for name, q, c in (("match_vf", hv, hf), ("match_fv", hf, hv)):
@@ -207,9 +210,12 @@ class Trainer:
                                      + F.cross_entropy(self.identity_head(ef.positive.float()), identity)) / 2
             d_v, d_f = self.model.discriminate(ev.positive, ef.positive, frozen=True)
             terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float(), cfg.adversarial_target)
+            if cfg.token_masks == "supervised":  # issue 25: masks (voice, face) from the batch
+                terms["attn_supervision"] = attention_supervision_loss((ev.maps, ef.maps), masks)
         loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
                 + cfg.w_metric * terms.get("metric", 0.0) + w_adv * terms["adversarial"]
-                + cfg.w_identity * terms.get("identity", 0.0))
+                + cfg.w_identity * terms.get("identity", 0.0)
+                + cfg.w_attn_supervision * terms.get("attn_supervision", 0.0))
         self._check_finite(terms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -324,8 +330,9 @@ class Trainer:
         bar = tqdm(self.batches.epoch(), total=len(self.batches), disable=not (self.progress and self.dist.is_main),
                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False)
         for batch in bar:
+            masks = None if batch.face_mask is None else (batch.voice_mask.to(self.device), batch.face_mask.to(self.device))
             out = self.train_step(batch.voices.to(self.device), batch.faces.to(self.device),
-                                  batch.identity.to(self.device))
+                                  batch.identity.to(self.device), masks=masks)
             for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{out['loss']:.3f}", w=f"{out['w']:.2f}")
