@@ -333,3 +333,38 @@ def test_fair_outcome():
     assert stats.fair_outcome(rows({("oracle", "baseline"), ("bianet", "baseline"), ("bianet", "control")})) \
         == "bianet_takes_headroom"
     assert stats.fair_outcome(rows({("oracle", "baseline")})) == "other"
+
+
+def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypatch, tmp_path):
+    """End to end on a tiny fair world: every arm's record holds the endpoints (the oracle's
+    computed with its test masks), the paired attention shift for the arms with PIA/NIA only, and
+    the family-level analyses (headroom recovered, Holm over FAIR_COMPARISONS, the outcome) run."""
+    import json
+
+    from bianet_lib.experiments import runner
+    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS, FAIR_OUTCOMES
+    from bianet_lib.experiments.records import clusters_for, load_records
+
+    monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
+    base = [*grids.SMOKE_BASE, "world_preset=fair", "world_n_test=8", "world_per_id_eval=4", "world_local_scale=2.0"]
+    arms = ("baseline", "oracle", "bianet", "supervised", "control")
+    grid = grids.Grid("tiny-fair", [grids.Run(a, tuple(grids.FAIR_VARIANTS[a]), s) for s in (0,) for a in arms],
+                      "cpu-small", base)
+    monkeypatch.setitem(grids.GRIDS, "tiny-fair", grid)
+    runner.run_grid("tiny-fair", tmp_path / "results", progress=False)
+    out = tmp_path / "results" / "tiny-fair"
+    recs = {a: json.loads((out / f"{a}__s0.json").read_text()) for a in arms}
+    for a, rec in recs.items():
+        assert set(rec["endpoints"]["directions"]) == {"vf", "fv"}, a
+        has_shift = a in ("bianet", "supervised")
+        assert bool(rec["endpoints"]["attention_shift"]) == has_shift, a
+    assert set(recs["supervised"]["endpoints"]["attention_shift"]["face"]) == {"pia", "nia"}
+    records = load_records(out)
+    clusters = clusters_for(records["baseline"][0])
+    rows = stats.fair_headroom(records, clusters, n_boot=100)
+    assert {(r["arm"], r["direction"]) for r in rows} == {(a, d) for a in ("bianet", "supervised", "control")
+                                                          for d in W.DIRECTIONS}
+    assert all(r["seeds"] == 1 for r in rows)
+    family = stats.compare_arms(records, clusters, n_boot=100, comparisons=FAIR_COMPARISONS)
+    assert len(family) == len(FAIR_COMPARISONS) * 2 * 2
+    assert stats.fair_outcome(family) in (*FAIR_OUTCOMES, "other")
