@@ -14,8 +14,9 @@ from bianet_lib.data.interference import TokenMasks, token_share_1d, token_share
 from bianet_lib.data.sources import world_cache_path, world_config
 from bianet_lib.experiments import grids, stats
 from bianet_lib.experiments import world as W
-from bianet_lib.model.masking import attention_supervision_loss, map_grids, masked_mean_pool
-from bianet_lib.model.network import BIANet
+from bianet_lib.model.encoders import map_grids
+from bianet_lib.model.losses import attention_supervision_loss
+from bianet_lib.model.network import BIANet, masked_mean_pool
 
 SMALL = ["world_n_train=12", "world_n_val=4", "world_n_test=12", "world_per_id_train=2", "world_per_id_eval=6",
          "cache_dir=/nonexistent-cache"]
@@ -368,3 +369,27 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
     family = stats.compare_arms(records, clusters, n_boot=100, comparisons=FAIR_COMPARISONS)
     assert len(family) == len(FAIR_COMPARISONS) * 2 * 2
     assert stats.fair_outcome(family) in (*FAIR_OUTCOMES, "other")
+
+
+def test_the_cli_refuses_the_fair_grid_before_its_calibration(tmp_path, capsys):
+    """One line naming FAIR_CALIBRATED, exit 2, nothing trained; --list still lists (nothing)."""
+    from bianet_lib import cli
+
+    assert cli.main(["experiments", "fair", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "FAIR_CALIBRATED" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+    assert cli.main(["experiments", "fair", "--list", "--results-dir", str(tmp_path)]) == 0
+
+
+def test_reading_the_map_grids_leaves_the_random_stream_alone():
+    """map_grids builds encoders (random initialisation): it must not move torch's generator,
+    or an arm's training would depend on whether the grids were cached. Fails without fork_rng."""
+    from bianet_lib.model import encoders
+
+    encoders._map_grids.cache_clear()
+    torch.manual_seed(3)
+    map_grids(tiny_cfg("oracle"))
+    after = torch.rand(3)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(3))

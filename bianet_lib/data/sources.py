@@ -42,7 +42,7 @@ def world_config(cfg: BIANetConfig):
                             face_size=cfg.face_size, clip_seconds=cfg.clip_seconds, rho=cfg.bias,
                             local_scale=cfg.world_local_scale)
     if wc.face_token_grid == -1 or wc.voice_tokens == -1:  # a token-snapped world: the model's own maps
-        from bianet_lib.model.masking import map_grids
+        from bianet_lib.model.encoders import map_grids
 
         (fh, fw), (_, vt) = map_grids(cfg)
         if fh != fw:

@@ -52,7 +52,7 @@ class BIANetScorer:
         if self.model.cfg.token_masks != "oracle":
             return None
         from bianet_lib.data.interference import TokenMasks
-        from bianet_lib.model.masking import map_grids
+        from bianet_lib.model.encoders import map_grids
 
         n = len(split.voices if modality == "voice" else split.faces)
         masks = TokenMasks(split, *map_grids(self.model.cfg))

@@ -39,13 +39,14 @@ from bianet_lib.engine.safeio import (
 )
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 from bianet_lib.model.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.model.encoders import map_grids
 from bianet_lib.model.losses import (
     adversarial_ramp,
+    attention_supervision_loss,
     discriminator_loss,
     generator_adversarial_loss,
     metric_loss,
 )
-from bianet_lib.model.masking import attention_supervision_loss, map_grids
 from bianet_lib.model.network import BIANet
 
 LATEST, BEST, METRICS, CONFIG = "latest.pt", "best.pt", "metrics.jsonl", "config.yaml"

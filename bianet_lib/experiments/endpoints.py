@@ -283,7 +283,7 @@ def attention_shift(mass_interfered, mass_clean, identities, n_boot: int = 2000,
 def _masses_on(model, split, modality: str, idx: torch.Tensor, device, masks: dict) -> dict[str, torch.Tensor]:
     """{"pia"/"nia": mass [len(idx)]} of the model's attention rows on the token masks ``masks[m]``."""
     from bianet_lib.engine.diagnostics import _inputs
-    from bianet_lib.model.masking import attention_mass
+    from bianet_lib.model.losses import attention_mass
 
     encoder = model.face_encoder if modality == "face" else model.voice_encoder
     mod = model.face_intervention if modality == "face" else model.voice_intervention
@@ -303,7 +303,7 @@ def paired_attention_shifts(model, test, twin, device="cpu", n: int = N_ATTENTIO
     ``n`` interfered test samples, the mask the interfered version's interfered tokens at the
     model's map grids; {} for a model without token attention."""
     from bianet_lib.data.interference import TokenMasks
-    from bianet_lib.model.masking import map_grids
+    from bianet_lib.model.encoders import map_grids
 
     model.eval()
     _same_samples(test, twin)

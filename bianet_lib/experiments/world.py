@@ -156,8 +156,10 @@ def choose_scale(rows: list[dict], target: float = CALIBRATION_TARGET) -> float 
 #: tokens, 2 of them), at most 25% of them, another identity's face region or voice (+10 dB).
 #: 0.6 s, not the test-bed's 0.5 s: 0.5 s gives 7 time tokens, where a quarter is 1 token (14%).
 #: Epochs: the converged test-bed's 16. Measured on the 2-core CPU machine (2026-12-03, 2 epochs,
-#: num_threads=1, the machine shared): 96 steps an epoch, the baseline 37-40 s an epoch, BIANet 50,
-#: the supervised arm 45; 3 calibration + 25 grid runs at 16 epochs are about 6 worker-hours.
+#: num_threads=1, the machine shared by other jobs, two rounds): 96 steps an epoch; seconds an
+#: epoch, baseline 37-59, oracle 51-55, control 54-55, BIANet 50-60, supervised 45-63; endpoints
+#: 42-93 s a run. At the slower round, 3 calibration + 25 grid runs at 16 epochs take about 470
+#: worker-minutes (the longest run about 18), 20 epochs about 580.
 FAIR_EPOCHS = 16
 FAIR_WORLD = ["world_preset=fair", "clip_seconds=0.6", "world_n_train=300", "world_n_val=100",
               "world_n_test=300", "world_per_id_train=24", "world_per_id_eval=6", f"epochs={FAIR_EPOCHS}"]
@@ -178,14 +180,14 @@ FAIR_CALIBRATED: float | None = None
 
 def token_coverage(split, cfg) -> dict[str, np.ndarray]:
     """Per sample and modality, the share of the model's map tokens that carry interference
-    (any part of them), at the grids ``model.masking.map_grids`` reads from the encoders."""
+    (any part of them), at the grids ``model.encoders.map_grids`` reads from the encoders."""
     from bianet_lib.data.interference import (
         split_face_masks,
         split_voice_masks,
         token_share_1d,
         token_share_2d,
     )
-    from bianet_lib.model.masking import map_grids
+    from bianet_lib.model.encoders import map_grids
 
     face_grid, (_, n_time) = map_grids(cfg)
     face = (token_share_2d(split_face_masks(split), face_grid) > 0).float().mean(1)

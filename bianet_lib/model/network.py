@@ -24,7 +24,16 @@ from bianet_lib.model.attention import (
 )
 from bianet_lib.model.counterfactual import counterfactual_logits
 from bianet_lib.model.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
-from bianet_lib.model.masking import masked_mean_pool
+
+
+def masked_mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, C]: the oracle arm's pooling (config.token_masks="oracle", issue 25): the mean of map x [B, C, H, W] over the tokens where ``mask`` [B, H * W] is False;
+    a sample with every token masked keeps them all (its plain mean)."""
+    b, c = x.shape[:2]
+    keep = (~mask.bool()).to(x.dtype).reshape(b, 1, -1)
+    keep = torch.where(keep.sum(-1, keepdim=True) > 0, keep, torch.ones_like(keep))
+    return (x.reshape(b, c, -1) * keep).sum(-1) / keep.sum(-1)
+
 
 
 class SharedEmbedding(nn.Module):
@@ -55,7 +64,7 @@ class SharedEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The embedding of maps x; with ``mask`` (bool [B, H * W], "linear" only) the average
-        pool runs over the unmasked tokens (``masking.masked_mean_pool``; the oracle arm)."""
+        pool runs over the unmasked tokens (``masked_mean_pool``; the oracle arm)."""
         if mask is None:
             return self.net(x)
         if not isinstance(self.net[0], nn.AdaptiveAvgPool2d):
