@@ -91,6 +91,13 @@ class BIANetConfig:
     # validation route that picks best.pt: "classifier" (C_m) | "cosine" (for models trained
     # without the matching loss, whose classifier stays at chance)
     select_route: str = "classifier"
+    # ground-truth interfered-token masks (issue 25; a SynthVox world with local interference):
+    # "none" (every other arm: batches carry no mask and the model never sees one) | "oracle"
+    # (PIA/NIA off: the generator pools over the clean tokens only, in training and at test time)
+    # | "supervised" (PIA and NIA: an auxiliary loss, weight w_attn_supervision, pushes PIA's
+    # attention off and NIA's onto the interfered tokens; tested without masks); model/masking.py
+    token_masks: str = "none"
+    w_attn_supervision: float = 0.0
     # --- optimisation ---------------------------------------------------------------------
     epochs: int = 8
     batch_size: int = 64
@@ -123,7 +130,7 @@ class BIANetConfig:
     world_n_test: int = 100
     world_per_id_train: int = 24  # faces and voices per train identity (12 plateaued at ~0.78)
     world_per_id_eval: int = 6  # faces and voices per val/test identity
-    world_preset: str = "default"  # SynthVox WorldConfig preset: "default" | "local" (local interference + masks)
+    world_preset: str = "default"  # SynthVox WorldConfig preset: "default" | "local" | "fair" (issue 25)
     world_local_scale: float = 1.0  # multiplies the preset's local-interference shares (0 = clean twins)
 
     def __post_init__(self) -> None:
@@ -163,6 +170,7 @@ class BIANetConfig:
             "metric_loss": ("lifted", "infonce", "none"),
             "select_route": ("classifier", "cosine"),
             "data": ("synthvox", "voxceleb"),
+            "token_masks": ("none", "oracle", "supervised"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -170,6 +178,7 @@ class BIANetConfig:
         if self.control_attention and (self.use_pia or self.use_nia):
             raise ValueError("config field control_attention=true replaces PIA/NIA: set use_pia=false and "
                              "use_nia=false")
+        self._check_token_masks()
         if self.generator == "paper" and self.encoder_map != "pool3":
             raise ValueError("config field generator='paper' flattens a 3 x 3 map: it needs encoder_map='pool3'")
         if not self.face_strides or min(self.face_strides) < 1:
@@ -190,6 +199,22 @@ class BIANetConfig:
                 raise ValueError(f"config field {name}={getattr(self, name)}: must lie in [0, 2**32 - 1]")
         self._check_ranges()
 
+    def _check_token_masks(self) -> None:
+        if self.token_masks != "none" and (self.data != "synthvox" or self.world_preset == "default"):
+            raise ValueError(f"config field token_masks={self.token_masks!r} needs ground-truth masks: data='synthvox' "
+                             f"and a world_preset with local interference, got {self.data!r}, {self.world_preset!r}")
+        if self.token_masks == "oracle" and (self.use_pia or self.use_nia or self.control_attention
+                                             or self.generator != "linear"):
+            raise ValueError("config field token_masks='oracle' pools over the clean tokens: it needs use_pia=false, "
+                             "use_nia=false, control_attention=false and generator='linear'")
+        if self.token_masks == "supervised" and not (self.use_pia and self.use_nia and self.affinity_axis == "tokens"
+                                                     and self.w_attn_supervision > 0):
+            raise ValueError("config field token_masks='supervised' supervises token attention: it needs use_pia=true, "
+                             "use_nia=true, affinity_axis='tokens' and w_attn_supervision > 0")
+        if self.w_attn_supervision != 0 and self.token_masks != "supervised":
+            raise ValueError(f"config field w_attn_supervision={self.w_attn_supervision}: only token_masks='supervised' "
+                             "uses it (leave it 0)")
+
     def _check_ranges(self) -> None:
         """Every number in its meaningful range: one line naming the field and the range."""
         def bad(name: str, allowed: str):
@@ -201,7 +226,7 @@ class BIANetConfig:
             if not getattr(self, name) > 0 or getattr(self, name) == float("inf"):
                 bad(name, "> 0 (and finite)" + ("; 0 (hard) only with truncation='zero'"
                                                 if name == "gate_sharpness" else ""))
-        for name in ("w_match", "w_adv", "w_metric", "w_identity", "weight_decay", "metric_margin"):
+        for name in ("w_match", "w_adv", "w_metric", "w_identity", "weight_decay", "metric_margin", "w_attn_supervision"):
             if not 0 <= getattr(self, name) < float("inf"):
                 bad(name, ">= 0 (and finite)")
         for name in ("face_size", "n_mels", "attn_channels", "embed_dim", "hidden_dim", "world_n_train",
@@ -356,7 +381,7 @@ def paper() -> BIANetConfig:
         # losses (the authors' code)
         w_match=2.0, w_adv=1.0, adversarial_target="flipped", adversarial_schedule="constant",
         discriminator_batch="separate", w_metric=2.0, w_identity=0.0, metric_loss="lifted",
-        metric_margin=1.2, select_route="classifier",
+        metric_margin=1.2, select_route="classifier", token_masks="none", w_attn_supervision=0.0,
         # optimisation (Sec. 5.1)
         epochs=50, batch_size=50, lr_encoders=5e-2, lr_heads=5e-3, lr_schedule="step",
         lr_milestones=(20, 40), lr_gamma=0.1, weight_decay=5e-4,

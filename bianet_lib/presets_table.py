@@ -93,6 +93,8 @@ LITERAL: dict[str, Literal] = {
     "metric_loss": Literal("Sec. 4.4 (pair weighting)", "lifted", CODE),
     "metric_margin": Literal("Sec. 4.4 (pair weighting)", 1.2, CODE),
     "select_route": Literal("Sec. 5.1 (classifier ACC)", "classifier", P),
+    "token_masks": Literal("(not in the paper)", "none", P),
+    "w_attn_supervision": Literal("(not in the paper)", 0.0, P),
     "epochs": Literal("Sec. 5.1", 50, CODE),
     "batch_size": Literal("Sec. 5.1", 50, P),
     "lr_encoders": Literal("Sec. 5.1", 5e-2, P),

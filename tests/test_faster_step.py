@@ -183,7 +183,7 @@ def test_frozen_discriminator_computes_the_same_and_stays_still():
     ref = torch.func.functional_call(d1, params, (h,))  # the former frozen call
     got = d2(h, frozen=True)
     assert torch.equal(got, ref)
-    assert all(torch.equal(a, b) for a, b in zip(d1.state_dict().values(), d2.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(d1.state_dict().values(), d2.state_dict().values(), strict=True))
     got.sum().backward()
     assert h.grad is not None and all(p.grad is None for p in d2.parameters())
 
@@ -198,7 +198,7 @@ def test_compiled_step_matches_eager_to_float_tolerance(tmp_path):
         batches = iter(t.batches.epoch())
         outs.append([t.train_step(b.voices, b.faces, b.identity) for b in (next(batches), next(batches))])
         assert (t.net is not t.eager_net) == flag and (t.compile_seconds is not None) == flag
-    for a, b in zip(*outs):
+    for a, b in zip(*outs, strict=True):
         assert a.keys() == b.keys()
         for k in a:
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), k

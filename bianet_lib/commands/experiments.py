@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
                 state = "done" if result_path(args.results_dir, grid.name, r).is_file() else "todo"
                 print(f"  {state}  {r.run_id:<28} {' '.join(r.overrides)}")
         return 0
+    if grid.check is not None:  # e.g. the fair grid before its calibration is committed
+        try:
+            grid.check()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     print(f"grid {grid.name}: {len(todo)} run(s) to do")
     try:
         written = run_grid(args.grid, args.results_dir, args.only, progress=not args.no_progress,

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import torch
 
+from bianet_lib.data.interference import TokenMasks
 from bianet_lib.data.sampler import Batch, BatchPlan, IdentityBatchSampler
 from bianet_lib.data.types import SplitData
 
 
-def read_in_memory(split: SplitData, plan: BatchPlan) -> Batch:
-    """The in-memory fast path (SynthVox): index the split's tensors, flip the chosen faces."""
+def read_in_memory(split: SplitData, plan: BatchPlan, masks: TokenMasks | None = None) -> Batch:
+    """The in-memory fast path (SynthVox): index the split's tensors, flip the chosen faces;
+    with ``masks``, each sample's interfered-token masks (a flipped face's flipped)."""
     v, f = torch.tensor(plan.voice), torch.tensor(plan.face)
     flip = torch.tensor(plan.flip)
     faces = split.faces[f]
     faces = torch.where(flip[:, None, None, None], faces.flip(-1), faces)  # train-only flip
-    return Batch(split.voices[v], faces, torch.tensor(plan.identity))
+    if masks is None:
+        return Batch(split.voices[v], faces, torch.tensor(plan.identity))
+    return Batch(split.voices[v], faces, torch.tensor(plan.identity), masks.voices(v), masks.faces(f, flip))
 
 
 class IdentityBatches:
@@ -39,8 +43,11 @@ class IdentityBatches:
     """
 
     def __init__(self, split: SplitData, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 workers: int | None = None, pin_memory: bool = False):
+                 workers: int | None = None, pin_memory: bool = False,
+                 token_grids: tuple[tuple[int, int], tuple[int, int]] | None = None):
         self.split = split
+        # (face grid, voice grid): batches carry interfered-token masks (only arms that use them)
+        self.masks = None if token_grids is None else TokenMasks(split, *token_grids)
         self.stored = getattr(split, "store", None) is not None
         self.sampler = IdentityBatchSampler(split.voice_identity, split.face_identity, split.n_identities,
                                             batch_size, seed, rank, world, crops=self.stored,
@@ -70,7 +77,7 @@ class IdentityBatches:
             yield from self._loader
             return
         for plan in self.sampler.plans():
-            yield read_in_memory(self.split, plan)
+            yield read_in_memory(self.split, plan, self.masks)
 
 
 def in_batch_trials(n: int, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

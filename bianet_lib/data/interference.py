@@ -132,3 +132,85 @@ def token_share_2d(masks, grid: tuple[int, int]) -> torch.Tensor:
     h, w = grid
     ay, ax = overlap_matrix(h, m.shape[-2]), overlap_matrix(w, m.shape[-1])
     return (ay @ m @ ax.T).flatten(-2).float()
+
+
+# --- token-snapped interference (the "fair" world, issue 25) ----------------------------------
+def _edges(n_tokens: int, size: int) -> np.ndarray:
+    """Integer boundaries of ``n_tokens`` equal spans of ``size`` (token t owns [e[t], e[t+1]))."""
+    return np.floor(np.arange(n_tokens + 1) * size / n_tokens).astype(np.int64)
+
+
+def block_shape(n_cells: int, grid: int) -> tuple[int, int]:
+    """(rows, cols) of the squarest block of at most ``n_cells`` whole cells that fits a grid x grid
+    map, rows >= cols (0, 0 when n_cells < 1)."""
+    best = (0, 0)
+    for cols in range(1, grid + 1):
+        rows = min(grid, n_cells // cols)
+        if rows < cols:
+            break
+        if rows * cols > best[0] * best[1] or (rows * cols == best[0] * best[1] and rows - cols < best[0] - best[1]):
+            best = (rows, cols)
+    return best
+
+
+def token_face_box(coverage: float, grid: int, u_shape: float, uy: float, ux: float,
+                   size: int) -> tuple[int, int, int, int]:
+    """A box of whole tokens of a grid x grid face map covering at most ``coverage`` of its
+    tokens (the squarest such block, transposed when ``u_shape`` >= 0.5), at the token-aligned
+    position ``uy``, ``ux`` (0..1 of the free range); its pixel edges are the tokens' edges."""
+    rows, cols = block_shape(int(np.floor(coverage * grid * grid + 1e-9)), grid)
+    if rows == 0:
+        return (0, 0, 0, 0)
+    if u_shape >= 0.5:
+        rows, cols = cols, rows
+    ty, tx = int(uy * (grid - rows + 1) * 0.999999), int(ux * (grid - cols + 1) * 0.999999)
+    e = _edges(grid, size)
+    return (int(e[ty]), int(e[tx]), int(e[ty + rows]), int(e[tx + cols]))
+
+
+def token_burst(coverage: float, n_tokens: int, u: float, length: int) -> np.ndarray:
+    """One burst of whole time tokens (at most ``coverage`` of the ``n_tokens``), starting at the
+    token-aligned position ``u`` (0..1 of the free range): [1, 2] int, empty when none fits."""
+    k = int(np.floor(coverage * n_tokens + 1e-9))
+    if k < 1:
+        return np.zeros((1, 2), dtype=np.int64)
+    t = int(u * (n_tokens - k + 1) * 0.999999)
+    e = _edges(n_tokens, length)
+    return np.array([[e[t], e[t + k]]], dtype=np.int64)
+
+
+#: A token counts as interfered when at least this share of it is covered (the fair world's
+#: tokens are covered wholly or not at all).
+MASK_THRESHOLD = 0.5
+
+
+def token_masks_2d(masks, grid: tuple[int, int]) -> torch.Tensor:
+    """bool [..., h * w]: the tokens of an [h, w] map at least ``MASK_THRESHOLD`` covered."""
+    return token_share_2d(masks, grid) >= MASK_THRESHOLD
+
+
+def token_masks_1d(masks, n_tokens: int) -> torch.Tensor:
+    """bool [..., T']: the time tokens at least ``MASK_THRESHOLD`` covered."""
+    return token_share_1d(masks, n_tokens) >= MASK_THRESHOLD
+
+
+class TokenMasks:
+    """A split's interfered-token masks at the model's map grids, computed once: faces bool
+    [n, fh * fw] as stored and horizontally flipped (the training flip), voices bool [n, vh * vw]
+    (every row of a voice map shares its time column's mask)."""
+
+    def __init__(self, split: SplitData, face_grid: tuple[int, int], voice_grid: tuple[int, int]):
+        pix = split_face_masks(split)
+        self._faces = token_masks_2d(pix, face_grid)
+        self._flipped = token_masks_2d(pix.flip(-1), face_grid)
+        vh, vw = voice_grid
+        self._voices = token_masks_1d(split_voice_masks(split), vw).repeat(1, vh)
+
+    def faces(self, idx, flip=None) -> torch.Tensor:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if flip is None:
+            return self._faces[idx]
+        return torch.where(torch.as_tensor(flip, dtype=torch.bool)[:, None], self._flipped[idx], self._faces[idx])
+
+    def voices(self, idx) -> torch.Tensor:
+        return self._voices[torch.as_tensor(idx, dtype=torch.long)]

@@ -19,9 +19,13 @@ class Batch:
     voices: torch.Tensor  # [B, L]
     faces: torch.Tensor  # uint8 [B, 3, S, S]
     identity: torch.Tensor  # [B], distinct
+    # interfered-token masks (bool [B, N]) for the arms that use them (config.token_masks), else None
+    voice_mask: torch.Tensor | None = None
+    face_mask: torch.Tensor | None = None
 
     def pin_memory(self) -> Batch:  # called by the DataLoader's pin-memory thread
-        return Batch(self.voices.pin_memory(), self.faces.pin_memory(), self.identity.pin_memory())
+        return Batch(self.voices.pin_memory(), self.faces.pin_memory(), self.identity.pin_memory(),
+                     *(None if m is None else m.pin_memory() for m in (self.voice_mask, self.face_mask)))
 
 
 @dataclass

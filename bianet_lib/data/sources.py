@@ -41,13 +41,26 @@ def world_config(cfg: BIANetConfig):
                             faces_per_id_eval=cfg.world_per_id_eval, voices_per_id_eval=cfg.world_per_id_eval,
                             face_size=cfg.face_size, clip_seconds=cfg.clip_seconds, rho=cfg.bias,
                             local_scale=cfg.world_local_scale)
+    if wc.face_token_grid == -1 or wc.voice_tokens == -1:  # a token-snapped world: the model's own maps
+        from bianet_lib.model.encoders import map_grids
+
+        (fh, fw), (_, vt) = map_grids(cfg)
+        if fh != fw:
+            raise ValueError(f"world_preset={cfg.world_preset!r} needs a square face map, the encoder gives {fh} x {fw}")
+        wc = dataclasses.replace(wc, face_token_grid=fh, voice_tokens=vt)
     wc.validate()
     return wc
 
 
+#: WorldConfig fields added after worlds were cached, with the value that leaves a world as it
+#: was: left out of the cache key at that value, so every earlier world keeps its cache file.
+_LATER_FIELDS = {"face_token_grid": 0, "voice_tokens": 0}
+
+
 def world_cache_path(cfg: BIANetConfig) -> Path:
     """The cache file of the config's SynthVox world (same world fields + seed -> same file)."""
-    key = json.dumps({"world": dataclasses.asdict(world_config(cfg)), "seed": cfg.world_seed,
+    world = {k: v for k, v in dataclasses.asdict(world_config(cfg)).items() if not (k in _LATER_FIELDS and _LATER_FIELDS[k] == v)}
+    key = json.dumps({"world": world, "seed": cfg.world_seed,
                       "version": WORLD_CACHE_VERSION}, sort_keys=True)
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     return root / "synthvox" / f"world-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"

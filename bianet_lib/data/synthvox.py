@@ -37,7 +37,7 @@ import torch
 from bianet_lib.data import synthvox_faces as sf
 from bianet_lib.data import synthvox_voices as sv
 from bianet_lib.data.errors import ignore_sigint
-from bianet_lib.data.interference import burst_intervals, face_box
+from bianet_lib.data.interference import burst_intervals, face_box, token_burst, token_face_box
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
 SPLITS = ("train", "val", "test")
@@ -78,6 +78,13 @@ class WorldConfig:
     voice_local_kinds: str = "speaker"  # comma-separated VOICE_LOCAL_KINDS, drawn uniformly
     voice_local_bursts: int = 2      # bursts per clip, one in each of as many equal segments
     local_scale: float = 1.0         # multiplies both shares (capped at 1): 0 = clean twins
+    # token-snapped interference (the "fair" world, issue 25); 0 (the default) = off, old world.
+    # > 0: boxes and bursts are whole tokens of a face_token_grid x face_token_grid face map and of
+    # voice_tokens time tokens, covering at most face_local / voice_local of them, and local_scale
+    # multiplies the probabilities face_local_p / voice_local_p (capped at 1) instead of the
+    # shares, so coverage never changes with it; -1: the model's map, set by data.sources.world_config
+    face_token_grid: int = 0
+    voice_tokens: int = 0
 
     @classmethod
     def preset(cls, name: str, **overrides) -> WorldConfig:
@@ -93,6 +100,15 @@ class WorldConfig:
     @property
     def local_voices(self) -> bool:
         return self.voice_local > 0
+
+    @property
+    def token_snapped(self) -> bool:
+        return self.face_token_grid != 0 or self.voice_tokens != 0
+
+    def local_p(self, modality: str) -> float:
+        """The probability that a face / clip carries interference (scaled in a token-snapped world)."""
+        p = self.face_local_p if modality == "face" else self.voice_local_p
+        return min(1.0, p * self.local_scale) if self.token_snapped else p
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -114,6 +130,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.voice_local_bursts must be in 1..16, got {self.voice_local_bursts}")
         if not 0.0 <= self.local_scale <= 4.0:
             raise ValueError(f"WorldConfig.local_scale must be in [0, 4], got {self.local_scale}")
+        if self.token_snapped and (self.face_token_grid < 1 or self.voice_tokens < 1 or self.voice_local_bursts != 1):
+            raise ValueError("WorldConfig.face_token_grid and voice_tokens must be >= 1 (set from the model's map "
+                             f"by data.sources.world_config) with voice_local_bursts=1, got {self.face_token_grid}, "
+                             f"{self.voice_tokens}, {self.voice_local_bursts}")
         for f, allowed in (("face_local_kinds", FACE_LOCAL_KINDS), ("voice_local_kinds", VOICE_LOCAL_KINDS)):
             kinds = _kinds(getattr(self, f))
             if not kinds or not set(kinds) <= set(allowed):
@@ -143,6 +163,12 @@ PRESETS: dict[str, dict] = {
                   face_local=0.3, face_local_kinds="face,texture",
                   voice_local=0.4, voice_local_db=6.0, voice_local_kinds="speaker,noise",
                   voice_local_bursts=2),
+    # issue 25: at most 25% of an affected sample's tokens, whole tokens of the model's maps (-1);
+    # the knob (local_scale, experiments.world.FAIR_CALIBRATION_SETTINGS) scales how many samples
+    # carry it; costly by content: another identity's face region, another speaker at +10 dB
+    "fair": dict(face_interference=0.3, voice_interference=0.3, face_local_p=0.5, voice_local_p=0.5,
+                 face_local=0.25, face_local_kinds="face", voice_local=0.25, voice_local_db=10.0,
+                 voice_local_kinds="speaker", voice_local_bursts=1, face_token_grid=-1, voice_tokens=-1),
 }
 
 
@@ -256,13 +282,14 @@ def _local_face(cfg: WorldConfig, seed: int, split: str, i: int, j: int):
     """(patch or None, box, kind, source identity) of face j of identity i."""
     r = np.random.default_rng([seed, _SPLIT_CODE[split], i, _LOCAL_FACE, j])
     kinds = _kinds(cfg.face_local_kinds)
-    present = r.random() < cfg.face_local_p
+    present = r.random() < cfg.local_p("face")
     kind = kinds[r.integers(len(kinds))]
     src = _other(r, i, cfg.n_ids(split))
     aspect_u, uy, ux = r.random(3)
     if not present:
         return None, (0, 0, 0, 0), "none", -1
-    box = face_box(cfg.face_local * cfg.local_scale, aspect_u, uy, ux, cfg.face_size)
+    box = (token_face_box(cfg.face_local, cfg.face_token_grid, aspect_u, uy, ux, cfg.face_size)
+           if cfg.token_snapped else face_box(cfg.face_local * cfg.local_scale, aspect_u, uy, ux, cfg.face_size))
     if kind == "texture":
         src = -1
     if box[2] == box[0]:
@@ -279,13 +306,14 @@ def _local_voice(cfg: WorldConfig, seed: int, split: str, i: int, j: int, n: int
     """(source of unit RMS or None, intervals [B, 2], kind, source identity) of clip j of i."""
     r = np.random.default_rng([seed, _SPLIT_CODE[split], i, _LOCAL_VOICE, j])
     kinds = _kinds(cfg.voice_local_kinds)
-    present = r.random() < cfg.voice_local_p
+    present = r.random() < cfg.local_p("voice")
     kind = kinds[r.integers(len(kinds))]
     src = _other(r, i, cfg.n_ids(split))
     u = r.random(int(cfg.voice_local_bursts))
     if not present:
         return None, np.zeros((len(u), 2), dtype=np.int64), "none", -1
-    intervals = burst_intervals(cfg.voice_local * cfg.local_scale, u, n)
+    intervals = (token_burst(cfg.voice_local, cfg.voice_tokens, u[0], n) if cfg.token_snapped
+                 else burst_intervals(cfg.voice_local * cfg.local_scale, u, n))
     if kind == "noise":
         src = -1
     if not (intervals[:, 1] > intervals[:, 0]).any():

@@ -40,9 +40,23 @@ class BIANetScorer:
         data = split.voices if modality == "voice" else split.faces
         fn = self.model.embed_voices if modality == "voice" else self.model.embed_faces
         step = batch_size or self.batch_size
-        chunks = [fn(data[i:i + step].to(self.device)).stacked().float().cpu()
+        masks = self._oracle_masks(split, modality)
+        chunks = [fn(data[i:i + step].to(self.device),
+                     *(() if masks is None else (masks[i:i + step].to(self.device),))).stacked().float().cpu()
                   for i in range(0, len(data), step)]
         return torch.cat(chunks)
+
+    def _oracle_masks(self, split: SplitData, modality: str) -> torch.Tensor | None:
+        """The oracle arm's test-time masks (config.token_masks="oracle"): the split's own
+        interfered tokens at the model's map grids; None for every other arm."""
+        if self.model.cfg.token_masks != "oracle":
+            return None
+        from bianet_lib.data.interference import TokenMasks
+        from bianet_lib.model.encoders import map_grids
+
+        n = len(split.voices if modality == "voice" else split.faces)
+        masks = TokenMasks(split, *map_grids(self.model.cfg))
+        return masks.voices(range(n)) if modality == "voice" else masks.faces(range(n))
 
     @torch.no_grad()
     def match_logits(self, query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

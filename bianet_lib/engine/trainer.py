@@ -39,8 +39,10 @@ from bianet_lib.engine.safeio import (
 )
 from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
 from bianet_lib.model.counterfactual import counterfactual_loss, curriculum_weight
+from bianet_lib.model.encoders import map_grids
 from bianet_lib.model.losses import (
     adversarial_ramp,
+    attention_supervision_loss,
     discriminator_loss,
     generator_adversarial_loss,
     metric_loss,
@@ -154,7 +156,8 @@ class Trainer:
         # in memory (SynthVox) or streamed from a feature store by DataLoader workers (VoxCeleb)
         self.batches = IdentityBatches(train, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world,
                                        workers=None if cfg.loader_workers < 0 else cfg.loader_workers,
-                                       pin_memory=self.device.type == "cuda")
+                                       pin_memory=self.device.type == "cuda",
+                                       token_grids=None if cfg.token_masks == "none" else map_grids(cfg))
         self.trial_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.optimizer, self.disc_optimizer = self._optimizers()
         if cfg.lr_schedule == "cosine":
@@ -194,30 +197,32 @@ class Trainer:
         return curriculum_weight(self.step, self.total_steps, self.cfg.curriculum)
 
     # --- one step -------------------------------------------------------------------------
-    def train_step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict[str, float]:
+    def train_step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor,
+                   masks=None) -> dict[str, float]:
         """One training step; its loss terms as floats (read at once: one host sync). Raises
-        :class:`NonFiniteLossError` after the step when a term is not finite."""
-        values = self._step(voices, faces, identity)
+        :class:`NonFiniteLossError` after the step when a term is not finite. ``masks``: the
+        batch's (voice, face) interfered-token masks, for the arms that use them (issue 25)."""
+        values = self._step(voices, faces, identity, masks)
         return self._read([values], self.step - 1)[0]
 
-    def _step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict:
+    def _step(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor, masks=None) -> dict:
         """The step itself, with no host sync: the loss terms stay on the device (a dict of
         0-d tensors, plus the floats ``w`` and ``w_adv``) until :meth:`_read` reads them."""
         if self.net is not self.eager_net and self.compile_seconds is None:
             start = time.perf_counter()  # the first compiled step: compiling its forward and backward
-            out = self._step_body(voices, faces, identity)
+            out = self._step_body(voices, faces, identity, masks)
             self.compile_seconds = time.perf_counter() - start
             return out
-        return self._step_body(voices, faces, identity)
+        return self._step_body(voices, faces, identity, masks)
 
-    def _step_body(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor) -> dict:
+    def _step_body(self, voices: torch.Tensor, faces: torch.Tensor, identity: torch.Tensor, masks=None) -> dict:
         cfg = self.cfg
         self.net.train()
         w = self.curriculum_w()
         w_adv = cfg.w_adv * adversarial_ramp(self.step / self.total_steps, cfg.adversarial_schedule)
         literal = cfg.curriculum == "paper"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            ev, ef = self._forward(voices, faces)
+            ev, ef = self._forward(voices, faces, masks if cfg.token_masks == "oracle" else None)
             hv, hf = ev.stacked(), ef.stacked()
             terms = {}
             for name, q, c in (("match_vf", hv, hf), ("match_fv", hf, hv)):
@@ -234,9 +239,12 @@ class Trainer:
                                      + F.cross_entropy(self.identity_head(ef.positive.float()), identity)) / 2
             d_v, d_f = self.model.discriminate(ev.positive, ef.positive, frozen=True)
             terms["adversarial"] = generator_adversarial_loss(d_v.float(), d_f.float(), cfg.adversarial_target)
+            if cfg.token_masks == "supervised":  # issue 25: masks (voice, face) from the batch
+                terms["attn_supervision"] = attention_supervision_loss((ev.maps, ef.maps), masks)
         loss = (cfg.w_match * (terms["match_vf"] + terms["match_fv"]) / 2
                 + cfg.w_metric * terms.get("metric", 0.0) + w_adv * terms["adversarial"]
-                + cfg.w_identity * terms.get("identity", 0.0))
+                + cfg.w_identity * terms.get("identity", 0.0)
+                + cfg.w_attn_supervision * terms.get("attn_supervision", 0.0))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -251,22 +259,23 @@ class Trainer:
         return {**{k: v.detach() for k, v in terms.items()}, "loss": loss.detach(),
                 "discriminator": d_loss.detach(), "w": w, "w_adv": w_adv}
 
-    def _forward(self, voices: torch.Tensor, faces: torch.Tensor):
-        """``self.net(voices, faces)``. With ``cfg.compile`` the first call compiles (the first
+    def _forward(self, voices: torch.Tensor, faces: torch.Tensor, masks=None):
+        """``self.net(voices, faces[, masks])``. With ``cfg.compile`` the first call compiles (the first
         step's wall time, ``compile_seconds``, goes to timing.jsonl); a compiler that cannot run
         here leaves one warning line and the eager model (timing.jsonl: ``compiled: false``)."""
+        args = (voices, faces) if masks is None else (voices, faces, masks)  # masks: the oracle arm's
         if self.net is self.eager_net or self.compile_seconds is not None:
-            return self.net(voices, faces)
+            return self.net(*args)
         import sys
 
         try:
-            return self.net(voices, faces)
+            return self.net(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly instead
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             print(f"warning: torch.compile is unavailable here ({type(exc).__name__}: {first}); "
                   "training without it", file=sys.stderr)
             self.net = self.eager_net
-            return self.net(voices, faces)
+            return self.net(*args)
 
     def _read(self, pending: list[dict], first_step: int) -> list[dict[str, float]]:
         """The loss values of consecutive steps (the first numbered ``first_step``) as floats,
@@ -395,8 +404,10 @@ class Trainer:
             pending.clear()
 
         for batch in bar:
+            masks = None if batch.face_mask is None else (batch.voice_mask.to(self.device),
+                                                          batch.face_mask.to(self.device))
             pending.append(self._step(batch.voices.to(self.device), batch.faces.to(self.device),
-                                      batch.identity.to(self.device)))
+                                      batch.identity.to(self.device), masks))
             if len(pending) == READ_EVERY:
                 read()
                 first = self.step

@@ -270,6 +270,60 @@ def attention_masses(model, test, device="cpu", n: int = N_ATTENTION) -> dict:
     return out
 
 
+# --- the paired attention shift (issue 25) -----------------------------------------------------
+def attention_shift(mass_interfered, mass_clean, identities, n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> dict:
+    """Per sample, attention mass on its interfered tokens in the interfered version minus in its
+    clean twin (the same tokens): mean with a bootstrap interval over identities, and n."""
+    diff = np.asarray(mass_interfered, dtype=float) - np.asarray(mass_clean, dtype=float)
+    return {**_interval(bootstrap_mean_ci(diff, identities, n_boot, seed, level)), "n": int(len(diff))}
+
+
+@torch.no_grad()
+def _masses_on(model, split, modality: str, idx: torch.Tensor, device, masks: dict) -> dict[str, torch.Tensor]:
+    """{"pia"/"nia": mass [len(idx)]} of the model's attention rows on the token masks ``masks[m]``."""
+    from bianet_lib.engine.diagnostics import _inputs
+    from bianet_lib.model.losses import attention_mass
+
+    encoder = model.face_encoder if modality == "face" else model.voice_encoder
+    mod = model.face_intervention if modality == "face" else model.voice_intervention
+    out: dict[str, list] = {}
+    for start in range(0, len(idx), 128):
+        chunk = idx[start:start + 128]
+        res = mod(encoder(_inputs(split, modality, chunk).to(device)))
+        for name, attn in (("pia", res.positive_attention), ("nia", res.negative_attention)):
+            if attn is not None:
+                out.setdefault(name, []).append(attention_mass(attn.cpu(), masks[modality][chunk]))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def paired_attention_shifts(model, test, twin, device="cpu", n: int = N_ATTENTION, n_boot: int = 2000) -> dict:
+    """PIA's and NIA's paired attention shift per modality (``attention_shift``) over the first
+    ``n`` interfered test samples, the mask the interfered version's interfered tokens at the
+    model's map grids; {} for a model without token attention."""
+    from bianet_lib.data.interference import TokenMasks
+    from bianet_lib.model.encoders import map_grids
+
+    model.eval()
+    _same_samples(test, twin)
+    tm = TokenMasks(test, *map_grids(model.cfg))
+    masks = {"face": tm.faces(range(len(test.faces))), "voice": tm.voices(range(len(test.voices)))}
+    out: dict = {}
+    for modality in ("face", "voice"):
+        mod = model.face_intervention if modality == "face" else model.voice_intervention
+        if mod is None or mod.axis != "tokens":
+            continue
+        idx = torch.nonzero(masks[modality].any(1)).flatten()[:n]
+        if len(idx) == 0:
+            continue
+        hit = _masses_on(model, test, modality, idx, device, masks)
+        clean = _masses_on(model, twin, modality, idx, device, masks)
+        ids = _ids(test, modality)[idx.numpy()]
+        out[modality] = {k: attention_shift(hit[k].numpy(), clean[k].numpy(), ids, n_boot) for k in hit}
+    return out
+
+
 # --- 4. probes ----------------------------------------------------------------------------------
 def local_labels(split, modality: str) -> dict[str, np.ndarray]:
     """Per sample: ``kind`` of local interference (none / face / texture, none / speaker / noise)
@@ -354,4 +408,6 @@ def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
         record["directions"][d] = rec
     record["attention"] = attention_masses(model, test, device)
     record["probes"] = local_probes(model, test, device, scorer)  # the same scorer: test embedded once
+    if cfg.world_preset == "fair":  # issue 25 (the local test-bed's records keep their keys)
+        record["attention_shift"] = paired_attention_shifts(model, test, conditions["dose0"], device)
     return record

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,8 @@ class Grid:
     description: str = ""
     workers: int = 1  # runs trained at once by default (processes; give each num_threads=1)
     store: str = ""  # results sub-folder; grids with the same base share it (default: the name)
+    # raises ValueError (one line) when the grid may not run yet (e.g. before its calibration)
+    check: Callable[[], None] | None = None
 
     def __post_init__(self):
         self.store = self.store or self.name
@@ -158,6 +161,49 @@ SMOKE_BASE = ["world_n_train=12", "world_n_val=4", "world_n_test=6", "world_per_
               "world_per_id_eval=2", "epochs=1", "batch_size=8", "face_size=32", "clip_seconds=0.25",
               "face_widths=[8, 8, 16, 16]", "audio_widths=[8, 8, 16, 16]", "attn_channels=8",
               "hidden_dim=32", "embed_dim=16", "n_mels=16", "num_threads=1", "device=cpu"]
+
+# --- the fair test-bed (issue 25; experiments.world FAIR_*) -----------------------------------------------
+FAIR_ARMS = ("baseline", "bianet", "oracle", "supervised", "control")
+FAIR_SEEDS = (0, 1, 2, 3, 4)
+#: Weight of the supervised arm's attention loss (fixed before any run).
+W_ATTN_SUPERVISION = 1.0
+FAIR_VARIANTS = {**{a: VARIANTS[a] for a in ("baseline", "bianet", "control")},
+                 "oracle": [*VARIANTS["baseline"], "token_masks=oracle"],
+                 "supervised": [*VARIANTS["bianet"], "token_masks=supervised",
+                                f"w_attn_supervision={W_ATTN_SUPERVISION}"]}
+
+
+def _fair_base() -> list[str]:
+    from bianet_lib.experiments.world import FAIR_WORLD
+
+    return [*REDUCED_BASE, *FAIR_WORLD]
+
+
+def fair_calibration_runs() -> list[Run]:
+    """The baseline alone at every setting of FAIR_CALIBRATION_SETTINGS, seed 0."""
+    from bianet_lib.experiments.world import FAIR_CALIBRATION_SETTINGS
+
+    return [Run(f"baseline_s{s:g}", (*VARIANTS["baseline"], f"world_local_scale={s}"), 0)
+            for s in FAIR_CALIBRATION_SETTINGS]
+
+
+def require_fair_calibrated() -> None:
+    """The ``fair`` grid's guard: no arm runs before the calibrated setting is committed."""
+    from bianet_lib.experiments.world import FAIR_CALIBRATED
+
+    if FAIR_CALIBRATED is None:
+        raise ValueError("grid 'fair': experiments.world.FAIR_CALIBRATED is None; run the fair-calibration "
+                         "grid and commit the setting choose_fair_setting picks first")
+
+
+def fair_runs(arms=FAIR_ARMS, seeds=FAIR_SEEDS) -> list[Run]:
+    """Every arm at the calibrated setting, seed-major; empty until FAIR_CALIBRATED is committed."""
+    from bianet_lib.experiments.world import FAIR_CALIBRATED
+
+    if FAIR_CALIBRATED is None:
+        return []
+    return [Run(a, (*FAIR_VARIANTS[a], f"world_local_scale={FAIR_CALIBRATED}"), s) for s in seeds for a in arms]
+
 
 # --- the local-interference test-bed (issue 11; bianet_lib.experiments.testbed) ---------------------------
 TESTBED_ARMS = ("baseline", "pia", "nia", "bianet", "control")
@@ -305,6 +351,12 @@ GRIDS: dict[str, Grid] = {
                                f"the baseline and BIANet, seed 0, at {TESTBED_LONG_EPOCHS} epochs: two rows of the "
                                "converged grid, trained at once on 2 cores (notebook 07's CPU reproduction; its runs "
                                "are the converged grid's)", workers=2, store="testbed-16"),
+    "fair-calibration": Grid("fair-calibration", fair_calibration_runs(), "cpu-small", _fair_base(),
+                             "the fair world (issue 25): the baseline alone at every calibration setting, seed 0",
+                             workers=2),
+    "fair": Grid("fair", fair_runs(), "cpu-small", _fair_base(),
+                 "the fair world: baseline, BIANet, the oracle, supervised attention and the control, 5 seeds",
+                 workers=2, check=require_fair_calibrated),
     "testbed-smoke": Grid("testbed-smoke", [Run(a, (*VARIANTS[a], "world_local_scale=1.0"), 0)
                                             for a in ("baseline", "bianet", "control")],
                           "cpu-small", [*SMOKE_BASE, "world_preset=local"],

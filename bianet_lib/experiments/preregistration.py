@@ -51,3 +51,23 @@ LATER_FAMILIES = (("Second pre-registered family (the peer, Table 1; the curricu
                    FIG7_COMPARISONS),
                   ("Fifth pre-registered family (the bias study: a train-only shortcut at rho 0.5 and 0.9)",
                    BIAS_COMPARISONS))
+
+
+#: The fair test-bed's family (issue 25; grid ``fair``), Holm-corrected on its own over
+#: comparisons x ENDPOINTS x directions (5 x 2 x 2 = 20 tests); pre-registered before any run.
+FAIR_COMPARISONS = (("oracle", "baseline"), ("bianet", "baseline"), ("supervised", "baseline"),
+                    ("supervised", "bianet"), ("bianet", "control"))
+
+#: The endpoint that decides the fair family's outcome: a comparison (a, b) "improves" when its
+#: clean-twin drop difference a - b is below 0 and Holm-significant in both directions.
+FAIR_DECISION_ENDPOINT = "clean_twin_drop"
+
+#: The three pre-declared outcomes of the fair family: the comparisons that must improve and those
+#: that must not; any other pattern is "other" (stats.fair_outcome).
+FAIR_OUTCOMES = {
+    "no_headroom": {"improves": (), "not": (("oracle", "baseline"),)},
+    "bianet_takes_headroom": {"improves": (("oracle", "baseline"), ("bianet", "baseline"), ("bianet", "control")),
+                              "not": ()},
+    "only_supervised_takes_headroom": {"improves": (("oracle", "baseline"), ("supervised", "baseline")),
+                                       "not": (("bianet", "baseline"),)},
+}

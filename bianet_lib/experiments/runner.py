@@ -58,7 +58,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
     record = results_record(metrics, cfg.to_dict(), run.seed)
     record["provenance"] = provenance  # the code that trained it (a stale result is visible)
-    if cfg.world_preset == "local":  # the test-bed's mechanism endpoints (bianet_lib.experiments.testbed)
+    if cfg.world_preset in ("local", "fair"):  # the test-bed's mechanism endpoints (bianet_lib.experiments.testbed)
         from bianet_lib.experiments.endpoints import run_endpoints
 
         record["endpoints"] = run_endpoints(model, cfg, world, trainer.device)
@@ -173,6 +173,8 @@ def run_grid(grid_name: str, results_dir: str | Path, only: str | None = None, p
     from bianet_lib.data.sources import load_world
 
     grid = get_grid(grid_name)
+    if grid.check is not None:
+        grid.check()
     workers = grid.workers if workers is None else workers
     todo = pending_runs(grid_name, results_dir, only)
     _remove_finished_scratch(grid, results_dir, [r for r in grid.runs if r not in todo])

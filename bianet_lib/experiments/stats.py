@@ -241,3 +241,74 @@ def sweep_means(records: dict[str, list[dict]], line: dict[float, str], directio
         if accs:
             out[x] = float(np.mean(accs))
     return out
+
+
+# --- the fair test-bed (issue 25) ---------------------------------------------------------------
+def headroom_recovered(base: np.ndarray, arm: np.ndarray, oracle: np.ndarray, clusters: np.ndarray,
+                       n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """(baseline drop - arm drop) / (baseline drop - oracle drop) from per-trial clean-twin drops
+    [S, T] of three arms whose row s is the same training seed (paired per seed) on the same
+    trials. ``recovered``: the ratio of the seed-averaged differences; ``per_seed``: each seed's
+    ratio (None where that seed's headroom is 0); ``ci``: percentile interval of the ratio over
+    draws resampling test identities and seeds (one seed draw shared by the three arms), among
+    the draws with positive headroom; ``no_headroom_share``: the share of draws without (1 when
+    the oracle never beats the baseline: nothing to recover)."""
+    base, arm, oracle = (np.atleast_2d(np.asarray(x, dtype=float)) for x in (base, arm, oracle))
+    if not base.shape == arm.shape == oracle.shape or base.shape[1] != len(clusters):
+        raise ValueError(f"drops must be [S, T] of one shape with T = len(clusters), got {base.shape}, "
+                         f"{arm.shape}, {oracle.shape}, {len(clusters)}")
+    _, inv = np.unique(np.asarray(clusters), return_inverse=True)
+    n_id, n_seed = inv.max() + 1, base.shape[0]
+    counts = np.bincount(inv, minlength=n_id).astype(float)
+    gain = np.stack([np.bincount(inv, weights=r, minlength=n_id) for r in base - arm])    # [S, n_id]
+    room = np.stack([np.bincount(inv, weights=r, minlength=n_id) for r in base - oracle])
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n_id, np.full(n_id, 1.0 / n_id), size=n_boot).astype(float)      # [B, n_id]
+    pick = rng.integers(0, n_seed, size=(n_boot, n_seed))
+    num = np.take_along_axis((w @ gain.T) / (w @ counts)[:, None], pick, 1).mean(1)
+    den = np.take_along_axis((w @ room.T) / (w @ counts)[:, None], pick, 1).mean(1)
+    ok = den > 0
+    alpha = (1 - level) / 2
+    ci = ([float(np.quantile(num[ok] / den[ok], alpha)), float(np.quantile(num[ok] / den[ok], 1 - alpha))]
+          if ok.any() else [None, None])
+    g, r = (base - arm).mean(1), (base - oracle).mean(1)
+    return {"recovered": float(g.mean() / r.mean()) if r.mean() > 0 else None,
+            "per_seed": [float(a / b) if b != 0 else None for a, b in zip(g, r, strict=True)],
+            "headroom": float(r.mean()), "ci": ci, "no_headroom_share": float(1 - ok.mean()),
+            "seeds": int(n_seed)}
+
+
+def fair_headroom(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], arms=("bianet", "supervised", "control"),
+                  n_boot: int = 2000) -> list[dict]:
+    """``headroom_recovered`` of each arm per direction, on the seeds the baseline, the oracle and
+    the arm all finished (paired per seed)."""
+    from bianet_lib.experiments.records import shared_seeds
+
+    rows = []
+    for a in arms:
+        if not all(records.get(k) for k in ("baseline", "oracle", a)):
+            continue
+        seeds = shared_seeds(records, ("baseline", "oracle", a))
+        if not seeds:
+            continue
+        pick = {k: [r for r in records[k] if int(r["seed"]) in seeds] for k in ("baseline", "oracle", a)}
+        for d in DIRECTIONS:
+            drops = {k: per_trial(v, d, "clean_twin_drop") for k, v in pick.items()}
+            rows.append({"arm": a, "direction": d,
+                         **headroom_recovered(drops["baseline"], drops[a], drops["oracle"], clusters[d], n_boot)})
+    return rows
+
+
+def fair_outcome(rows: list[dict]) -> str:
+    """Which pre-declared outcome (preregistration.FAIR_OUTCOMES) the fair family's
+    ``compare_arms`` rows show, else "other"."""
+    from bianet_lib.experiments.preregistration import FAIR_DECISION_ENDPOINT, FAIR_OUTCOMES
+
+    def improves(a: str, b: str) -> bool:
+        hits = [r for r in rows if r["comparison"] == f"{a} - {b}" and r["endpoint"] == FAIR_DECISION_ENDPOINT]
+        return len(hits) == len(DIRECTIONS) and all(r["significant"] and r["diff"] < 0 for r in hits)
+
+    for name, rule in FAIR_OUTCOMES.items():
+        if all(improves(*c) for c in rule["improves"]) and not any(improves(*c) for c in rule["not"]):
+            return name
+    return "other"

@@ -20,13 +20,18 @@ Two map modes (``encoder_map``):
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bianet_lib.data.audio import LogMelFrontEnd
+
+if TYPE_CHECKING:
+    from bianet_lib.config import BIANetConfig
 
 MAP_SIZE = 3
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ImageNet1K_V1 file name
@@ -185,3 +190,29 @@ class AudioEncoder(nn.Module):
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.net(self.frontend(waves))
+
+
+# --- the maps' token grids (issue 25: the fair world and its masks) -------------------------------
+#: Config fields that set the encoders' map shapes.
+_MAP_FIELDS = ("face_encoder", "audio_encoder", "face_size", "face_widths", "audio_widths", "audio_blocks",
+               "face_strides", "encoder_map", "n_mels", "clip_seconds")
+
+
+def map_grids(cfg: BIANetConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((H, W) of the face map, (H, W) of the voice map) the config's encoders produce, read by
+    running them on a zero batch (never assumed from strides)."""
+    return _map_grids(tuple((f, getattr(cfg, f)) for f in _MAP_FIELDS))
+
+
+@lru_cache(maxsize=16)
+def _map_grids(fields: tuple) -> tuple[tuple[int, int], tuple[int, int]]:
+    from bianet_lib.data.types import SAMPLE_RATE
+
+    c = dict(fields)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's random stream is left as it was
+        face = FaceEncoder(c["face_encoder"], c["face_widths"], None, c["face_strides"], c["encoder_map"]).eval()
+        voice = AudioEncoder(c["audio_encoder"], c["audio_widths"], c["audio_blocks"], c["n_mels"],
+                             c["encoder_map"]).eval()
+        f = face(torch.zeros(1, 3, c["face_size"], c["face_size"]))
+        v = voice(torch.zeros(1, int(round(c["clip_seconds"] * SAMPLE_RATE))))
+    return (int(f.shape[-2]), int(f.shape[-1])), (int(v.shape[-2]), int(v.shape[-1]))

@@ -82,3 +82,37 @@ def adversarial_ramp(progress: float, schedule: str = "dann") -> float:
         p = min(max(progress, 0.0), 1.0)
         return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
     raise ValueError(f"unknown adversarial schedule {schedule!r}: expected dann or constant")
+
+
+# --- the supervised-attention arm (config.token_masks="supervised", issue 25) -----------------------
+def attention_mass(attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B]: the mean over query rows of the attention [B, N, N] on the masked tokens [B, N]."""
+    return (attn.float() @ mask.float()[..., None])[..., 0].mean(-1)
+
+
+def attention_supervision_loss(outputs, masks, eps: float = 1e-6) -> torch.Tensor:
+    """Mean over the modalities' samples that carry interference (some but not every token
+    masked) of -log(1 - PIA's mass on the mask) - log(NIA's mass on it): 0 when every PIA row
+    avoids the interfered tokens and every NIA row lies on them.
+
+    ``outputs``: the InterventionOutput of each modality (``Embedding.maps``), ``masks`` the
+    matching bool [B, N] masks (None entries are skipped). 0 (with a graph) when no sample has any."""
+    terms = []
+    if masks is None:
+        raise ValueError("attention_supervision_loss needs the batch's token masks (config.token_masks='supervised')")
+    for out, mask in zip(outputs, masks, strict=True):
+        if out is None or mask is None:
+            continue
+        m = mask.bool()
+        use = m.any(-1) & ~m.all(-1)
+        if not use.any():
+            continue
+        for attn, toward in ((out.positive_attention, False), (out.negative_attention, True)):
+            if attn is None:
+                continue
+            mass = attention_mass(attn[use], m[use]).clamp(eps, 1 - eps)
+            terms.append(-torch.log(mass if toward else 1 - mass))
+    if not terms:
+        ref = next((o.affinity for o in outputs if o is not None), None)
+        return torch.zeros(()) if ref is None else ref.sum() * 0.0
+    return torch.cat(terms).mean()

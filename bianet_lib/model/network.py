@@ -27,6 +27,16 @@ from bianet_lib.model.counterfactual import counterfactual_logits
 from bianet_lib.model.encoders import MAP_SIZE, AudioEncoder, FaceEncoder
 
 
+def masked_mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, C]: the oracle arm's pooling (config.token_masks="oracle", issue 25): the mean of map x [B, C, H, W] over the tokens where ``mask`` [B, H * W] is False;
+    a sample with every token masked keeps them all (its plain mean)."""
+    b, c = x.shape[:2]
+    keep = (~mask.bool()).to(x.dtype).reshape(b, 1, -1)
+    keep = torch.where(keep.sum(-1, keepdim=True) > 0, keep, torch.ones_like(keep))
+    return (x.reshape(b, c, -1) * keep).sum(-1) / keep.sum(-1)
+
+
+
 class SharedEmbedding(nn.Module):
     """The "generator" that maps both modalities' C x 3 x 3 maps into the shared space H.
 
@@ -53,8 +63,14 @@ class SharedEmbedding(nn.Module):
         else:
             raise ValueError(f"unknown generator {kind!r}: expected paper or linear")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The embedding of maps x; with ``mask`` (bool [B, H * W], "linear" only) the average
+        pool runs over the unmasked tokens (``masked_mean_pool``; the oracle arm)."""
+        if mask is None:
+            return self.net(x)
+        if not isinstance(self.net[0], nn.AdaptiveAvgPool2d):
+            raise ValueError("masked pooling needs the 'linear' generator (global average pool)")
+        return self.net[2:](masked_mean_pool(x, mask))
 
 
 class ModalityDiscriminator(nn.Module):
@@ -173,9 +189,11 @@ class BIANet(nn.Module):
             center=cfg.affinity_center, tau_nia=cfg.tau_nia, pia_norm=cfg.pia_norm,
             truncation=cfg.truncation, se_mask=cfg.se_mask)
 
-    def forward(self, voices: torch.Tensor, faces: torch.Tensor) -> tuple[Embedding, Embedding]:
-        """Both modalities of a training batch (one call, so DistributedDataParallel sees it)."""
-        return self.embed_voices(voices), self.embed_faces(faces)
+    def forward(self, voices: torch.Tensor, faces: torch.Tensor, masks=None) -> tuple[Embedding, Embedding]:
+        """Both modalities of a training batch (one call, so DistributedDataParallel sees it);
+        ``masks`` = (voice mask, face mask) of the interfered tokens, the oracle arm's only."""
+        vm, fm = (None, None) if masks is None else masks
+        return self.embed_voices(voices, vm), self.embed_faces(faces, fm)
 
     def discriminate(self, h_voice: torch.Tensor, h_face: torch.Tensor, frozen: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +211,9 @@ class BIANet(nn.Module):
         return logits[:len(h_voice)], logits[len(h_voice):]
 
     def _embed(self, feature_map: torch.Tensor, intervention: BidirectionalIntervention | None,
-               control: TokenSelfAttention | None = None) -> Embedding:
+               control: TokenSelfAttention | None = None, mask: torch.Tensor | None = None) -> Embedding:
+        if mask is not None:  # the oracle arm (config validation: no PIA/NIA, no control)
+            return Embedding(self.generator(feature_map, mask), None, None)
         if control is not None:
             feature_map = control(feature_map)
         if intervention is None:
@@ -202,17 +222,17 @@ class BIANet(nn.Module):
         negative = self.generator(out.negative) if out.negative is not None else None
         return Embedding(self.generator(out.positive), negative, out)
 
-    def embed_faces(self, faces: torch.Tensor) -> Embedding:
-        """uint8 [N, 3, S, S] (or float already in [-1, 1]) -> embeddings."""
+    def embed_faces(self, faces: torch.Tensor, mask: torch.Tensor | None = None) -> Embedding:
+        """uint8 [N, 3, S, S] (or float already in [-1, 1]) -> embeddings; ``mask``: see forward."""
         if faces.dtype == torch.uint8:
             faces = faces.float() / 127.5 - 1.0  # mean 0.5, std 0.5 as the authors
         if self.cfg.channels_last:
             faces = faces.contiguous(memory_format=torch.channels_last)
-        return self._embed(self.face_encoder(faces), self.face_intervention, self.face_control)
+        return self._embed(self.face_encoder(faces), self.face_intervention, self.face_control, mask)
 
-    def embed_voices(self, waves: torch.Tensor) -> Embedding:
-        """float waveforms [N, L] at 16 kHz -> embeddings."""
-        return self._embed(self.voice_encoder(waves.float()), self.voice_intervention, self.voice_control)
+    def embed_voices(self, waves: torch.Tensor, mask: torch.Tensor | None = None) -> Embedding:
+        """float waveforms [N, L] at 16 kHz -> embeddings; ``mask``: see forward."""
+        return self._embed(self.voice_encoder(waves.float()), self.voice_intervention, self.voice_control, mask)
 
     def match_logits(self, query: torch.Tensor, candidates: torch.Tensor, w: float
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -1,0 +1,395 @@
+"""Issue 25: the fair test-bed -- a world whose interference covers at most a quarter of an
+affected sample's tokens, masks in the batches of the arms that use them, the oracle and
+supervised-attention arms, their grids and their endpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bianet_lib.config import load_config
+from bianet_lib.data import synthvox as S
+from bianet_lib.data.interference import TokenMasks, token_share_1d, token_share_2d
+from bianet_lib.data.sources import world_cache_path, world_config
+from bianet_lib.experiments import grids, stats
+from bianet_lib.experiments import world as W
+from bianet_lib.model.encoders import map_grids
+from bianet_lib.model.losses import attention_supervision_loss
+from bianet_lib.model.network import BIANet, masked_mean_pool
+
+SMALL = ["world_n_train=12", "world_n_val=4", "world_n_test=12", "world_per_id_train=2", "world_per_id_eval=6",
+         "cache_dir=/nonexistent-cache"]
+TINY = [*grids.SMOKE_BASE, "world_preset=fair", "cache_dir=/nonexistent-cache"]
+
+
+def fair_cfg(*extra):
+    return load_config("cpu-small", overrides=[*grids._fair_base(), *SMALL, *extra])
+
+
+def tiny_cfg(arm: str, *extra):
+    return load_config("cpu-small", overrides=[*TINY, *grids.FAIR_VARIANTS[arm], *extra])
+
+
+# --- 1. the world ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("setting", W.FAIR_CALIBRATION_SETTINGS)
+def test_token_coverage_at_most_a_quarter_at_every_setting(setting):
+    """Measured on the token grid the model's encoders really produce (run on the split's own
+    samples), every affected sample has <= 25% of its tokens interfered, whole tokens only, and
+    the setting changes how many samples carry it, never how much of one. Fails on the old
+    world's rule (local_scale multiplying the covered share: 2 x 0.25 = 50% at setting 2) and
+    on boxes not snapped to the tokens (shares strictly between 0 and 1)."""
+    cfg = fair_cfg(f"world_local_scale={setting}")
+    test = S.generate_split(world_config(cfg), 0, "test")
+    model = BIANet(cfg).eval()
+    with torch.no_grad():
+        fmap = model.face_encoder(test.faces[:8].float() / 127.5 - 1)
+        vmap = model.voice_encoder(test.voices[:8])
+    assert (tuple(fmap.shape[-2:]), tuple(vmap.shape[-2:])) == map_grids(cfg) == ((4, 4), (1, 8))
+    from bianet_lib.data.interference import split_face_masks, split_voice_masks
+
+    face = token_share_2d(split_face_masks(test), tuple(fmap.shape[-2:]))
+    voice = token_share_1d(split_voice_masks(test), vmap.shape[-1])
+    for share in (face, voice):
+        assert set(torch.unique(share).tolist()) <= {0.0, 1.0}  # whole tokens
+        cov = (share > 0).float().mean(1)
+        affected = cov[cov > 0]
+        assert len(affected) > 0 and float(affected.max()) <= W.FAIR_WORLD_CONSTRAINTS["max_token_coverage"]
+        assert float(affected.min()) == 0.25  # the same coverage at every setting: 4 of 16, 2 of 8
+    cov = W.token_coverage(test, cfg)
+    p = min(1.0, 0.5 * setting)
+    for m in ("face", "voice"):
+        assert abs((cov[m] > 0).mean() - p) <= 0.2  # the knob moves the probability (p = 0.5 x setting)
+
+
+def test_fair_world_content_and_clean_twin():
+    """Another identity's face region / voice, and dose 0 is the clean twin (no boxes, no bursts)."""
+    wc = world_config(fair_cfg("world_local_scale=1.5"))
+    test = S.generate_split(wc, 0, "test")
+    hit = test.face_meta["local_kind"] != "none"
+    assert set(test.face_meta.loc[hit, "local_kind"]) == {"face"}
+    assert (test.face_meta.loc[hit, "local_source"] != test.face_meta.loc[hit, "identity"]).all()
+    assert set(test.voice_meta.loc[test.voice_meta["local_kind"] != "none", "local_kind"]) == {"speaker"}
+    twin = S.regenerate_split(wc, 0, "test", 0.0)
+    assert int(twin.face_boxes[:, 2].sub(twin.face_boxes[:, 0]).abs().sum()) == 0
+    same = ~torch.tensor(hit.to_numpy())
+    assert torch.equal(twin.faces[same], test.faces[same])  # unaffected samples are their own twins
+
+
+def test_fair_preset_needs_the_models_grid():
+    with pytest.raises(ValueError, match="face_token_grid"):
+        S.WorldConfig.preset("fair").validate()
+
+
+def test_existing_worlds_keep_their_cache_files():
+    """The new WorldConfig fields stay out of the cache key at their defaults: the file names are
+    main's before issue 25 (computed there). Fails when the fields enter every key."""
+    assert world_cache_path(load_config("cpu-small", overrides=["cache_dir=/x"])).name == "world-df489b3e801774b7.pt"
+    testbed = load_config("cpu-small", overrides=[*grids.REDUCED_BASE, *W.TESTBED_WORLD, "world_local_scale=2.5",
+                                                  "cache_dir=/x"])
+    assert world_cache_path(testbed).name == "world-0b04e0c0c3bd80e4.pt"
+
+
+# --- 2. masks in batches, only for the arms that use them -----------------------------------------
+@pytest.fixture(scope="module")
+def tiny_world():
+    cfg = tiny_cfg("baseline", "world_local_scale=2.0")
+    wc = world_config(cfg)
+    return {s: S.generate_split(wc, 0, s) for s in S.SPLITS}
+
+
+@pytest.mark.parametrize("arm", grids.FAIR_ARMS)
+def test_masks_reach_the_model_only_for_oracle_and_supervised(arm, tiny_world, tmp_path):
+    """One epoch of each arm: train_step gets masks only for oracle / supervised, the model's
+    forward (and, at validation, embed_*) only for the oracle. Fails if the batches carry masks
+    for every arm, or the model gets them in the supervised arm."""
+    from bianet_lib.engine.trainer import Trainer
+
+    cfg = tiny_cfg(arm, "world_local_scale=2.0")
+    tr = Trainer(cfg, tiny_world["train"], tiny_world["val"], tmp_path, progress=False)
+    seen = {"step": [], "forward": [], "embed": []}
+    step, forward, embed = tr._step, tr.model.forward, tr.model.embed_faces  # _step: the epoch's hot path
+
+    def spy_step(v, f, i, masks=None):
+        seen["step"].append(masks)
+        return step(v, f, i, masks)
+
+    def spy_forward(v, f, masks=None):
+        seen["forward"].append(masks)
+        return forward(v, f, masks)
+
+    def spy_embed(faces, mask=None):
+        seen["embed"].append(mask)
+        return embed(faces, mask)
+
+    tr._step, tr.model.forward, tr.model.embed_faces = spy_step, spy_forward, spy_embed
+    tr._run_epoch()
+    uses = arm in ("oracle", "supervised")
+    assert seen["step"] and all((m is not None) == uses for m in seen["step"])
+    assert seen["forward"] and all((m is not None) == (arm == "oracle") for m in seen["forward"])
+    assert seen["embed"] and all((m is not None) == (arm == "oracle") for m in seen["embed"])
+    if uses:
+        vm, fm = seen["step"][0]
+        assert vm.dtype == fm.dtype == torch.bool and fm.shape == (cfg.batch_size, 4) and vm.shape[0] == cfg.batch_size
+
+
+def test_a_flipped_faces_mask_is_flipped(tiny_world):
+    """Training flips faces horizontally: the batch's mask must follow. Fails if the mask of
+    the unflipped face is used."""
+    split = tiny_world["train"]
+    tm = TokenMasks(split, (2, 2), (1, 4))
+    b = split.face_boxes
+    one_side = torch.nonzero((b[:, 2] > b[:, 0]) & ((b[:, 1] == 0) | (b[:, 3] == split.faces.shape[-1]))).flatten()
+    i = int(one_side[0])
+    plain, flipped = tm.faces([i]), tm.faces([i], [True])
+    assert not torch.equal(plain, flipped)
+    assert torch.equal(flipped.view(2, 2), plain.view(2, 2).flip(-1))
+    from bianet_lib.data.batches import read_in_memory
+    from bianet_lib.data.sampler import BatchPlan
+
+    v = int(torch.nonzero(split.voice_intervals[:, 0, 1] > split.voice_intervals[:, 0, 0]).flatten()[0])
+    batch = read_in_memory(split, BatchPlan([v, v], [i, i], [0, 1], [False, True]), tm)
+    assert torch.equal(batch.face_mask, torch.cat([plain, flipped])) and torch.equal(batch.voice_mask, tm.voices([v, v]))
+    assert read_in_memory(split, BatchPlan([v], [i], [0], [True])).face_mask is None
+
+
+# --- 3. the oracle arm ------------------------------------------------------------------------------
+def test_masked_pooling_is_the_mean_over_clean_tokens():
+    x = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
+    mask = torch.tensor([[True, False, False, True], [True, True, True, True]])
+    out = masked_mean_pool(x, mask)
+    rows = x.flatten(2)
+    assert torch.allclose(out[0], rows[0][:, [1, 2]].mean(1))
+    assert torch.allclose(out[1], rows[1].mean(1))  # every token masked: all kept
+
+
+def test_oracle_embedding_ignores_interfered_tokens():
+    """Changing an interfered token's features leaves the oracle's embedding unchanged, and an
+    unmasked one changes it. Fails if the mask is dropped or inverted."""
+    model = BIANet(tiny_cfg("oracle")).eval()
+    x = torch.randn(2, model.face_encoder.out_channels, 2, 2)
+    mask = torch.tensor([[False, True, False, False], [False, False, False, True]])
+    ref = model._embed(x, None, None, mask).positive
+    y = x.clone()
+    y[0, :, 0, 1] += 5.0
+    y[1, :, 1, 1] -= 5.0
+    assert torch.allclose(model._embed(y, None, None, mask).positive, ref)
+    y[0, :, 0, 0] += 5.0
+    assert not torch.allclose(model._embed(y, None, None, mask).positive[0], ref[0])
+
+
+def test_scorer_feeds_the_oracle_its_test_masks(tiny_world):
+    """The evaluator's scorer gives the oracle arm the split's own masks (a sample with
+    interference embeds as with the mask, not without), and no other arm any mask."""
+    from bianet_lib.engine.scoring import BIANetScorer
+
+    test = tiny_world["test"]
+    torch.manual_seed(0)
+    model = BIANet(tiny_cfg("oracle")).eval()
+    emb = BIANetScorer(model).embed(test, "face")[:, 0]
+    masks = TokenMasks(test, *map_grids(model.cfg)).faces(range(len(test.faces)))
+    with torch.no_grad():
+        want = model.embed_faces(test.faces, masks).positive
+        plain = model.embed_faces(test.faces).positive
+    assert torch.allclose(emb, want, atol=1e-6)
+    hit = masks.any(1)
+    assert hit.any() and not torch.allclose(emb[hit], plain[hit], atol=1e-4)
+    base = BIANet(tiny_cfg("baseline")).eval()
+    calls = []
+    orig = base.embed_faces
+    base.embed_faces = lambda f, *a: calls.append(a) or orig(f, *a)
+    BIANetScorer(base).embed(test, "face")
+    assert calls and all(a == () for a in calls)
+
+
+# --- 4. the supervised-attention arm ------------------------------------------------------------------
+def test_attention_supervision_reaches_pia_and_nia():
+    from bianet_lib.model.attention import BidirectionalIntervention
+
+    torch.manual_seed(0)
+    mod = BidirectionalIntervention(16, 8, axis="tokens", center=True, pia_norm="layer")
+    out = mod(torch.randn(4, 16, 2, 2))
+    mask = torch.tensor([[True, False, False, False]] * 4)
+    loss = attention_supervision_loss((out, None), (mask, None))
+    loss.backward()
+    for p in (mod.query.weight, mod.key.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.threshold.parameters())
+
+
+def test_attention_supervision_prefers_pia_off_and_nia_on_the_mask():
+    """Constructed: the loss is lower when PIA's mass is off the mask and NIA's on it."""
+    from types import SimpleNamespace
+
+    mask = torch.tensor([[True, False, False, False]])
+    on = torch.tensor([[[0.85, 0.05, 0.05, 0.05]] * 4])
+    off = torch.tensor([[[0.01, 0.33, 0.33, 0.33]] * 4])
+
+    def loss(pia, nia):
+        return float(attention_supervision_loss((SimpleNamespace(positive_attention=pia, negative_attention=nia,
+                                                                 affinity=pia),), (mask,)))
+    assert loss(off, on) < loss(on, on) < loss(on, off)
+    assert loss(off, on) < loss(off, off) < loss(on, off)
+    # no sample with interference: 0
+    none = attention_supervision_loss((SimpleNamespace(positive_attention=on, negative_attention=on, affinity=on),),
+                                      (torch.zeros(1, 4, dtype=torch.bool),))
+    assert float(none) == 0.0
+
+
+def test_supervised_step_adds_the_weighted_term(tiny_world, tmp_path):
+    from bianet_lib.engine.trainer import Trainer
+
+    cfg = tiny_cfg("supervised", "world_local_scale=2.0")
+    tr = Trainer(cfg, tiny_world["train"], tiny_world["val"], tmp_path, progress=False)
+    batch = next(iter(tr.batches.epoch()))
+    out = tr.train_step(batch.voices, batch.faces, batch.identity, masks=(batch.voice_mask, batch.face_mask))
+    assert out["attn_supervision"] > 0
+    rest = (cfg.w_match * (out["match_vf"] + out["match_fv"]) / 2 + cfg.w_metric * out["metric"]
+            + out["w_adv"] * out["adversarial"] + cfg.w_identity * out["identity"])
+    assert out["loss"] == pytest.approx(rest + cfg.w_attn_supervision * out["attn_supervision"], rel=1e-5)
+
+
+@pytest.mark.parametrize("bad, field", [(["use_pia=false", "use_nia=false", "token_masks=supervised"], "token_masks"),
+                                        (["token_masks=oracle"], "token_masks"),
+                                        (["w_attn_supervision=1.0"], "w_attn_supervision")])
+def test_mask_arms_validate(bad, field):
+    with pytest.raises(ValueError, match=field):
+        load_config("cpu-small", overrides=["world_preset=fair", *bad])
+    with pytest.raises(ValueError, match="token_masks"):
+        load_config("cpu-small", overrides=["use_pia=false", "use_nia=false", "token_masks=oracle"])  # no masks
+
+
+# --- 5. grids ---------------------------------------------------------------------------------------
+def test_fair_grids(monkeypatch):
+    from bianet_lib.experiments.runner import run_grid
+
+    cal = grids.get_grid("fair-calibration")
+    assert [r.overrides[-1] for r in cal.runs] == [f"world_local_scale={s}" for s in W.FAIR_CALIBRATION_SETTINGS]
+    assert {r.seed for r in cal.runs} == {0} and all(r.name.startswith("baseline") for r in cal.runs)
+    assert W.FAIR_CALIBRATED is None and grids.fair_runs() == []
+    with pytest.raises(ValueError, match="FAIR_CALIBRATED"):
+        run_grid("fair", "/nonexistent-results")
+    monkeypatch.setattr(W, "FAIR_CALIBRATED", 1.5)
+    runs = grids.fair_runs()
+    assert len(runs) == 25 and {r.name for r in runs} == set(grids.FAIR_ARMS)
+    assert {r.seed for r in runs} == set(range(5))
+    fair = grids.get_grid("fair")
+    for r in runs[:5]:
+        cfg = fair.config(r)
+        assert cfg.world_preset == "fair" and cfg.world_local_scale == 1.5 and cfg.epochs == W.FAIR_EPOCHS
+        assert cfg.token_masks == {"oracle": "oracle", "supervised": "supervised"}.get(r.name, "none")
+
+
+def test_choose_fair_setting():
+    rows = [{"scale": s, "vf_drop": d1, "fv_drop": d2} for s, d1, d2 in
+            ((1.0, 0.12, 0.13), (1.5, 0.11, 0.2), (2.0, 0.3, 0.3))]
+    assert W.choose_fair_setting(rows, {1.0: 0.25, 1.5: 0.25, 2.0: 0.25}) == 1.0
+    assert W.choose_fair_setting(rows, {1.0: 0.5, 1.5: 0.25, 2.0: 0.25}) == 1.5  # coverage broken at 1
+    rows[1]["vf_drop"] = 0.09
+    assert W.choose_fair_setting(rows, {1.0: 0.5, 1.5: 0.25, 2.0: 0.25}) == 2.0
+    assert W.choose_fair_setting(rows[:2], {1.0: 0.5, 1.5: 0.25}) is None
+
+
+# --- 6. endpoints -------------------------------------------------------------------------------------
+def test_headroom_recovered_known_answer():
+    """Baseline drop 0.2, oracle 0, arm 0.1 on every seed: half the headroom, on every seed and
+    in every draw. Fails if the ratio is inverted or unpaired."""
+    t = 200
+    clusters = np.repeat(np.arange(40), 5)
+    rng = np.random.default_rng(0)
+
+    def drops(rate):  # exactly `rate` of the trials dropped, per seed
+        return np.stack([rng.permutation((np.arange(t) < rate * t).astype(float)) for _ in range(3)])
+    base, arm, oracle = drops(0.2), drops(0.1), drops(0.0)
+    r = stats.headroom_recovered(base, arm, oracle, clusters, n_boot=500)
+    assert r["recovered"] == pytest.approx(0.5) and r["per_seed"] == pytest.approx([0.5] * 3)
+    assert r["headroom"] == pytest.approx(0.2) and r["ci"][0] < 0.5 < r["ci"][1] and r["no_headroom_share"] == 0
+    assert stats.headroom_recovered(base, oracle, oracle, clusters, n_boot=200)["recovered"] == pytest.approx(1.0)
+    none = stats.headroom_recovered(base, arm, base, clusters, n_boot=200)
+    assert none["recovered"] is None and none["no_headroom_share"] == 1.0
+
+
+def test_attention_shift_known_answer_and_zero_on_identical_twins(tiny_world):
+    from bianet_lib.experiments.endpoints import attention_shift, paired_attention_shifts
+
+    r = attention_shift([0.5, 0.4, 0.3, 0.2], [0.25, 0.25, 0.25, 0.25], [0, 0, 1, 1], n_boot=200)
+    assert r["mean"] == pytest.approx(0.1) and r["n"] == 4 and r["ci"][0] <= 0.1 <= r["ci"][1]
+    torch.manual_seed(0)
+    model = BIANet(tiny_cfg("bianet")).eval()
+    test = tiny_world["test"]
+    same = paired_attention_shifts(model, test, test, n_boot=100)
+    assert set(same) == {"face", "voice"} and set(same["face"]) == {"pia", "nia"}
+    assert all(v["mean"] == 0 and v["n"] > 0 for m in same.values() for v in m.values())
+    assert paired_attention_shifts(BIANet(tiny_cfg("baseline")), test, test) == {}
+
+
+def test_fair_outcome():
+    def rows(improving):
+        return [{"comparison": f"{a} - {b}", "endpoint": "clean_twin_drop", "direction": d,
+                 "diff": -0.05 if (a, b) in improving else 0.0, "significant": (a, b) in improving}
+                for a, b in (("oracle", "baseline"), ("bianet", "baseline"), ("supervised", "baseline"),
+                             ("supervised", "bianet"), ("bianet", "control")) for d in W.DIRECTIONS]
+    assert stats.fair_outcome(rows(set())) == "no_headroom"
+    assert stats.fair_outcome(rows({("oracle", "baseline"), ("supervised", "baseline")})) == "only_supervised_takes_headroom"
+    assert stats.fair_outcome(rows({("oracle", "baseline"), ("bianet", "baseline"), ("bianet", "control")})) \
+        == "bianet_takes_headroom"
+    assert stats.fair_outcome(rows({("oracle", "baseline")})) == "other"
+
+
+def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypatch, tmp_path):
+    """End to end on a tiny fair world: every arm's record holds the endpoints (the oracle's
+    computed with its test masks), the paired attention shift for the arms with PIA/NIA only, and
+    the family-level analyses (headroom recovered, Holm over FAIR_COMPARISONS, the outcome) run."""
+    import json
+
+    from bianet_lib.experiments import runner
+    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS, FAIR_OUTCOMES
+    from bianet_lib.experiments.records import clusters_for, load_records
+
+    monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
+    base = [*grids.SMOKE_BASE, "world_preset=fair", "world_n_test=8", "world_per_id_eval=4", "world_local_scale=2.0"]
+    arms = ("baseline", "oracle", "bianet", "supervised", "control")
+    grid = grids.Grid("tiny-fair", [grids.Run(a, tuple(grids.FAIR_VARIANTS[a]), s) for s in (0,) for a in arms],
+                      "cpu-small", base)
+    monkeypatch.setitem(grids.GRIDS, "tiny-fair", grid)
+    runner.run_grid("tiny-fair", tmp_path / "results", progress=False)
+    out = tmp_path / "results" / "tiny-fair"
+    recs = {a: json.loads((out / f"{a}__s0.json").read_text()) for a in arms}
+    for a, rec in recs.items():
+        assert set(rec["endpoints"]["directions"]) == {"vf", "fv"}, a
+        has_shift = a in ("bianet", "supervised")
+        assert bool(rec["endpoints"]["attention_shift"]) == has_shift, a
+    assert set(recs["supervised"]["endpoints"]["attention_shift"]["face"]) == {"pia", "nia"}
+    records = load_records(out)
+    clusters = clusters_for(records["baseline"][0])
+    rows = stats.fair_headroom(records, clusters, n_boot=100)
+    assert {(r["arm"], r["direction"]) for r in rows} == {(a, d) for a in ("bianet", "supervised", "control")
+                                                          for d in W.DIRECTIONS}
+    assert all(r["seeds"] == 1 for r in rows)
+    family = stats.compare_arms(records, clusters, n_boot=100, comparisons=FAIR_COMPARISONS)
+    assert len(family) == len(FAIR_COMPARISONS) * 2 * 2
+    assert stats.fair_outcome(family) in (*FAIR_OUTCOMES, "other")
+
+
+def test_the_cli_refuses_the_fair_grid_before_its_calibration(tmp_path, capsys):
+    """One line naming FAIR_CALIBRATED, exit 2, nothing trained; --list still lists (nothing)."""
+    from bianet_lib import cli
+
+    assert cli.main(["experiments", "fair", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "FAIR_CALIBRATED" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+    assert cli.main(["experiments", "fair", "--list", "--results-dir", str(tmp_path)]) == 0
+
+
+def test_reading_the_map_grids_leaves_the_random_stream_alone():
+    """map_grids builds encoders (random initialisation): it must not move torch's generator,
+    or an arm's training would depend on whether the grids were cached. Fails without fork_rng."""
+    from bianet_lib.model import encoders
+
+    encoders._map_grids.cache_clear()
+    torch.manual_seed(3)
+    map_grids(tiny_cfg("oracle"))
+    after = torch.rand(3)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(3))
