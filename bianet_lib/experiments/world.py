@@ -162,7 +162,9 @@ def choose_scale(rows: list[dict], target: float = CALIBRATION_TARGET) -> float 
 #: worker-minutes (the longest run about 18), 20 epochs about 580.
 FAIR_EPOCHS = 16
 FAIR_WORLD = ["world_preset=fair", "clip_seconds=0.6", "world_n_train=300", "world_n_val=100",
-              "world_n_test=300", "world_per_id_train=24", "world_per_id_eval=6", f"epochs={FAIR_EPOCHS}"]
+              "world_n_test=300", "world_per_id_train=24", "world_per_id_eval=6", f"epochs={FAIR_EPOCHS}",
+              # issue 28's faster step (NHWC convolutions), on for every run of this world from the first
+              "channels_last=true"]
 
 #: The world constraint (fixed: no calibration setting may change it) beside the target.
 FAIR_WORLD_CONSTRAINTS = {"max_token_coverage": 0.25, "min_baseline_drop": 0.10}
