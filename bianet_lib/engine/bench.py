@@ -124,7 +124,7 @@ class _OpCount:
 
 
 def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -> dict:
-    """{arm: (step function, host tensors, trainer or None)} on one fixed synthetic batch of
+    """{arm: (step function, trainer or None, device)} on one fixed synthetic batch of
     cfg's shapes. "bianet"/"baseline": the Trainer's step without the read of its losses (the
     epoch reads them once per ``READ_EVERY`` steps); "encoders": the two bare encoders'
     forward and backward (a mean-square loss on their maps), what any model of these shapes pays."""
@@ -152,7 +152,7 @@ def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -
                 model.zero_grad(set_to_none=True)
                 loss.backward()
 
-            out[arm] = (step, (), None, device)
+            out[arm] = (step, None, device)
             continue
         arm_cfg = cfg if arm == "bianet" else dataclasses.replace(cfg, use_pia=False, use_nia=False)
         with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +160,7 @@ def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -
         device = trainer.device
         voices, faces = split.voices.to(device), split.faces.to(device)
         identity = torch.arange(cfg.batch_size, device=device)
-        out[arm] = (lambda t=trainer, v=voices, f=faces, i=identity: t._step(v, f, i), None, trainer, device)
+        out[arm] = (lambda t=trainer, v=voices, f=faces, i=identity: t._step(v, f, i), trainer, device)
     return out
 
 
@@ -181,7 +181,7 @@ def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dic
         variants["compare"] = dataclasses.replace(cfg, **compare)
     built = {(v, arm): fn for v, c in variants.items() for arm, fn in _step_variants(c).items()}
     rows = {}
-    for key, (fn, _, trainer, device) in built.items():
+    for key, (fn, trainer, device) in built.items():
         for _ in range(warmup):
             fn()
         _sync(device)
@@ -201,7 +201,7 @@ def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dic
     ratios: dict = {key: [] for key in built}
     for _ in range(steps):
         cycle = {}
-        for key, (fn, _, _, device) in built.items():
+        for key, (fn, _, device) in built.items():
             _sync(device)
             t0 = time.perf_counter()
             fn()
