@@ -270,14 +270,81 @@ def test_fair_grids(monkeypatch):
     with pytest.raises(ValueError, match="FAIR_CALIBRATED"):
         run_grid("fair", "/nonexistent-results")
     monkeypatch.setattr(W, "FAIR_CALIBRATED", 1.5)
+    assert grids.fair_runs() == []  # the world is part of the calibration
+    monkeypatch.setattr(W, "FAIR_CALIBRATED_WORLD", "fair-centre")
     runs = grids.fair_runs()
     assert len(runs) == 25 and {r.name for r in runs} == set(grids.FAIR_ARMS)
     assert {r.seed for r in runs} == set(range(5))
     fair = grids.get_grid("fair")
     for r in runs[:5]:
         cfg = fair.config(r)
-        assert cfg.world_preset == "fair" and cfg.world_local_scale == 1.5 and cfg.epochs == W.FAIR_EPOCHS
+        assert cfg.world_preset == "fair-centre" and cfg.world_local_scale == 1.5 and cfg.epochs == W.FAIR_EPOCHS
+        assert cfg.channels_last
         assert cfg.token_masks == {"oracle": "oracle", "supervised": "supervised"}.get(r.name, "none")
+
+
+def test_stage2_grid_and_worlds():
+    """Stage 2 runs the baseline alone, seed 0, in each world of FAIR_STAGE2 at its setting; every
+    such world keeps the coverage (checked on real samples) and differs from the stage-1 world only
+    in the face box's content or place (the identities, the clean twins, the voices stay)."""
+    cal = grids.get_grid("fair-calibration-2")
+    assert [(r.name, r.seed) for r in cal.runs] == [(f"baseline_{w}", 0) for w, _ in W.FAIR_STAGE2]
+    wc1 = world_config(fair_cfg("world_local_scale=2.0"))
+    t1 = S.generate_split(wc1, 0, "test")
+    for r, (w, setting) in zip(cal.runs, W.FAIR_STAGE2, strict=True):
+        cfg = cal.config(r)
+        assert (cfg.world_preset, cfg.world_local_scale, cfg.token_masks) == (w, setting, "none")
+        wc = world_config(fair_cfg(f"world_preset={w}", f"world_local_scale={setting}"))
+        test = S.generate_split(wc, 0, "test")
+        cov = W.token_coverage(test, cfg)
+        for m in ("face", "voice"):
+            assert cov[m].min() == cov[m].max() == 0.25  # p = 1: every sample, a quarter of its tokens
+        assert torch.equal(test.voices, t1.voices)
+        assert torch.equal(S.regenerate_split(wc, 0, "test", 0.0).faces, S.regenerate_split(wc1, 0, "test", 0.0).faces)
+        boxes = test.face_boxes.numpy()
+        if wc.face_local_place == "centre":
+            assert (boxes == [8, 8, 24, 24]).all()
+        else:
+            assert len({tuple(b) for b in boxes}) > 1
+        inside = torch.zeros_like(test.faces, dtype=torch.bool)
+        for k, (y0, x0, y1, x1) in enumerate(boxes):
+            inside[k, :, y0:y1, x0:x1] = True
+        assert not torch.equal(test.faces[inside], t1.faces[inside])
+        if wc.face_local_place == "anywhere":  # same place as stage 1's box: only its content changed
+            assert torch.equal(test.faces[~inside], t1.faces[~inside])
+
+
+def test_salient_box_content():
+    """fit_into_box puts the whole image, downscaled, into the box and leaves the rest; box_contrast
+    stretches about the box's mean and clips."""
+    from bianet_lib.data import synthvox_faces as F
+
+    img = np.zeros((32, 32, 3), np.float32)
+    img[:16] = 200.0  # top half bright
+    out = F.fit_into_box(img, (8, 8, 24, 24))
+    assert (out[:8] == 200).all() and (out[24:] == 0).all()
+    assert out[8:12, 8:24].mean() > 190 and out[20:24, 8:24].mean() < 10  # the image, at half size
+    flat = np.full((32, 32, 3), 100.0, np.float32)
+    flat[0, 0] = 140.0
+    c = F.box_contrast(flat, (0, 0, 2, 2), 3.0)
+    m = (140 + 3 * 100) / 4
+    assert np.allclose(c[0, 0], m + 3 * (140 - m)) and np.allclose(c[0, 1], m + 3 * (100 - m))
+    assert (c[2:] == 100).all() and (c[:, 2:] == 100).all()
+    assert F.box_contrast(np.full((4, 4, 3), 250.0, np.float32) + np.eye(4)[..., None] * 5, (0, 0, 4, 4), 8.0).max() == 255
+
+
+def test_choose_fair_world():
+    rows = [{"world": w, "scale": 2.0, "vf_drop": a, "fv_drop": b} for w, a, b in
+            (("fair-whole-c3", 0.09, 0.2), ("fair-centre", 0.12, 0.11), ("fair-centre-c3", 0.3, 0.3))]
+    cov = {c: 0.25 for c in W.FAIR_STAGE2}
+    assert W.choose_fair_world(rows, cov) == ("fair-centre", 2.0)  # the first in order that reaches it
+    rows[0]["vf_drop"] = 0.10
+    assert W.choose_fair_world(rows, cov) == ("fair-whole-c3", 2.0)
+    assert W.choose_fair_world(rows, {**cov, ("fair-whole-c3", 2.0): 0.5}) == ("fair-centre", 2.0)
+    assert W.choose_fair_world(rows[1:], cov) is None  # an untried earlier world blocks the later ones
+    rows[1]["fv_drop"] = 0.05
+    rows[2]["vf_drop"] = 0.0
+    assert W.choose_fair_world(rows[1:], cov, candidates=W.FAIR_STAGE2[1:]) is None
 
 
 def test_choose_fair_setting():

@@ -54,7 +54,8 @@ def world_config(cfg: BIANetConfig):
 
 #: WorldConfig fields added after worlds were cached, with the value that leaves a world as it
 #: was: left out of the cache key at that value, so every earlier world keeps its cache file.
-_LATER_FIELDS = {"face_token_grid": 0, "voice_tokens": 0}
+_LATER_FIELDS = {"face_token_grid": 0, "voice_tokens": 0, "face_local_source": "region",
+                 "face_local_contrast": 1.0, "face_local_place": "anywhere"}
 
 
 def world_cache_path(cfg: BIANetConfig) -> Path:

@@ -45,6 +45,11 @@ _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _FACE, _VOICE, _VIDEO, _LOCAL_FACE, _LOCAL_VOICE = 0, 1, 2, 3, 4
 FACE_LOCAL_KINDS = ("face", "texture")     # a patch of another identity's face, a textured occluder
 VOICE_LOCAL_KINDS = ("speaker", "noise")   # bursts of another identity's voice, of white/pink noise
+#: What a "face" box shows: the same place of another identity's face image ("region"), or that
+#: whole image downscaled into the box ("whole": a second face in the frame, issue 25's salient world)
+FACE_LOCAL_SOURCES = ("region", "whole")
+#: Where a token-snapped face box lies: anywhere on the map (drawn), or always at its centre
+FACE_LOCAL_PLACES = ("anywhere", "centre")
 N_FACE_PRIVATE, N_VOICE_PRIVATE = 15, 10
 # What the shortcut predicts: 'm' identities get the first half of the classes, 'f' the second.
 FACE_BG_HALF = {"m": (0, 1, 2), "f": (3, 4, 5)}
@@ -72,6 +77,9 @@ class WorldConfig:
     face_local: float = 0.0          # share of the image covered by the box
     face_local_p: float = 1.0        # probability that a face carries a box
     face_local_kinds: str = "face"   # comma-separated FACE_LOCAL_KINDS, drawn uniformly
+    face_local_source: str = "region"  # FACE_LOCAL_SOURCES: what a "face" box shows
+    face_local_contrast: float = 1.0   # the box's content about its mean colour (clipped): salience
+    face_local_place: str = "anywhere"  # FACE_LOCAL_PLACES (token-snapped worlds)
     voice_local: float = 0.0         # share of the clip covered by the bursts together
     voice_local_p: float = 1.0       # probability that a clip carries bursts
     voice_local_db: float = 0.0      # burst level relative to the clean voice's RMS
@@ -134,6 +142,11 @@ class WorldConfig:
             raise ValueError("WorldConfig.face_token_grid and voice_tokens must be >= 1 (set from the model's map "
                              f"by data.sources.world_config) with voice_local_bursts=1, got {self.face_token_grid}, "
                              f"{self.voice_tokens}, {self.voice_local_bursts}")
+        for f, allowed in (("face_local_source", FACE_LOCAL_SOURCES), ("face_local_place", FACE_LOCAL_PLACES)):
+            if getattr(self, f) not in allowed:
+                raise ValueError(f"WorldConfig.{f} must be one of {allowed}, got {getattr(self, f)!r}")
+        if not 1.0 <= self.face_local_contrast <= 8.0:
+            raise ValueError(f"WorldConfig.face_local_contrast must be in [1, 8], got {self.face_local_contrast}")
         for f, allowed in (("face_local_kinds", FACE_LOCAL_KINDS), ("voice_local_kinds", VOICE_LOCAL_KINDS)):
             kinds = _kinds(getattr(self, f))
             if not kinds or not set(kinds) <= set(allowed):
@@ -170,6 +183,18 @@ PRESETS: dict[str, dict] = {
                  face_local=0.25, face_local_kinds="face", voice_local=0.25, voice_local_db=10.0,
                  voice_local_kinds="speaker", voice_local_bursts=1, face_token_grid=-1, voice_tokens=-1),
 }
+# issue 25, calibration stage 2 (experiments.world.FAIR_STAGE2): the fair world with salient face
+# interference at the same coverage: another identity's whole face downscaled into the box (a second
+# face in the frame), its contrast stretched 3x, or placed over the centre (eyes, nose, mouth), or both
+_FAIR_WHOLE = PRESETS["fair"] | dict(face_local_source="whole")
+PRESETS |= {"fair-whole-c3": _FAIR_WHOLE | dict(face_local_contrast=3.0),
+            "fair-centre": _FAIR_WHOLE | dict(face_local_place="centre"),
+            "fair-centre-c3": _FAIR_WHOLE | dict(face_local_place="centre", face_local_contrast=3.0)}
+
+
+def is_fair(preset: str) -> bool:
+    """Whether a world preset is one of issue 25's token-snapped fair worlds."""
+    return preset == "fair" or preset.startswith("fair-")
 
 
 @dataclass(frozen=True)
@@ -288,6 +313,8 @@ def _local_face(cfg: WorldConfig, seed: int, split: str, i: int, j: int):
     aspect_u, uy, ux = r.random(3)
     if not present:
         return None, (0, 0, 0, 0), "none", -1
+    if cfg.face_local_place == "centre":  # the draws above stay as they are: only the place changes
+        uy = ux = 0.5
     box = (token_face_box(cfg.face_local, cfg.face_token_grid, aspect_u, uy, ux, cfg.face_size)
            if cfg.token_snapped else face_box(cfg.face_local * cfg.local_scale, aspect_u, uy, ux, cfg.face_size))
     if kind == "texture":
@@ -299,7 +326,12 @@ def _local_face(cfg: WorldConfig, seed: int, split: str, i: int, j: int):
     other = _source_identity(seed, split, src, r)
     c = sf.draw_face_conditions(int(r.integers(len(sf.BG_COLOURS))),
                                 sf.TEXTURES[r.integers(len(sf.TEXTURES))], cfg.face_interference, r)
-    return sf.base_image(other.face, replace(c, occluded=0.0), cfg.face_size, r), box, kind, src
+    patch = sf.base_image(other.face, replace(c, occluded=0.0), cfg.face_size, r)
+    if cfg.face_local_source == "whole":  # the other face, whole, downscaled into the box
+        patch = sf.fit_into_box(patch, box)
+    if cfg.face_local_contrast != 1.0:
+        patch = sf.box_contrast(patch, box, cfg.face_local_contrast)
+    return patch, box, kind, src
 
 
 def _local_voice(cfg: WorldConfig, seed: int, split: str, i: int, j: int, n: int):

@@ -171,6 +171,27 @@ def texture_patch(size: int, rng: np.random.Generator) -> np.ndarray:
     return (t * c1 + (1 - t) * c2).astype(np.float32)
 
 
+def fit_into_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A copy of ``image`` (float [S, S, 3]) whose ``box`` (y0, x0, y1, x1) holds the whole image
+    downscaled to the box (bilinear, on the rounded 8-bit image): pasted by ``render_face``, it
+    puts a second, smaller face in the frame."""
+    y0, x0, y1, x1 = box
+    small = Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8)).resize((x1 - x0, y1 - y0), Image.BILINEAR)
+    out = np.array(image, dtype=np.float32)
+    out[y0:y1, x0:x1] = np.asarray(small, dtype=np.float32)
+    return out
+
+
+def box_contrast(image: np.ndarray, box: tuple[int, int, int, int], gain: float) -> np.ndarray:
+    """A copy of ``image`` whose ``box`` content is stretched about its mean by ``gain`` and
+    clipped to 0..255: the same content, more salient (larger local contrast)."""
+    y0, x0, y1, x1 = box
+    out = np.array(image, dtype=np.float32)
+    region = out[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = np.clip(region.mean() + gain * (region - region.mean()), 0, 255)
+    return out
+
+
 def render_face(p: FaceParams, c: FaceConditions, out_size: int, rng: np.random.Generator,
                 patch: np.ndarray | None = None,
                 box: tuple[int, int, int, int] | None = None) -> np.ndarray:

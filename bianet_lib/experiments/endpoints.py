@@ -384,6 +384,7 @@ def _finite(probe: dict) -> dict:
 # --- 2, 3, 5: per-trial correctness under each condition --------------------------------------
 def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     """Every endpoint of one trained model on the test-bed (see the module docstring)."""
+    from bianet_lib.data.synthvox import is_fair
     from bianet_lib.engine.scoring import BIANetScorer, EmbeddingCosineScorer
     from bianet_lib.experiments.endpoints import neutral_fill, trial_correct
 
@@ -408,6 +409,6 @@ def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
         record["directions"][d] = rec
     record["attention"] = attention_masses(model, test, device)
     record["probes"] = local_probes(model, test, device, scorer)  # the same scorer: test embedded once
-    if cfg.world_preset == "fair":  # issue 25 (the local test-bed's records keep their keys)
+    if is_fair(cfg.world_preset):  # issue 25 (the local test-bed's records keep their keys)
         record["attention_shift"] = paired_attention_shifts(model, test, conditions["dose0"], device)
     return record

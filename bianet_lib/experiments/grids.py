@@ -187,22 +187,31 @@ def fair_calibration_runs() -> list[Run]:
             for s in FAIR_CALIBRATION_SETTINGS]
 
 
+def fair_calibration2_runs() -> list[Run]:
+    """Stage 2: the baseline alone in every world of FAIR_STAGE2 at its setting, seed 0."""
+    from bianet_lib.experiments.world import FAIR_STAGE2
+
+    return [Run(f"baseline_{w}", (*VARIANTS["baseline"], f"world_preset={w}", f"world_local_scale={s}"), 0)
+            for w, s in FAIR_STAGE2]
+
+
 def require_fair_calibrated() -> None:
     """The ``fair`` grid's guard: no arm runs before the calibrated setting is committed."""
-    from bianet_lib.experiments.world import FAIR_CALIBRATED
+    from bianet_lib.experiments.world import FAIR_CALIBRATED, FAIR_CALIBRATED_WORLD
 
-    if FAIR_CALIBRATED is None:
+    if FAIR_CALIBRATED is None or FAIR_CALIBRATED_WORLD is None:
         raise ValueError("grid 'fair': experiments.world.FAIR_CALIBRATED is None; run the fair-calibration "
-                         "grid and commit the setting choose_fair_setting picks first")
+                         "grids and commit the world and setting choose_fair_setting / choose_fair_world pick first")
 
 
 def fair_runs(arms=FAIR_ARMS, seeds=FAIR_SEEDS) -> list[Run]:
     """Every arm at the calibrated setting, seed-major; empty until FAIR_CALIBRATED is committed."""
-    from bianet_lib.experiments.world import FAIR_CALIBRATED
+    from bianet_lib.experiments.world import FAIR_CALIBRATED, FAIR_CALIBRATED_WORLD
 
-    if FAIR_CALIBRATED is None:
+    if FAIR_CALIBRATED is None or FAIR_CALIBRATED_WORLD is None:
         return []
-    return [Run(a, (*FAIR_VARIANTS[a], f"world_local_scale={FAIR_CALIBRATED}"), s) for s in seeds for a in arms]
+    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={FAIR_CALIBRATED_WORLD}", f"world_local_scale={FAIR_CALIBRATED}"), s)
+            for s in seeds for a in arms]
 
 
 # --- the local-interference test-bed (issue 11; bianet_lib.experiments.testbed) ---------------------------
@@ -354,6 +363,9 @@ GRIDS: dict[str, Grid] = {
     "fair-calibration": Grid("fair-calibration", fair_calibration_runs(), "cpu-small", _fair_base(),
                              "the fair world (issue 25): the baseline alone at every calibration setting, seed 0",
                              workers=2),
+    "fair-calibration-2": Grid("fair-calibration-2", fair_calibration2_runs(), "cpu-small", _fair_base(),
+                               "the fair world's calibration stage 2 (salient faces, p = 1): the baseline alone, seed 0",
+                               workers=2),
     "fair": Grid("fair", fair_runs(), "cpu-small", _fair_base(),
                  "the fair world: baseline, BIANet, the oracle, supervised attention and the control, 5 seeds",
                  workers=2, check=require_fair_calibrated),

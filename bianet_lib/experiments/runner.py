@@ -36,6 +36,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     attempt under another config (the grid's definition changed) is discarded, not mixed in.
     """
     from bianet_lib.data.sources import load_world
+    from bianet_lib.data.synthvox import is_fair
     from bianet_lib.engine.evaluate import results_record, write_results_json
     from bianet_lib.engine.protocols import evaluate_model
     from bianet_lib.engine.provenance import provenance_record
@@ -58,7 +59,7 @@ def execute_run(grid: Grid, run: Run, results_dir: str | Path, progress: bool = 
     metrics = evaluate_model(model, world["test"], world["val"], trainer.device)
     record = results_record(metrics, cfg.to_dict(), run.seed)
     record["provenance"] = provenance  # the code that trained it (a stale result is visible)
-    if cfg.world_preset in ("local", "fair"):  # the test-bed's mechanism endpoints (bianet_lib.experiments.testbed)
+    if cfg.world_preset == "local" or is_fair(cfg.world_preset):  # the test-bed's mechanism endpoints (bianet_lib.experiments.testbed)
         from bianet_lib.experiments.endpoints import run_endpoints
 
         record["endpoints"] = run_endpoints(model, cfg, world, trainer.device)

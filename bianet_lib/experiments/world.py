@@ -126,7 +126,8 @@ def calibration_rows(results_dir: str | Path) -> list[dict]:
         ep = rec.get("endpoints")
         if not ep:
             continue
-        row = {"run": path.stem, "scale": float(ep["local_scale"]), "seed": int(rec["seed"])}
+        row = {"run": path.stem, "scale": float(ep["local_scale"]), "seed": int(rec["seed"]),
+               "world": rec.get("config", {}).get("world_preset")}
         for d in DIRECTIONS:
             acc = ep["directions"][d]["accuracy"]
             row[f"{d}_acc"] = acc["dose1"]
@@ -178,6 +179,23 @@ FAIR_CALIBRATION_SETTINGS = (1.0, 1.5, 2.0)
 #: (``choose_fair_setting``) on the committed baseline-only calibration; None until it exists
 #: (the grid refuses to run before).
 FAIR_CALIBRATED: float | None = None
+#: The world (SynthVox preset) the ``fair`` grid runs on: stage 1's "fair" unless stage 2 picks another.
+FAIR_CALIBRATED_WORLD: str | None = None
+
+#: Calibration stage 2, written down after stage 1 (the ``fair`` world at p = 0.5, 0.75, 1) gave
+#: the baseline a clean-twin drop of only 0.012-0.030 (results/experiments/fair-calibration/), and
+#: before any other arm ran on any fair world. Same coverage (4 of 16 face tokens, 2 of 8 time
+#: tokens), same voices, every sample affected (setting 2: p = 1, stage 1's strongest); salience
+#: of the face box's content, in this order of preference (the first to reach the target in both
+#: directions is the world): another identity's whole face downscaled into the box (a second face
+#: in the frame) with its contrast stretched 3x, anywhere on the map; that face at the map's
+#: centre (over the eyes, nose and mouth); both. A test-time probe of stage 1's p = 1 baseline
+#: (not retrained; scratch, this machine) gave drops V-F / F-V of 0.096 / 0.097, 0.102 / 0.144 and
+#: 0.229 / 0.239 for them, and 0.006 / -0.003 for the voice bursts alone: a model trained under the
+#: interference adapts, so the probe cannot stand in for the calibration runs. The centred worlds
+#: fix where the block is, so there an attention only has to find whether it is there.
+FAIR_STAGE2: tuple[tuple[str, float], ...] = (("fair-whole-c3", 2.0), ("fair-centre", 2.0),
+                                              ("fair-centre-c3", 2.0))
 
 
 def token_coverage(split, cfg) -> dict[str, np.ndarray]:
@@ -205,3 +223,21 @@ def choose_fair_setting(rows: list[dict], coverage: dict[float, float],
     setting) reaches the target in both directions; None if none does."""
     ok = [r for r in rows if coverage.get(r["scale"], np.inf) <= constraints["max_token_coverage"]]
     return choose_scale(ok, constraints["min_baseline_drop"])
+
+
+def choose_fair_world(rows: list[dict], coverage: dict[tuple[str, float], float],
+                      candidates=FAIR_STAGE2, constraints: dict = FAIR_WORLD_CONSTRAINTS) -> tuple[str, float] | None:
+    """Stage 2's pre-registered rule: the first (world, setting) of ``candidates`` whose largest
+    measured token coverage (``coverage``) is within the constraint and whose mean baseline
+    clean-twin drop at 1:2 (``calibration_rows``: keys "world" and "scale") reaches the target in
+    both directions; None if none does (a candidate without a row has not been tried: None too
+    when it comes first, so a later candidate cannot win over an untried earlier one)."""
+    for cand in candidates:
+        rs = [r for r in rows if (r.get("world"), r["scale"]) == cand]
+        if not rs:
+            return None
+        if coverage.get(cand, np.inf) > constraints["max_token_coverage"]:
+            continue
+        if all(np.mean([r[f"{d}_drop"] for r in rs]) >= constraints["min_baseline_drop"] for d in DIRECTIONS):
+            return cand
+    return None
