@@ -4,6 +4,10 @@ supervised-attention arms, their grids and their endpoints."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -460,3 +464,87 @@ def test_reading_the_map_grids_leaves_the_random_stream_alone():
     after = torch.rand(3)
     torch.manual_seed(3)
     assert torch.equal(after, torch.rand(3))
+
+
+# --- 6. pre-registration: the order of commits and the committed calibration ---------------------
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "experiments"
+WORLD_HOME = "bianet_lib/experiments/world.py"
+
+
+def _git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _first_commit_setting(pattern: str, *homes: str) -> str | None:
+    found = _git("log", "--reverse", "--format=%H", "-G", pattern, "--", *homes).splitlines()
+    return found[0] if found else None
+
+
+def _first_commit_adding(store: Path) -> str | None:
+    found = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(store.relative_to(ROOT))).splitlines()
+    return found[0] if found else None
+
+
+def _is_ancestor(a: str, b: str) -> bool:
+    return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("pattern, homes, store", [
+    (r"^FAIR_CALIBRATED: float \| None = [0-9]", (WORLD_HOME,), "fair"),
+    (r'^FAIR_CALIBRATED_WORLD: str \| None = "', (WORLD_HOME,), "fair"),
+    (r"^FAIR_COMPARISONS = ", ("bianet_lib/experiments/preregistration.py",), "fair"),
+    (r"^FAIR_OUTCOMES = ", ("bianet_lib/experiments/preregistration.py",), "fair"),
+    (r"^W_ATTN_SUPERVISION = ", ("bianet_lib/experiments/grids.py",), "fair"),
+    (r"^FAIR_WORLD_CONSTRAINTS = ", (WORLD_HOME,), "fair-calibration"),
+    (r"^FAIR_CALIBRATION_SETTINGS = ", (WORLD_HOME,), "fair-calibration"),
+    (r"^FAIR_STAGE2: ", (WORLD_HOME,), "fair-calibration-2"),
+], ids=["setting", "world", "comparisons", "outcomes", "supervision-weight", "constraints", "stage1", "stage2"])
+def test_fair_preregistration_precedes_the_runs_it_governs(pattern, homes, store):
+    """The commit that first wrote each pre-registered item is an ancestor of the first commit that
+    added a run it governs (calibration constants before calibration runs; the calibrated world,
+    the comparisons, the outcomes and the supervised arm's weight before the first arm of the grid).
+    Skipped on a shallow clone, which lacks the history."""
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("shallow clone: the commit order cannot be read")
+    first_run = _first_commit_adding(RESULTS / store)
+    if first_run is None:
+        return  # nothing governed is committed yet
+    set_at = _first_commit_setting(pattern, *homes)
+    assert set_at, f"runs under results/experiments/{store} are committed but {pattern!r} never was"
+    assert _is_ancestor(set_at, first_run), f"{pattern!r} was committed after the first run of {store}"
+
+
+def test_only_the_baseline_ran_during_calibration():
+    for store in ("fair-calibration", "fair-calibration-2"):
+        for path in (RESULTS / store).glob("*.json"):
+            rec = json.loads(path.read_text())
+            assert path.stem.startswith("baseline_") and rec["config"]["token_masks"] == "none"
+            assert rec["config"]["use_pia"] is False and rec["config"]["use_nia"] is False, path
+
+
+def _measured_coverage(world: str, setting: float) -> float:
+    cfg = fair_cfg(f"world_preset={world}", f"world_local_scale={setting}")
+    cov = W.token_coverage(S.generate_split(world_config(cfg), 0, "test"), cfg)
+    return float(max(cov["face"].max(), cov["voice"].max()))
+
+
+def test_the_committed_world_is_the_rule_on_the_committed_calibration():
+    """FAIR_CALIBRATED(_WORLD) is what the rules give on the committed baseline-only runs: stage 1
+    (the fair world's settings) first, stage 2 only when stage 1 gives None; None while the
+    calibration is incomplete."""
+    rows1 = W.calibration_rows(RESULTS / "fair-calibration")
+    rows2 = W.calibration_rows(RESULTS / "fair-calibration-2")
+    stage1_done = {r["scale"] for r in rows1} >= set(W.FAIR_CALIBRATION_SETTINGS)
+    cov1 = {s: _measured_coverage("fair", s) for s in W.FAIR_CALIBRATION_SETTINGS}
+    picked = W.choose_fair_setting(rows1, cov1) if stage1_done else None
+    expected = ("fair", picked) if picked is not None else None
+    if stage1_done and picked is None:
+        assert rows1 and max(max(r["vf_drop"], r["fv_drop"]) for r in rows1) < W.FAIR_WORLD_CONSTRAINTS["min_baseline_drop"]
+        cov2 = {c: _measured_coverage(*c) for c in W.FAIR_STAGE2}
+        expected = W.choose_fair_world(rows2, cov2)
+    got = None if W.FAIR_CALIBRATED is None else (W.FAIR_CALIBRATED_WORLD, W.FAIR_CALIBRATED)
+    assert got == expected
+    for path in (RESULTS / "fair").glob("*.json"):  # every arm of the grid runs in that world
+        cfg = json.loads(path.read_text())["config"]
+        assert (cfg["world_preset"], cfg["world_local_scale"]) == expected, path
