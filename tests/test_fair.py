@@ -440,6 +440,14 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
     family = stats.compare_arms(records, clusters, n_boot=100, comparisons=FAIR_COMPARISONS)
     assert len(family) == len(FAIR_COMPARISONS) * 2 * 2
     assert stats.fair_outcome(family) in (*FAIR_OUTCOMES, "other")
+    from bianet_lib.reports import fair as report
+
+    md = report.fair_markdown(out, n_boot=100)
+    for a in arms:
+        assert f"| {a} | 1 |" in md  # the arms table
+    assert "| bianet | VF |" in md and "| supervised | FV |" in md  # headroom recovered, per direction
+    assert "| bianet | face | PIA |" in md and "| baseline | face |" not in md  # shifts: arms with attention
+    assert "INTERIM" not in md and f"Outcome: **{stats.fair_outcome(family)}**" in md
 
 
 def test_the_cli_refuses_the_fair_grid_before_its_calibration(tmp_path, capsys):

@@ -18,10 +18,11 @@ from bianet_lib.reports.diagnostics import health_markdown, results_markdown
 #: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
 #: check's report (bianet_lib.engine.gpu_check.report_markdown). ``<!-- paper-vs-fixed-epochs: FOLDER -->``:
 #: the epochs of the runs of bianet_lib.reports.paper_vs_fixed.RUNS under FOLDER. ``<!-- step-table: FILE -->``:
-#: a ``bianet bench --table --out FILE`` result (:func:`step_table_markdown`). Paths are relative to the repository
+#: a ``bianet bench --table --out FILE`` result (:func:`step_table_markdown`). ``<!-- fair-calibration-table:
+#: FOLDER -->`` / ``<!-- fair-table: FOLDER -->``: the fair test-bed's calibration and grid (bianet_lib.reports.fair). Paths are relative to the repository
 #: root (:func:`doc_root`), wherever the block sits.
 README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
-                          r"|gpu-report|paper-vs-fixed-epochs|step-table): (.*?) -->\n(.*?)"
+                          r"|gpu-report|paper-vs-fixed-epochs|step-table|fair-calibration-table|fair-table): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 #: The documents whose generated blocks are kept up to date: the README and every page of docs/.
@@ -31,13 +32,14 @@ DOC_FILES = ("README.md", "docs/*.md")
 def _folder_renderers() -> dict:
     from bianet_lib.engine import gpu_check
     from bianet_lib.experiments.world import calibration_rows
-    from bianet_lib.reports import paper_vs_fixed, testbed
+    from bianet_lib.reports import fair, paper_vs_fixed, testbed
 
     return {"calibration-table": lambda d: testbed.calibration_markdown(calibration_rows(d)),
             "paper-vs-fixed-epochs": lambda d: paper_vs_fixed.epochs_markdown({n: d / n for n in paper_vs_fixed.RUNS}),
             "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
             "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text())),
-            "step-table": lambda f: step_table_markdown(json.loads(f.read_text()))}
+            "step-table": lambda f: step_table_markdown(json.loads(f.read_text())),
+            "fair-calibration-table": fair.calibration_markdown, "fair-table": fair.fair_markdown}
 
 
 def step_table_markdown(result: dict) -> str:
