@@ -431,6 +431,12 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
         has_shift = a in ("bianet", "supervised")
         assert bool(rec["endpoints"]["attention_shift"]) == has_shift, a
     assert set(recs["supervised"]["endpoints"]["attention_shift"]["face"]) == {"pia", "nia"}
+    for a, rec in recs.items():  # the counterfactual prediction's parts, for the arms with NIA
+        ep = rec["endpoints"]
+        assert bool(ep["branches"]) == bool(rec["config"]["use_nia"]), a
+        for d, b in ep["branches"].items():
+            assert b["z"] == ep["directions"][d]["accuracy"]["dose1"]  # z is the route the run is scored on
+            assert set(b) == {"z", "z_pos", "minus_z_neg", "corr_dz_pos_neg", "w"}
     records = load_records(out)
     clusters = clusters_for(records["baseline"][0])
     rows = stats.fair_headroom(records, clusters, n_boot=100)
@@ -556,3 +562,26 @@ def test_the_committed_world_is_the_rule_on_the_committed_calibration():
     for path in (RESULTS / "fair").glob("*.json"):  # every arm of the grid runs in that world
         cfg = json.loads(path.read_text())["config"]
         assert (cfg["world_preset"], cfg["world_local_scale"]) == expected, path
+
+
+def test_the_negative_branch_is_trained_to_score_the_true_pair_low():
+    """Why NIA learns anti-identity (issue 25), from Eq. 22's default form z = z_pos - w z_neg:
+    the negative branch's logits receive the positive branch's gradient reversed and scaled by the
+    curriculum weight w, so gradient descent LOWERS z_neg at the true candidate and raises it at the
+    distractors: -z_neg becomes a matcher. Checked with autograd, and one descent step on z_neg
+    alone makes -z_neg more accurate; at w = 0 it receives nothing."""
+    from bianet_lib.model.counterfactual import counterfactual_loss
+
+    g = torch.Generator().manual_seed(0)
+    z_pos, z_neg = torch.randn(64, 2, generator=g, requires_grad=True), torch.randn(64, 2, generator=g, requires_grad=True)
+    target = torch.randint(0, 2, (64,), generator=g)
+    w = 0.7
+    counterfactual_loss(z_pos, z_neg, target, w).backward()
+    assert torch.allclose(z_neg.grad, -w * z_pos.grad)
+    assert (z_neg.grad.gather(1, target[:, None]) > 0).all()  # descent lowers the true pair's z_neg
+    stepped = z_neg.detach() - 50.0 * z_neg.grad
+    acc = lambda z: float(((-z).argmax(1) == target).float().mean())  # noqa: E731
+    assert acc(stepped) > acc(z_neg.detach())
+    z_neg.grad = None
+    counterfactual_loss(z_pos, z_neg, target, 0.0).backward()
+    assert z_neg.grad is None or not z_neg.grad.any()

@@ -381,6 +381,29 @@ def _finite(probe: dict) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in probe.items()}
 
 
+@torch.no_grad()
+def branch_accuracies(model, scorer, test: SplitData, trials) -> dict:
+    """Per direction, the 1:2 accuracy on the endpoint trials of the counterfactual prediction's
+    parts (Eq. 20-22): z_pos alone, -z_neg alone (above 0.5: the negative branch scores the true
+    pair LOW, an anti-identity matcher) and z = z_pos - w z_neg, and the correlation of the two
+    branches' candidate logit differences; {} for a model without a negative branch or scored by
+    cosine. Reuses the scorer's embeddings of ``test``."""
+    if model.cfg.select_route == "cosine" or not model.cfg.use_nia:
+        return {}
+    out = {}
+    for d, tr in trials.items():
+        q_mod, c_mod = _modalities(d)
+        q = scorer.embed(test, q_mod)[torch.as_tensor(np.asarray(tr.query))]
+        c = scorer.embed(test, c_mod)[torch.as_tensor(np.asarray(tr.candidates))]
+        z, z_pos, z_neg = (t.float().cpu() for t in model.match_logits(q.to(scorer.device), c.to(scorer.device), scorer.w))
+        target = np.asarray(tr.target)
+        acc = {name: float(metrics.matching_correct(logits, target, TRIAL_SEED).mean())
+               for name, logits in (("z", z), ("z_pos", z_pos), ("minus_z_neg", -z_neg))}
+        corr = float(np.corrcoef((z_pos[:, 0] - z_pos[:, 1]).numpy(), (z_neg[:, 0] - z_neg[:, 1]).numpy())[0, 1])
+        out[d] = {**acc, "corr_dz_pos_neg": corr, "w": float(scorer.w)}
+    return out
+
+
 # --- 2, 3, 5: per-trial correctness under each condition --------------------------------------
 def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     """Every endpoint of one trained model on the test-bed (see the module docstring)."""
@@ -411,4 +434,5 @@ def run_endpoints(model, cfg, world: dict, device="cpu") -> dict:
     record["probes"] = local_probes(model, test, device, scorer)  # the same scorer: test embedded once
     if is_fair(cfg.world_preset):  # issue 25 (the local test-bed's records keep their keys)
         record["attention_shift"] = paired_attention_shifts(model, test, conditions["dose0"], device)
+        record["branches"] = branch_accuracies(model, scorer, test, trials)
     return record
