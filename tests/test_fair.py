@@ -273,6 +273,14 @@ def test_fair_grids(monkeypatch):
     assert W.FAIR_CALIBRATED is None and grids.fair_runs() == []
     with pytest.raises(ValueError, match="FAIR_CALIBRATED"):
         run_grid("fair", "/nonexistent-results")
+    if W.FAIR_HEADROOM_WORLD is None:
+        assert grids.fair_headroom_runs() == []
+        with pytest.raises(ValueError, match="FAIR_HEADROOM_WORLD"):
+            run_grid("fair-headroom", "/nonexistent-results")
+    monkeypatch.setattr(W, "FAIR_HEADROOM_WORLD", ("fair", 2.0))
+    check = grids.fair_headroom_runs()
+    assert [(r.name, r.seed) for r in check] == [(a, s) for s in range(5) for a in ("baseline", "oracle")]
+    assert grids.get_grid("fair-headroom").store == "fair"
     monkeypatch.setattr(W, "FAIR_CALIBRATED", 1.5)
     assert grids.fair_runs() == []  # the world is part of the calibration
     monkeypatch.setattr(W, "FAIR_CALIBRATED_WORLD", "fair-centre")
@@ -285,6 +293,10 @@ def test_fair_grids(monkeypatch):
         assert cfg.world_preset == "fair-centre" and cfg.world_local_scale == 1.5 and cfg.epochs == W.FAIR_EPOCHS
         assert cfg.channels_last
         assert cfg.token_masks == {"oracle": "oracle", "supervised": "supervised"}.get(r.name, "none")
+    monkeypatch.setattr(W, "FAIR_CALIBRATED_WORLD", "fair")
+    monkeypatch.setattr(W, "FAIR_CALIBRATED", 2.0)  # the check's world kept: the grid reuses its runs
+    assert {r.run_id for r in check} <= {r.run_id for r in grids.fair_runs()}
+    assert {(r.run_id, r.overrides) for r in check} <= {(r.run_id, r.overrides) for r in grids.fair_runs()}
 
 
 def test_stage2_grid_and_worlds():
@@ -495,38 +507,49 @@ def _first_commit_setting(pattern: str, *homes: str) -> str | None:
     return found[0] if found else None
 
 
-def _first_commit_adding(store: Path) -> str | None:
-    found = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", str(store.relative_to(ROOT))).splitlines()
-    return found[0] if found else None
-
-
 def _is_ancestor(a: str, b: str) -> bool:
     return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=ROOT).returncode == 0
 
 
-@pytest.mark.parametrize("pattern, homes, store", [
-    (r"^FAIR_CALIBRATED: float \| None = [0-9]", (WORLD_HOME,), "fair"),
-    (r'^FAIR_CALIBRATED_WORLD: str \| None = "', (WORLD_HOME,), "fair"),
-    (r"^FAIR_COMPARISONS = ", ("bianet_lib/experiments/preregistration.py",), "fair"),
-    (r"^FAIR_OUTCOMES = ", ("bianet_lib/experiments/preregistration.py",), "fair"),
-    (r"^W_ATTN_SUPERVISION = ", ("bianet_lib/experiments/grids.py",), "fair"),
-    (r"^FAIR_WORLD_CONSTRAINTS = ", (WORLD_HOME,), "fair-calibration"),
-    (r"^FAIR_CALIBRATION_SETTINGS = ", (WORLD_HOME,), "fair-calibration"),
-    (r"^FAIR_STAGE2: ", (WORLD_HOME,), "fair-calibration-2"),
-], ids=["setting", "world", "comparisons", "outcomes", "supervision-weight", "constraints", "stage1", "stage2"])
-def test_fair_preregistration_precedes_the_runs_it_governs(pattern, homes, store):
+METHOD_ARMS = ("bianet", "supervised", "control")
+
+
+def _first_commit_adding_runs(store: str, arms=None) -> str | None:
+    """The first commit adding a run file under results/experiments/STORE (of ``arms`` only)."""
+    folder = RESULTS / store
+    paths = ([str((folder / f"{a}__s{s}.json").relative_to(ROOT)) for a in arms for s in grids.FAIR_SEEDS]
+             if arms else [str(folder.relative_to(ROOT))])
+    found = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", *paths).splitlines()
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("pattern, homes, store, arms", [
+    (r"^FAIR_CALIBRATED: float \| None = [0-9]", (WORLD_HOME,), "fair", METHOD_ARMS),
+    (r'^FAIR_CALIBRATED_WORLD: str \| None = "', (WORLD_HOME,), "fair", METHOD_ARMS),
+    (r"^FAIR_HEADROOM_WORLD: .*= \(", (WORLD_HOME,), "fair", W.FAIR_HEADROOM_ARMS),
+    (r"^FAIR_HEADROOM_ARMS = ", (WORLD_HOME,), "fair", None),
+    (r"^FAIR_COMPARISONS = ", ("bianet_lib/experiments/preregistration.py",), "fair", None),
+    (r"^FAIR_OUTCOMES = ", ("bianet_lib/experiments/preregistration.py",), "fair", None),
+    (r"^W_ATTN_SUPERVISION = ", ("bianet_lib/experiments/grids.py",), "fair", None),
+    (r"^FAIR_WORLD_CONSTRAINTS = ", (WORLD_HOME,), "fair-calibration", None),
+    (r"^FAIR_CALIBRATION_SETTINGS = ", (WORLD_HOME,), "fair-calibration", None),
+    (r"^FAIR_STAGE2: ", (WORLD_HOME,), "fair-calibration-2", None),
+], ids=["setting", "world", "headroom-world", "headroom-check", "comparisons", "outcomes", "supervision-weight",
+        "constraints", "stage1", "stage2"])
+def test_fair_preregistration_precedes_the_runs_it_governs(pattern, homes, store, arms):
     """The commit that first wrote each pre-registered item is an ancestor of the first commit that
-    added a run it governs (calibration constants before calibration runs; the calibrated world,
-    the comparisons, the outcomes and the supervised arm's weight before the first arm of the grid).
-    Skipped on a shallow clone, which lacks the history."""
+    added a run it governs: calibration constants before calibration runs; the headroom check and
+    its world before its baseline and oracle runs; the calibrated world before any method arm
+    (BIANet, supervised attention, the control); the comparisons, outcomes and the supervised arm's
+    weight before the first run of the grid. Skipped on a shallow clone, which lacks the history."""
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order cannot be read")
-    first_run = _first_commit_adding(RESULTS / store)
+    first_run = _first_commit_adding_runs(store, arms)
     if first_run is None:
         return  # nothing governed is committed yet
     set_at = _first_commit_setting(pattern, *homes)
     assert set_at, f"runs under results/experiments/{store} are committed but {pattern!r} never was"
-    assert _is_ancestor(set_at, first_run), f"{pattern!r} was committed after the first run of {store}"
+    assert _is_ancestor(set_at, first_run), f"{pattern!r} was committed after the first run it governs"
 
 
 def test_only_the_baseline_ran_during_calibration():
@@ -544,24 +567,45 @@ def _measured_coverage(world: str, setting: float) -> float:
 
 
 def test_the_committed_world_is_the_rule_on_the_committed_calibration():
-    """FAIR_CALIBRATED(_WORLD) is what the rules give on the committed baseline-only runs: stage 1
-    (the fair world's settings) first, stage 2 only when stage 1 gives None; None while the
-    calibration is incomplete."""
+    """FAIR_CALIBRATED(_WORLD) and FAIR_HEADROOM_WORLD are what the rules give on the committed
+    baseline-only runs: stage 1 (the fair world's settings) first, stage 2 only when stage 1 gives
+    None, the headroom check's world only when stage 2 gives None too (then FAIR_CALIBRATED stays
+    None unless the check found headroom, and then it is the check's world); every committed run of
+    the grid is in the world its arm was allowed to run in."""
     rows1 = W.calibration_rows(RESULTS / "fair-calibration")
     rows2 = W.calibration_rows(RESULTS / "fair-calibration-2")
     stage1_done = {r["scale"] for r in rows1} >= set(W.FAIR_CALIBRATION_SETTINGS)
-    cov1 = {s: _measured_coverage("fair", s) for s in W.FAIR_CALIBRATION_SETTINGS}
-    picked = W.choose_fair_setting(rows1, cov1) if stage1_done else None
-    expected = ("fair", picked) if picked is not None else None
+    stage2_done = {(r["world"], r["scale"]) for r in rows2} >= set(W.FAIR_STAGE2)
+    cov = {("fair", s): _measured_coverage("fair", s) for s in W.FAIR_CALIBRATION_SETTINGS}
+    picked = W.choose_fair_setting(rows1, {s: c for (_, s), c in cov.items()}) if stage1_done else None
+    expected, check = (("fair", picked) if picked is not None else None), None
     if stage1_done and picked is None:
         assert rows1 and max(max(r["vf_drop"], r["fv_drop"]) for r in rows1) < W.FAIR_WORLD_CONSTRAINTS["min_baseline_drop"]
-        cov2 = {c: _measured_coverage(*c) for c in W.FAIR_STAGE2}
-        expected = W.choose_fair_world(rows2, cov2)
+        cov |= {c: _measured_coverage(*c) for c in W.FAIR_STAGE2}
+        expected = W.choose_fair_world(rows2, cov)
+        if expected is None and stage2_done:
+            check = W.headroom_world(rows1 + rows2, cov)
     got = None if W.FAIR_CALIBRATED is None else (W.FAIR_CALIBRATED_WORLD, W.FAIR_CALIBRATED)
-    assert got == expected
-    for path in (RESULTS / "fair").glob("*.json"):  # every arm of the grid runs in that world
+    assert W.FAIR_HEADROOM_WORLD == check
+    if check is None:
+        assert got == expected
+    else:
+        assert got in (None, check)  # None until the check finds headroom
+    for path in (RESULTS / "fair").glob("*.json"):
         cfg = json.loads(path.read_text())["config"]
-        assert (cfg["world_preset"], cfg["world_local_scale"]) == expected, path
+        arm = path.stem.split("__")[0]
+        allowed = check if (check is not None and arm in W.FAIR_HEADROOM_ARMS) else got
+        assert (cfg["world_preset"], cfg["world_local_scale"]) == allowed, path
+
+
+def test_headroom_world():
+    rows = [{"world": w, "scale": s, "vf_drop": a, "fv_drop": b} for w, s, a, b in
+            (("fair", 1.0, 0.012, 0.020), ("fair", 2.0, 0.023, 0.030), ("fair-centre", 2.0, -0.04, -0.06),
+             ("fair-whole-c3", 2.0, 0.020, 0.014))]
+    cov = {(r["world"], r["scale"]): 0.25 for r in rows}
+    assert W.headroom_world(rows, cov) == ("fair", 2.0)  # largest smaller-of-two drop
+    assert W.headroom_world(rows, {**cov, ("fair", 2.0): 0.5}) == ("fair-whole-c3", 2.0)  # 0.014 > 0.012
+    assert W.headroom_world([rows[2]], cov) is None
 
 
 def test_the_negative_branch_is_trained_to_score_the_true_pair_low():

@@ -195,6 +195,27 @@ def fair_calibration2_runs() -> list[Run]:
             for w, s in FAIR_STAGE2]
 
 
+def fair_headroom_runs(seeds=FAIR_SEEDS) -> list[Run]:
+    """The headroom check (experiments.world.FAIR_HEADROOM_WORLD): the baseline and the oracle in
+    the check's world, seed-major; the fair grid's own runs of these arms when the world is kept
+    (same store, same configs); empty until the check's world is committed."""
+    from bianet_lib.experiments.world import FAIR_HEADROOM_ARMS, FAIR_HEADROOM_WORLD
+
+    if FAIR_HEADROOM_WORLD is None:
+        return []
+    world, setting = FAIR_HEADROOM_WORLD
+    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={world}", f"world_local_scale={setting}"), s)
+            for s in seeds for a in FAIR_HEADROOM_ARMS]
+
+
+def require_fair_headroom_world() -> None:
+    from bianet_lib.experiments.world import FAIR_HEADROOM_WORLD
+
+    if FAIR_HEADROOM_WORLD is None:
+        raise ValueError("grid 'fair-headroom': experiments.world.FAIR_HEADROOM_WORLD is None; commit the world "
+                         "headroom_world picks on the committed calibration first")
+
+
 def require_fair_calibrated() -> None:
     """The ``fair`` grid's guard: no arm runs before the calibrated setting is committed."""
     from bianet_lib.experiments.world import FAIR_CALIBRATED, FAIR_CALIBRATED_WORLD
@@ -366,6 +387,10 @@ GRIDS: dict[str, Grid] = {
     "fair-calibration-2": Grid("fair-calibration-2", fair_calibration2_runs(), "cpu-small", _fair_base(),
                                "the fair world's calibration stage 2 (salient faces, p = 1): the baseline alone, seed 0",
                                workers=2),
+    "fair-headroom": Grid("fair-headroom", fair_headroom_runs(), "cpu-small", _fair_base(),
+                          "the fair test-bed's headroom check: the baseline and the oracle, 5 seeds, in the "
+                          "calibrated world where the baseline lost most", workers=2, store="fair",
+                          check=require_fair_headroom_world),
     "fair": Grid("fair", fair_runs(), "cpu-small", _fair_base(),
                  "the fair world: baseline, BIANet, the oracle, supervised attention and the control, 5 seeds",
                  workers=2, check=require_fair_calibrated),

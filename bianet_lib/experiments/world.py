@@ -197,6 +197,19 @@ FAIR_CALIBRATED_WORLD: str | None = None
 FAIR_STAGE2: tuple[tuple[str, float], ...] = (("fair-whole-c3", 2.0), ("fair-centre", 2.0),
                                               ("fair-centre-c3", 2.0))
 
+#: When neither stage reaches the target (written down after stage 2's three worlds had all missed
+#: it, before any other arm ran on any fair world): the headroom check. The claim cannot be tested
+#: in a world where even removing the interfered tokens does not help, so the oracle (the ceiling of
+#: any token-selecting mechanism) and the baseline train first, 5 seeds each, in the calibrated world
+#: where the baseline lost most (``headroom_world``: the largest of the two directions' smaller mean
+#: drop, coverage within the constraint). Decision (stats.fair_outcome over the family's first
+#: comparison, oracle - baseline, Holm over its 2 endpoints x 2 directions): "no_headroom" ends the
+#: test-bed there, and BIANet, supervised attention and the control are not trained; otherwise that
+#: world becomes FAIR_CALIBRATED(_WORLD) and the remaining arms run as pre-registered.
+FAIR_HEADROOM_ARMS = ("baseline", "oracle")
+#: The check's world and setting: ``headroom_world`` on the committed calibration; None before it.
+FAIR_HEADROOM_WORLD: tuple[str, float] | None = None
+
 
 def token_coverage(split, cfg) -> dict[str, np.ndarray]:
     """Per sample and modality, the share of the model's map tokens that carry interference
@@ -223,6 +236,22 @@ def choose_fair_setting(rows: list[dict], coverage: dict[float, float],
     setting) reaches the target in both directions; None if none does."""
     ok = [r for r in rows if coverage.get(r["scale"], np.inf) <= constraints["max_token_coverage"]]
     return choose_scale(ok, constraints["min_baseline_drop"])
+
+
+def headroom_world(rows: list[dict], coverage: dict[tuple[str, float], float],
+                   constraints: dict = FAIR_WORLD_CONSTRAINTS) -> tuple[str, float] | None:
+    """The headroom check's world: among the calibration rows (keys "world", "scale") whose
+    coverage is within the constraint, the (world, setting) whose smaller mean drop over the two
+    directions is largest; None when none has a positive drop in both directions."""
+    best, best_drop = None, 0.0
+    for key in dict.fromkeys((r["world"], r["scale"]) for r in rows):
+        if coverage.get(key, np.inf) > constraints["max_token_coverage"]:
+            continue
+        rs = [r for r in rows if (r["world"], r["scale"]) == key]
+        drop = min(np.mean([r[f"{d}_drop"] for r in rs]) for d in DIRECTIONS)
+        if drop > best_drop:
+            best, best_drop = key, drop
+    return best
 
 
 def choose_fair_world(rows: list[dict], coverage: dict[tuple[str, float], float],
