@@ -132,3 +132,29 @@ def test_compare_separates_differing_from_configurations_the_old_code_cannot_run
     assert eq.compare(old, new) == (["crashed", "other"], ["new-field"])
     # the working tree must run every case: one it refuses is a difference, not a skip
     assert eq.compare({"x": eq.REFUSED}, {"x": eq.REFUSED}) == (["x"], [])
+
+
+def test_an_older_library_raising_on_bad_input_counts_as_refused(tmp_path):
+    """A library whose command line raises ValueError on a configuration it cannot run (an older
+    revision meeting a world preset it lacks) gives that case REFUSED, not a crashed battery."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(ROOT / "bianet_lib", old / "bianet_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    cli = old / "bianet_lib" / "cli.py"
+    text = cli.read_text()
+    head = "def main(argv: list[str] | None = None) -> int:\n"
+    assert head in text
+    cli.write_text(text.replace(head, head + "    raise ValueError(\"world_preset='new': expected one of ('old',)\")\n", 1))
+    case = {COURSE_CASE: eq.battery_cases(ROOT)[COURSE_CASE]}
+    assert eq.run_battery(old, case, tmp_path / "b") == {COURSE_CASE: eq.REFUSED}
+
+
+def test_unfinished_grid_runs_are_not_committed_configurations(tmp_path):
+    run = tmp_path / "results" / "experiments" / "g" / "runs" / "a__s0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("epochs: 3\n")
+    rec = {"metrics": {}, "config": {"epochs": 2}}
+    (run / "results.json").write_text(json.dumps(rec))
+    (tmp_path / "results" / "experiments" / "g" / "a__s0.json").write_text(json.dumps(rec))
+    assert eq.committed_configs(tmp_path) == {"results/experiments/g/a__s0.json": {"epochs": 2}}
