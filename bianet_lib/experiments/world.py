@@ -208,7 +208,9 @@ FAIR_STAGE2: tuple[tuple[str, float], ...] = (("fair-whole-c3", 2.0), ("fair-cen
 #: world becomes FAIR_CALIBRATED(_WORLD) and the remaining arms run as pre-registered.
 FAIR_HEADROOM_ARMS = ("baseline", "oracle")
 #: The check's world and setting: ``headroom_world`` on the committed calibration; None before it.
-FAIR_HEADROOM_WORLD: tuple[str, float] | None = None
+#: On the six committed runs (stage 1 drops 0.012-0.030, stage 2 0.014-0.020 or negative): the fair
+#: world at setting 1.5 (p = 0.75, drops 0.023 / 0.024), a hair above setting 2 (0.023 / 0.030).
+FAIR_HEADROOM_WORLD: tuple[str, float] | None = ("fair", 1.5)
 
 
 def token_coverage(split, cfg) -> dict[str, np.ndarray]:
