@@ -65,7 +65,11 @@ def calibration_markdown(results_dir: str | Path) -> str:
               f"sample's tokens, and a baseline clean-twin drop at 1:2 of at least {c['min_baseline_drop']:g} in both "
               "directions. Stage 1: the smallest share of affected samples that reaches it; stage 2 (written down "
               "after stage 1 reached none): the first salient world, in the order listed, that reaches it."]
-    if W.FAIR_CALIBRATED is None:
+    if W.FAIR_CALIBRATED is None and W.FAIR_HEADROOM_WORLD is not None:
+        world, setting = W.FAIR_HEADROOM_WORLD
+        lines.append(f"No world reached the target. The headroom check's world, committed before its runs "
+                     f"(the largest smaller-of-two drop): **{world}, setting {setting:g}**.")
+    elif W.FAIR_CALIBRATED is None:
         lines.append("Chosen: none yet (the fair grid does not run before a world is chosen and committed).")
     else:
         lines.append(f"Chosen and committed before any other arm ran: **{W.FAIR_CALIBRATED_WORLD}, setting "
