@@ -466,6 +466,12 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
     assert "| bianet | VF |" in md and "| supervised | FV |" in md  # headroom recovered, per direction
     assert "| bianet | face | PIA |" in md and "| baseline | face |" not in md  # shifts: arms with attention
     assert "INTERIM" not in md and f"Outcome: **{stats.fair_outcome(family)}**" in md
+    check = tmp_path / "check"  # the headroom check alone: its own verdict, never a family outcome
+    check.mkdir()
+    for a in ("baseline", "oracle"):
+        (check / f"{a}__s0.json").write_text((out / f"{a}__s0.json").read_text())
+    md = report.fair_markdown(check, n_boot=100)
+    assert "Headroom check: " in md and "Outcome:" not in md and "| bianet |" not in md
 
 
 def test_the_cli_refuses_the_fair_grid_before_its_calibration(tmp_path, capsys):

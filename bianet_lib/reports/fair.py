@@ -100,6 +100,7 @@ def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
     from bianet_lib.experiments.preregistration import FAIR_COMPARISONS
     from bianet_lib.experiments.records import _family_progress, clusters_for, load_records
     from bianet_lib.experiments.stats import arm_table, compare_arms, fair_headroom, fair_outcome
+    from bianet_lib.experiments.world import FAIR_HEADROOM_ARMS
     from bianet_lib.reports.testbed import _comparison_lines, _verdict
 
     records = load_records(results_dir)
@@ -134,6 +135,12 @@ def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
     if done < total:
         verdict.insert(0, f"INTERIM: {done} of the {total} pre-registered runs have finished (seed-major); "
                           "the comparisons are a progress report, the verdict is the analysis over all of them.")
+    elif set(records) <= set(FAIR_HEADROOM_ARMS):  # the headroom check alone (world.FAIR_HEADROOM_WORLD)
+        verdict.append("Headroom check: " + (
+            f"**no_headroom** ({OUTCOME_MEANING['no_headroom']}); BIANet, supervised attention and the control "
+            "are not trained." if outcome == "no_headroom" else
+            "the oracle's clean-twin drop is significantly below the baseline's in both directions: there is "
+            "headroom, so this world becomes the calibrated one and the method arms run next."))
     else:
         verdict.append(f"Outcome: **{outcome}** ({OUTCOME_MEANING[outcome]}).")
     return "\n".join(lines + ["", " ".join(verdict)])
