@@ -45,11 +45,8 @@ _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _FACE, _VOICE, _VIDEO, _LOCAL_FACE, _LOCAL_VOICE = 0, 1, 2, 3, 4
 FACE_LOCAL_KINDS = ("face", "texture")     # a patch of another identity's face, a textured occluder
 VOICE_LOCAL_KINDS = ("speaker", "noise")   # bursts of another identity's voice, of white/pink noise
-#: What a "face" box shows: the same place of another identity's face image ("region"), or that
-#: whole image downscaled into the box ("whole": a second face in the frame, issue 25's salient world)
-FACE_LOCAL_SOURCES = ("region", "whole")
-#: Where a token-snapped face box lies: anywhere on the map (drawn), or always at its centre
-FACE_LOCAL_PLACES = ("anywhere", "centre")
+FACE_LOCAL_SOURCES = ("region", "whole")  # a box shows another face's same place, or it whole, downscaled
+FACE_LOCAL_PLACES = ("anywhere", "centre")  # where a token-snapped face box lies
 N_FACE_PRIVATE, N_VOICE_PRIVATE = 15, 10
 # What the shortcut predicts: 'm' identities get the first half of the classes, 'f' the second.
 FACE_BG_HALF = {"m": (0, 1, 2), "f": (3, 4, 5)}
@@ -183,9 +180,7 @@ PRESETS: dict[str, dict] = {
                  face_local=0.25, face_local_kinds="face", voice_local=0.25, voice_local_db=10.0,
                  voice_local_kinds="speaker", voice_local_bursts=1, face_token_grid=-1, voice_tokens=-1),
 }
-# issue 25, calibration stage 2 (experiments.world.FAIR_STAGE2): the fair world with salient face
-# interference at the same coverage: another identity's whole face downscaled into the box (a second
-# face in the frame), its contrast stretched 3x, or placed over the centre (eyes, nose, mouth), or both
+# issue 25's calibration stage 2 (experiments.world.FAIR_STAGE2): salient faces at the same coverage
 _FAIR_WHOLE = PRESETS["fair"] | dict(face_local_source="whole")
 PRESETS |= {"fair-whole-c3": _FAIR_WHOLE | dict(face_local_contrast=3.0),
             "fair-centre": _FAIR_WHOLE | dict(face_local_place="centre"),
