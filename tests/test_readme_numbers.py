@@ -21,7 +21,7 @@ from bianet_lib.reports.blocks import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER_KINDS = ("calibration-table", "testbed-table", "testbed-long-table")
+FOLDER_KINDS = ("calibration-table", "testbed-table", "testbed-long-table", "fair-calibration-table", "fair-table")
 
 
 def test_the_documents_with_blocks_are_the_readme_and_docs():
@@ -57,8 +57,8 @@ def _copy_sources(text: str, dst: Path) -> None:
     """Copy every result file or folder the blocks of ``text`` read into ``dst`` (same relative paths)."""
     for knd, hdr, _ in readme_blocks(text):
         if knd in FOLDER_KINDS:  # a folder of run JSONs
-            if not (dst / hdr.strip()).exists():
-                shutil.copytree(ROOT / hdr.strip(), dst / hdr.strip(), ignore=shutil.ignore_patterns("runs"))
+            shutil.copytree(ROOT / hdr.strip(), dst / hdr.strip(), ignore=shutil.ignore_patterns("runs"),
+                            dirs_exist_ok=True)
             continue
         if knd == "gpu-report":  # one report file
             (dst / hdr.strip()).parent.mkdir(parents=True, exist_ok=True)
