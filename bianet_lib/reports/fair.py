@@ -136,9 +136,13 @@ def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         verdict.insert(0, f"INTERIM: {done} of the {total} pre-registered runs have finished (seed-major); "
                           "the comparisons are a progress report, the verdict is the analysis over all of them.")
     elif set(records) <= set(FAIR_HEADROOM_ARMS):  # the headroom check alone (world.FAIR_HEADROOM_WORLD)
+        better = [c["direction"].upper() for c in comps if c["comparison"] == "oracle - baseline"
+                  and c["endpoint"] == "clean_twin_drop" and c["significant"] and c["diff"] < 0]
         verdict.append("Headroom check: " + (
-            f"**no_headroom** ({OUTCOME_MEANING['no_headroom']}); BIANet, supervised attention and the control "
-            "are not trained." if outcome == "no_headroom" else
+            f"**no_headroom** by the pre-registered rule (the oracle's clean-twin drop must be significantly below "
+            f"the baseline's in both directions; it is in {len(better)} of 2{': ' + ', '.join(better) if better else ''}): "
+            "this world cannot test the claim, and BIANet, supervised attention and the control are not trained."
+            if outcome == "no_headroom" else
             "the oracle's clean-twin drop is significantly below the baseline's in both directions: there is "
             "headroom, so this world becomes the calibrated one and the method arms run next."))
     else:
