@@ -297,6 +297,15 @@ def test_fair_grids(monkeypatch):
     monkeypatch.setattr(W, "FAIR_CALIBRATED", 2.0)  # the check's world kept: the grid reuses its runs
     assert {r.run_id for r in check} <= {r.run_id for r in grids.fair_runs()}
     assert {(r.run_id, r.overrides) for r in check} <= {(r.run_id, r.overrides) for r in grids.fair_runs()}
+    monkeypatch.setattr(W, "FAIR_EXPLORATORY_WORLD", None)
+    assert grids.fair_exploratory_runs() == []
+    with pytest.raises(ValueError, match="FAIR_EXPLORATORY_WORLD"):
+        run_grid("fair-exploratory", "/nonexistent-results")
+    monkeypatch.setattr(W, "FAIR_EXPLORATORY_WORLD", ("fair", 2.0))
+    explore = grids.fair_exploratory_runs()  # the method arms, seed-major, in the check's store and world
+    assert [(r.name, r.seed) for r in explore] == [(a, s) for s in range(5) for a in ("bianet", "supervised", "control")]
+    assert grids.get_grid("fair-exploratory").store == "fair"
+    assert {(r.run_id, r.overrides) for r in explore} <= {(r.run_id, r.overrides) for r in grids.fair_runs()}
 
 
 def test_stage2_grid_and_worlds():
@@ -426,6 +435,7 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
     import json
 
     from bianet_lib.experiments import runner
+    from bianet_lib.experiments.bits import unpack_bits
     from bianet_lib.experiments.preregistration import FAIR_COMPARISONS, FAIR_OUTCOMES
     from bianet_lib.experiments.records import clusters_for, load_records
 
@@ -448,7 +458,10 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
         assert bool(ep["branches"]) == bool(rec["config"]["use_nia"]), a
         for d, b in ep["branches"].items():
             assert b["z"] == ep["directions"][d]["accuracy"]["dose1"]  # z is the route the run is scored on
-            assert set(b) == {"z", "z_pos", "minus_z_neg", "corr_dz_pos_neg", "w"}
+            assert set(b) == {"z", "z_pos", "minus_z_neg", "corr_dz_pos_neg", "w", "n_trials", "bits"}
+            for part in ("z", "z_pos", "minus_z_neg"):  # the stored trials are the accuracy's
+                assert unpack_bits(b["bits"][part], b["n_trials"]).mean() == b[part]
+            assert b["bits"]["z"] == ep["directions"][d]["bits"]["dose1"]
     records = load_records(out)
     clusters = clusters_for(records["baseline"][0])
     rows = stats.fair_headroom(records, clusters, n_boot=100)
@@ -502,6 +515,7 @@ def test_reading_the_map_grids_leaves_the_random_stream_alone():
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "experiments"
 WORLD_HOME = "bianet_lib/experiments/world.py"
+PREREG_HOME = "bianet_lib/experiments/preregistration.py"
 
 
 def _git(*args) -> str:
@@ -534,14 +548,19 @@ def _first_commit_adding_runs(store: str, arms=None) -> str | None:
     (r'^FAIR_CALIBRATED_WORLD: str \| None = "', (WORLD_HOME,), "fair", METHOD_ARMS),
     (r"^FAIR_HEADROOM_WORLD: .*= \(", (WORLD_HOME,), "fair", W.FAIR_HEADROOM_ARMS),
     (r"^FAIR_HEADROOM_ARMS = ", (WORLD_HOME,), "fair", None),
-    (r"^FAIR_COMPARISONS = ", ("bianet_lib/experiments/preregistration.py",), "fair", None),
-    (r"^FAIR_OUTCOMES = ", ("bianet_lib/experiments/preregistration.py",), "fair", None),
+    (r"^FAIR_COMPARISONS = ", (PREREG_HOME,), "fair", None),
+    (r"^FAIR_OUTCOMES = ", (PREREG_HOME,), "fair", None),
     (r"^W_ATTN_SUPERVISION = ", ("bianet_lib/experiments/grids.py",), "fair", None),
     (r"^FAIR_WORLD_CONSTRAINTS = ", (WORLD_HOME,), "fair-calibration", None),
     (r"^FAIR_CALIBRATION_SETTINGS = ", (WORLD_HOME,), "fair-calibration", None),
     (r"^FAIR_STAGE2: ", (WORLD_HOME,), "fair-calibration-2", None),
+    (r"^FAIR_EXPLORATORY_WORLD: .*= \(", (WORLD_HOME,), "fair", W.FAIR_EXPLORATORY_ARMS),
+    (r"^FAIR_EXPLORATORY_COMPARISONS = ", (PREREG_HOME,), "fair", W.FAIR_EXPLORATORY_ARMS),
+    (r"^FAIR_EXPLORATORY_READINGS = ", (PREREG_HOME,), "fair", W.FAIR_EXPLORATORY_ARMS),
+    (r"^FAIR_BRANCH_COMPARISON = ", (PREREG_HOME,), "fair", W.FAIR_EXPLORATORY_ARMS),
 ], ids=["setting", "world", "headroom-world", "headroom-check", "comparisons", "outcomes", "supervision-weight",
-        "constraints", "stage1", "stage2"])
+        "constraints", "stage1", "stage2", "exploratory-world", "exploratory-comparisons", "exploratory-readings",
+        "branch-comparison"])
 def test_fair_preregistration_precedes_the_runs_it_governs(pattern, homes, store, arms):
     """The commit that first wrote each pre-registered item is an ancestor of the first commit that
     added a run it governs: calibration constants before calibration runs; the headroom check and
@@ -550,6 +569,11 @@ def test_fair_preregistration_precedes_the_runs_it_governs(pattern, homes, store
     weight before the first run of the grid. Skipped on a shallow clone, which lacks the history."""
     if _git("rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the commit order cannot be read")
+    if pattern.startswith("^FAIR_CALIBRATED") and W.FAIR_CALIBRATED is None:
+        # no confirmatory grid: method arms in the store are the exploratory family's, governed
+        # by its own declaration (the exploratory-* cases)
+        assert _first_commit_adding_runs(store, arms) is None or W.FAIR_EXPLORATORY_WORLD is not None
+        return
     first_run = _first_commit_adding_runs(store, arms)
     if first_run is None:
         return  # nothing governed is committed yet
@@ -600,8 +624,36 @@ def test_the_committed_world_is_the_rule_on_the_committed_calibration():
     for path in (RESULTS / "fair").glob("*.json"):
         cfg = json.loads(path.read_text())["config"]
         arm = path.stem.split("__")[0]
-        allowed = check if (check is not None and arm in W.FAIR_HEADROOM_ARMS) else got
+        allowed = check if (check is not None and arm in W.FAIR_HEADROOM_ARMS) else (got or W.FAIR_EXPLORATORY_WORLD)
         assert (cfg["world_preset"], cfg["world_local_scale"]) == allowed, path
+
+
+def test_the_exploratory_family_follows_a_finished_no_headroom_check():
+    """The exploratory family may only be declared in the headroom check's world, after all of the
+    check's runs were committed and their pre-registered reading was no_headroom (with headroom the
+    method arms are the confirmatory grid's, FAIR_CALIBRATED)."""
+    if W.FAIR_EXPLORATORY_WORLD is None:
+        return
+    assert W.FAIR_CALIBRATED is None and W.FAIR_EXPLORATORY_WORLD == W.FAIR_HEADROOM_WORLD
+    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS
+    from bianet_lib.experiments.records import clusters_for, load_records
+
+    records = load_records(RESULTS / "fair")
+    check = {a: records[a] for a in W.FAIR_HEADROOM_ARMS}
+    assert all(len(check[a]) == len(grids.FAIR_SEEDS) for a in W.FAIR_HEADROOM_ARMS)
+    rows = stats.compare_arms(check, clusters_for(check["baseline"][0]), comparisons=FAIR_COMPARISONS)
+    assert stats.fair_outcome(rows) == "no_headroom"
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        return
+    declared = _first_commit_setting(r"^FAIR_EXPLORATORY_WORLD: .*= \(", WORLD_HOME)
+    check_runs = [str((RESULTS / "fair" / f"{a}__s{s}.json").relative_to(ROOT))
+                  for a in W.FAIR_HEADROOM_ARMS for s in grids.FAIR_SEEDS]
+    for path in check_runs:  # every run of the check was committed before the declaration
+        added = _git("log", "--diff-filter=A", "--format=%H", "--", path).splitlines()
+        if declared is None:  # declared in the working tree, not yet committed
+            assert added, path
+        else:
+            assert added and _is_ancestor(added[-1], declared), path
 
 
 def test_headroom_world():

@@ -386,7 +386,8 @@ def branch_accuracies(model, scorer, test: SplitData, trials) -> dict:
     """Per direction, the 1:2 accuracy on the endpoint trials of the counterfactual prediction's
     parts (Eq. 20-22): z_pos alone, -z_neg alone (above 0.5: the negative branch scores the true
     pair LOW, an anti-identity matcher) and z = z_pos - w z_neg, and the correlation of the two
-    branches' candidate logit differences; {} for a model without a negative branch or scored by
+    branches' candidate logit differences, and each part's per-trial correctness (bit-packed, so
+    arms can be paired trial by trial); {} for a model without a negative branch or scored by
     cosine. Reuses the scorer's embeddings of ``test``."""
     if model.cfg.select_route == "cosine" or not model.cfg.use_nia:
         return {}
@@ -397,10 +398,11 @@ def branch_accuracies(model, scorer, test: SplitData, trials) -> dict:
         c = scorer.embed(test, c_mod)[torch.as_tensor(np.asarray(tr.candidates))]
         z, z_pos, z_neg = (t.float().cpu() for t in model.match_logits(q.to(scorer.device), c.to(scorer.device), scorer.w))
         target = np.asarray(tr.target)
-        acc = {name: float(metrics.matching_correct(logits, target, TRIAL_SEED).mean())
-               for name, logits in (("z", z), ("z_pos", z_pos), ("minus_z_neg", -z_neg))}
+        hits = {name: metrics.matching_correct(logits, target, TRIAL_SEED)
+                for name, logits in (("z", z), ("z_pos", z_pos), ("minus_z_neg", -z_neg))}
         corr = float(np.corrcoef((z_pos[:, 0] - z_pos[:, 1]).numpy(), (z_neg[:, 0] - z_neg[:, 1]).numpy())[0, 1])
-        out[d] = {**acc, "corr_dz_pos_neg": corr, "w": float(scorer.w)}
+        out[d] = {**{k: float(np.mean(v)) for k, v in hits.items()}, "corr_dz_pos_neg": corr, "w": float(scorer.w),
+                  "n_trials": len(target), "bits": {k: pack_bits(v) for k, v in hits.items()}}
     return out
 
 

@@ -216,6 +216,26 @@ def require_fair_headroom_world() -> None:
                          "headroom_world picks on the committed calibration first")
 
 
+def fair_exploratory_runs(seeds=FAIR_SEEDS) -> list[Run]:
+    """The exploratory family (experiments.world.FAIR_EXPLORATORY_WORLD): the method arms in the
+    headroom check's world, seed-major; empty until it is declared."""
+    from bianet_lib.experiments.world import FAIR_EXPLORATORY_ARMS, FAIR_EXPLORATORY_WORLD
+
+    if FAIR_EXPLORATORY_WORLD is None:
+        return []
+    world, setting = FAIR_EXPLORATORY_WORLD
+    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={world}", f"world_local_scale={setting}"), s)
+            for s in seeds for a in FAIR_EXPLORATORY_ARMS]
+
+
+def require_fair_exploratory_world() -> None:
+    from bianet_lib.experiments.world import FAIR_EXPLORATORY_WORLD
+
+    if FAIR_EXPLORATORY_WORLD is None:
+        raise ValueError("grid 'fair-exploratory': experiments.world.FAIR_EXPLORATORY_WORLD is None; declare "
+                         "the exploratory family first")
+
+
 def require_fair_calibrated() -> None:
     """The ``fair`` grid's guard: no arm runs before the calibrated setting is committed."""
     from bianet_lib.experiments.world import FAIR_CALIBRATED, FAIR_CALIBRATED_WORLD
@@ -391,6 +411,10 @@ GRIDS: dict[str, Grid] = {
                           "the fair test-bed's headroom check: the baseline and the oracle, 5 seeds, in the "
                           "calibrated world where the baseline lost most", workers=2, store="fair",
                           check=require_fair_headroom_world),
+    "fair-exploratory": Grid("fair-exploratory", fair_exploratory_runs(), "cpu-small", _fair_base(),
+                             "the fair test-bed's exploratory family: BIANet, supervised attention and the control, "
+                             "5 seeds, in the headroom check's world", workers=2, store="fair",
+                             check=require_fair_exploratory_world),
     "fair": Grid("fair", fair_runs(), "cpu-small", _fair_base(),
                  "the fair world: baseline, BIANet, the oracle, supervised attention and the control, 5 seeds",
                  workers=2, check=require_fair_calibrated),

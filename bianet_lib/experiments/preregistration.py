@@ -71,3 +71,27 @@ FAIR_OUTCOMES = {
     "only_supervised_takes_headroom": {"improves": (("oracle", "baseline"), ("supervised", "baseline")),
                                        "not": (("bianet", "baseline"),)},
 }
+
+
+#: The fair test-bed's exploratory family (world.FAIR_EXPLORATORY_WORLD; declared after the
+#: headroom check's no_headroom, before any of its runs): the method arms against the baseline and
+#: each other, Holm over comparisons x ENDPOINTS x directions (4 x 2 x 2 = 16 tests), reported apart
+#: from the confirmatory check and called exploratory wherever shown.
+FAIR_EXPLORATORY_COMPARISONS = (("bianet", "baseline"), ("supervised", "baseline"), ("supervised", "bianet"),
+                                ("bianet", "control"))
+
+#: Its reading, decided in F-V, the one direction where the oracle beat the baseline: a comparison
+#: "takes headroom" when its clean-twin drop difference is below 0 and Holm-significant in F-V (V-F
+#: is reported, not read: there is no headroom there to take). Any other pattern is "other".
+FAIR_EXPLORATORY_DIRECTION = "fv"
+FAIR_EXPLORATORY_READINGS = {
+    "none_takes_headroom": {"improves": (), "not": (("bianet", "baseline"), ("supervised", "baseline"))},
+    "bianet_takes_headroom": {"improves": (("bianet", "baseline"), ("bianet", "control")), "not": ()},
+    "only_supervised_takes_headroom": {"improves": (("supervised", "baseline"),), "not": (("bianet", "baseline"),)},
+}
+
+#: NIA's anti-identity (issue 25: does the supervised arm change it?): supervised - BIANet in the
+#: 1:2 accuracy of -z_neg alone (endpoints.branch_accuracies, per trial), per direction, with the
+#: hierarchical bootstrap over test identities and seeds, Holm over the 2 directions. "Changes"
+#: when both directions are Holm-significant, "unchanged" when neither is, else "mixed".
+FAIR_BRANCH_COMPARISON = ("supervised", "bianet", "minus_z_neg")

@@ -212,6 +212,17 @@ FAIR_HEADROOM_ARMS = ("baseline", "oracle")
 #: world at setting 1.5 (p = 0.75, drops 0.023 / 0.024), a hair above setting 2 (0.023 / 0.030).
 FAIR_HEADROOM_WORLD: tuple[str, float] | None = ("fair", 1.5)
 
+#: The exploratory family, declared after the headroom check ended the confirmatory test-bed
+#: (no_headroom: the oracle beats the baseline's clean-twin drop in F-V only, -0.018, not in V-F)
+#: and before any method arm ran on any fair world: BIANet, supervised attention and the control,
+#: 5 seeds, in the check's world beside its baseline and oracle runs (store "fair"). It cannot
+#: confirm the claim (by the confirmatory rule this world cannot test it); it asks, under its own
+#: Holm correction (preregistration.FAIR_EXPLORATORY_*), whether any arm takes the F-V headroom,
+#: where PIA's and NIA's attention moves, and whether attention supervision changes NIA's
+#: anti-identity. Must be the check's world, and only after a no_headroom check (a test).
+FAIR_EXPLORATORY_ARMS = ("bianet", "supervised", "control")
+FAIR_EXPLORATORY_WORLD: tuple[str, float] | None = ("fair", 1.5)
+
 
 def token_coverage(split, cfg) -> dict[str, np.ndarray]:
     """Per sample and modality, the share of the model's map tokens that carry interference
