@@ -428,6 +428,50 @@ def test_fair_outcome():
     assert stats.fair_outcome(rows({("oracle", "baseline")})) == "other"
 
 
+def test_fair_exploratory_reading_is_decided_in_fv_alone():
+    def rows(improving_fv, improving_vf=frozenset()):
+        return [{"comparison": f"{a} - {b}", "endpoint": "clean_twin_drop", "direction": d,
+                 "diff": -0.05 if (a, b) in (improving_fv if d == "fv" else improving_vf) else 0.0,
+                 "significant": (a, b) in (improving_fv if d == "fv" else improving_vf)}
+                for a, b in (("bianet", "baseline"), ("supervised", "baseline"), ("supervised", "bianet"),
+                             ("bianet", "control")) for d in W.DIRECTIONS]
+    assert stats.fair_exploratory_reading(rows(set())) == "none_takes_headroom"
+    assert stats.fair_exploratory_reading(rows(set(), {("bianet", "baseline")})) == "none_takes_headroom"  # V-F not read
+    assert stats.fair_exploratory_reading(rows({("bianet", "baseline"), ("bianet", "control")})) == "bianet_takes_headroom"
+    assert stats.fair_exploratory_reading(rows({("supervised", "baseline")})) == "only_supervised_takes_headroom"
+    assert stats.fair_exploratory_reading(rows({("bianet", "baseline")})) == "other"  # not against the control
+    up = rows({("bianet", "baseline"), ("bianet", "control")})
+    for r in up:
+        r["diff"] = -r["diff"]  # significant in the wrong direction: a larger drop takes nothing
+    assert stats.fair_exploratory_reading(up) == "none_takes_headroom"
+
+
+def test_branch_comparison_known_answer():
+    """Constructed per-trial bits: supervised's -z_neg alone is right on every trial, BIANet's on
+    none, on 2 seeds of 40 trials over 10 identities: the difference is +1 with a degenerate
+    interval, significant after Holm; equal bits give 0 and "unchanged"."""
+    from bianet_lib.experiments.bits import pack_bits
+
+    def rec(seed, value):
+        hit = np.full(40, value, dtype=bool)
+        b = {"n_trials": 40, "bits": {"minus_z_neg": pack_bits(hit)}, "z": 0.5, "z_pos": 0.5,
+             "minus_z_neg": float(value), "corr_dz_pos_neg": -0.5}
+        return {"seed": seed, "endpoints": {"branches": {d: b for d in W.DIRECTIONS}}}
+
+    clusters = {d: np.repeat(np.arange(10), 4) for d in W.DIRECTIONS}
+    records = {"supervised": [rec(0, True), rec(1, True)], "bianet": [rec(0, False), rec(1, False), rec(2, False)]}
+    rows = stats.branch_comparison(records, clusters, n_boot=200)
+    assert [r["diff"] for r in rows] == [1.0, 1.0] and all(r["ci"] == [1.0, 1.0] for r in rows)
+    assert all(r["seeds"] == [2, 2] for r in rows)  # seed 2 has no supervised twin: left out
+    assert stats.branch_reading(rows) == "changes"
+    records["supervised"] = [rec(0, False), rec(1, False)]
+    rows = stats.branch_comparison(records, clusters, n_boot=200)
+    assert [r["diff"] for r in rows] == [0.0, 0.0] and stats.branch_reading(rows) == "unchanged"
+    assert stats.branch_comparison({"bianet": records["bianet"]}, clusters) == [] and stats.branch_reading([]) is None
+    table = stats.branch_table(records)
+    assert {(r["arm"], r["seeds"]) for r in table} == {("supervised", 2), ("bianet", 3)}
+
+
 def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypatch, tmp_path):
     """End to end on a tiny fair world: every arm's record holds the endpoints (the oracle's
     computed with its test masks), the paired attention shift for the arms with PIA/NIA only, and
@@ -436,7 +480,11 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
 
     from bianet_lib.experiments import runner
     from bianet_lib.experiments.bits import unpack_bits
-    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS, FAIR_OUTCOMES
+    from bianet_lib.experiments.preregistration import (
+        FAIR_COMPARISONS,
+        FAIR_EXPLORATORY_COMPARISONS,
+        FAIR_OUTCOMES,
+    )
     from bianet_lib.experiments.records import clusters_for, load_records
 
     monkeypatch.setenv("BIANET_CACHE", str(tmp_path / "cache"))
@@ -473,12 +521,26 @@ def test_a_fair_grid_records_the_new_endpoints_and_the_family_analyses(monkeypat
     assert stats.fair_outcome(family) in (*FAIR_OUTCOMES, "other")
     from bianet_lib.reports import fair as report
 
+    monkeypatch.setattr(W, "FAIR_CALIBRATED", 2.0)  # a calibrated world: the confirmatory family
     md = report.fair_markdown(out, n_boot=100)
     for a in arms:
         assert f"| {a} | 1 |" in md  # the arms table
     assert "| bianet | VF |" in md and "| supervised | FV |" in md  # headroom recovered, per direction
     assert "| bianet | face | PIA |" in md and "| baseline | face |" not in md  # shifts: arms with attention
     assert "INTERIM" not in md and f"Outcome: **{stats.fair_outcome(family)}**" in md
+    assert "exploratory" not in md and "Headroom check" not in md
+    branches = stats.branch_comparison(records, clusters, n_boot=100)
+    assert [r["direction"] for r in branches] == list(W.DIRECTIONS) and all(r["seeds"] == [1, 1] for r in branches)
+    assert f"NIA's anti-identity (-z_neg alone above 0.5 at 1:2): **{stats.branch_reading(branches)}**" in md
+    assert {(r["arm"], r["direction"]) for r in stats.branch_table(records)} == {
+        (a, d) for a in ("bianet", "supervised") for d in W.DIRECTIONS}  # the arms with a negative branch
+    monkeypatch.setattr(W, "FAIR_CALIBRATED", None)  # no calibrated world: the check, then the exploratory family
+    md = report.fair_markdown(out, n_boot=100)
+    explore = stats.compare_arms(records, clusters, n_boot=100, comparisons=FAIR_EXPLORATORY_COMPARISONS)
+    assert len(explore) == 16 and "Outcome:" not in md
+    assert md.index("Headroom check: ") < md.index("The exploratory family") < md.index("Exploratory reading (F-V)")
+    assert f"Exploratory reading (F-V): **{stats.fair_exploratory_reading(explore)}**" in md
+    assert md.count("| oracle - baseline |") == 4  # the check's own 4 tests, never in the exploratory family
     check = tmp_path / "check"  # the headroom check alone: its own verdict, never a family outcome
     check.mkdir()
     for a in ("baseline", "oracle"):

@@ -299,16 +299,89 @@ def fair_headroom(records: dict[str, list[dict]], clusters: dict[str, np.ndarray
     return rows
 
 
-def fair_outcome(rows: list[dict]) -> str:
-    """Which pre-declared outcome (preregistration.FAIR_OUTCOMES) the fair family's
-    ``compare_arms`` rows show, else "other"."""
-    from bianet_lib.experiments.preregistration import FAIR_DECISION_ENDPOINT, FAIR_OUTCOMES
+def _read_rules(rows: list[dict], rules: dict, directions) -> str:
+    """The first rule (``{"improves": pairs, "not": pairs}``) the ``compare_arms`` rows satisfy,
+    where a pair (a, b) improves when a - b in the decision endpoint is below 0 and significant
+    after Holm in every one of ``directions``; "other" if none."""
+    from bianet_lib.experiments.preregistration import FAIR_DECISION_ENDPOINT
 
     def improves(a: str, b: str) -> bool:
-        hits = [r for r in rows if r["comparison"] == f"{a} - {b}" and r["endpoint"] == FAIR_DECISION_ENDPOINT]
-        return len(hits) == len(DIRECTIONS) and all(r["significant"] and r["diff"] < 0 for r in hits)
+        hits = [r for r in rows if r["comparison"] == f"{a} - {b}" and r["endpoint"] == FAIR_DECISION_ENDPOINT
+                and r["direction"] in directions]
+        return len(hits) == len(directions) and all(r["significant"] and r["diff"] < 0 for r in hits)
 
-    for name, rule in FAIR_OUTCOMES.items():
+    for name, rule in rules.items():
         if all(improves(*c) for c in rule["improves"]) and not any(improves(*c) for c in rule["not"]):
             return name
     return "other"
+
+
+def fair_outcome(rows: list[dict]) -> str:
+    """Which pre-declared outcome (preregistration.FAIR_OUTCOMES) the fair family's
+    ``compare_arms`` rows show (both directions), else "other"."""
+    from bianet_lib.experiments.preregistration import FAIR_OUTCOMES
+
+    return _read_rules(rows, FAIR_OUTCOMES, DIRECTIONS)
+
+
+def fair_exploratory_reading(rows: list[dict]) -> str:
+    """Which pre-declared reading (preregistration.FAIR_EXPLORATORY_READINGS) the exploratory
+    family's ``compare_arms`` rows show in FAIR_EXPLORATORY_DIRECTION alone, else "other"."""
+    from bianet_lib.experiments.preregistration import FAIR_EXPLORATORY_DIRECTION, FAIR_EXPLORATORY_READINGS
+
+    return _read_rules(rows, FAIR_EXPLORATORY_READINGS, (FAIR_EXPLORATORY_DIRECTION,))
+
+
+def branch_trials(records: list[dict], direction: str, part: str) -> np.ndarray:
+    """[seeds, T] per-trial correctness of one part of the counterfactual prediction
+    (endpoints.branch_accuracies: "z", "z_pos" or "minus_z_neg") of one arm's runs."""
+    from bianet_lib.experiments.bits import unpack_bits
+
+    rows = []
+    for rec in records:
+        b = rec["endpoints"]["branches"][direction]
+        rows.append(unpack_bits(b["bits"][part], b["n_trials"]).astype(float))
+    return np.stack(rows)
+
+
+def branch_table(records: dict[str, list[dict]]) -> list[dict]:
+    """Per arm with a negative branch and direction, means over seeds of the 1:2 accuracy of z,
+    z_pos alone and -z_neg alone, and of corr(dz_pos, dz_neg)."""
+    out = []
+    for arm, recs in records.items():
+        recs = [r for r in recs if r["endpoints"].get("branches")]
+        for d in DIRECTIONS if recs else ():
+            bs = [r["endpoints"]["branches"][d] for r in recs]
+            out.append({"arm": arm, "direction": d, "seeds": len(bs),
+                        **{k: float(np.mean([b[k] for b in bs])) for k in ("z", "z_pos", "minus_z_neg", "corr_dz_pos_neg")}})
+    return out
+
+
+def branch_comparison(records: dict[str, list[dict]], clusters: dict[str, np.ndarray], n_boot: int = 2000,
+                      alpha: float = 0.05) -> list[dict]:
+    """preregistration.FAIR_BRANCH_COMPARISON (supervised - BIANet in -z_neg alone's 1:2 accuracy)
+    per direction on the seeds both arms finished: hierarchical bootstrap, Holm over the
+    directions; [] until both arms have runs with branch endpoints."""
+    from bianet_lib.experiments.preregistration import FAIR_BRANCH_COMPARISON
+    from bianet_lib.experiments.records import shared_seeds
+
+    a, b, part = FAIR_BRANCH_COMPARISON
+    seeds = shared_seeds(records, (a, b)) if records.get(a) and records.get(b) else set()
+    if not seeds:
+        return []
+    pick = {k: [r for r in records[k] if int(r["seed"]) in seeds] for k in (a, b)}
+    rows = [{"comparison": f"{a} - {b}", "part": part, "direction": d,
+             **hierarchical_bootstrap(branch_trials(pick[a], d, part), branch_trials(pick[b], d, part),
+                                      clusters[d], n_boot)} for d in DIRECTIONS]
+    for row, p in zip(rows, holm([r["p"] for r in rows]), strict=True):
+        row["p_holm"], row["significant"] = p, p < alpha
+    return rows
+
+
+def branch_reading(rows: list[dict]) -> str | None:
+    """FAIR_BRANCH_COMPARISON's pre-declared reading: "changes" (significant in both directions),
+    "unchanged" (in neither), "mixed"; None without rows."""
+    if not rows:
+        return None
+    n = sum(r["significant"] for r in rows)
+    return "changes" if n == len(rows) else "unchanged" if n == 0 else "mixed"

@@ -93,14 +93,69 @@ def shift_rows(records: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+READING_MEANING = {
+    "none_takes_headroom": "neither BIANet nor supervised attention takes the F-V headroom the oracle shows",
+    "bianet_takes_headroom": "BIANet takes F-V headroom, against the baseline and the control",
+    "only_supervised_takes_headroom": "only the supervised arm takes F-V headroom: the architecture can use the "
+                                      "right signal, the paper's training signal does not teach it",
+    "other": "none of the pre-declared readings",
+}
+BRANCH_MEANING = {"changes": "attention supervision changes what NIA's negative branch scores",
+                  "unchanged": "attention supervision leaves NIA's anti-identity where it is",
+                  "mixed": "attention supervision changes it in one direction only"}
+
+
+def _check_verdict(comps: list[dict]) -> str:
+    """The headroom check's sentence (oracle - baseline, Holm over its own 4 tests)."""
+    from bianet_lib.experiments.stats import fair_outcome
+
+    better = [c["direction"].upper() for c in comps if c["comparison"] == "oracle - baseline"
+              and c["endpoint"] == "clean_twin_drop" and c["significant"] and c["diff"] < 0]
+    return "Headroom check: " + (
+        f"**no_headroom** by the pre-registered rule (the oracle's clean-twin drop must be significantly below "
+        f"the baseline's in both directions; it is in {len(better)} of 2{': ' + ', '.join(better) if better else ''}): "
+        "this world cannot test the claim, and BIANet, supervised attention and the control are not trained "
+        "as a confirmatory family." if fair_outcome(comps) == "no_headroom" else
+        "the oracle's clean-twin drop is significantly below the baseline's in both directions: there is "
+        "headroom, so this world becomes the calibrated one and the method arms run next.")
+
+
+def branch_markdown(records: dict[str, list[dict]], clusters: dict, n_boot: int = 2000) -> list[str]:
+    """The counterfactual prediction's parts per arm (``stats.branch_table``) and the pre-declared
+    supervised - BIANet comparison of -z_neg alone with its reading."""
+    from bianet_lib.experiments.stats import branch_comparison, branch_reading, branch_table
+
+    table = branch_table(records)
+    if not table:
+        return []
+    lines = ["", "| arm | direction | z (Eq. 22) | z_pos alone | -z_neg alone | corr(dz_pos, dz_neg) | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in table:
+        lines.append(f"| {r['arm']} | {r['direction'].upper()} | {r['z']:.3f} | {r['z_pos']:.3f} | "
+                     f"{r['minus_z_neg']:.3f} | {r['corr_dz_pos_neg']:+.2f} | {r['seeds']} |")
+    rows = branch_comparison(records, clusters, n_boot)
+    if rows:
+        lines += ["", "| comparison | part | direction | difference | 95% interval | p (Holm over 2) |",
+                  "|---|---|---|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['comparison']} | {r['part'].replace('_', ' ')} | {r['direction'].upper()} | "
+                         f"{r['diff']:+.3f} | [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | "
+                         f"{r['p_holm']:.3f}{' *' if r['significant'] else ''} |")
+        reading = branch_reading(rows)
+        lines += ["", f"NIA's anti-identity (-z_neg alone above 0.5 at 1:2): **{reading}** ({BRANCH_MEANING[reading]})."]
+    return lines
+
+
 def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
-    """The fair grid's tables (arms; headroom recovered; paired attention shift; the family under
-    Holm) and the outcome line, from the run JSONs in ``results_dir`` (fixed bootstrap seeds)."""
+    """The fair grid's tables (arms; headroom recovered; paired attention shift; the families under
+    Holm) and the verdict, from the run JSONs in ``results_dir`` (fixed bootstrap seeds): the
+    confirmatory family when a world was calibrated; otherwise the headroom check and, when
+    declared, the exploratory family, each under its own Holm correction."""
+    from bianet_lib.experiments import world as W
     from bianet_lib.experiments.grids import expected_runs
-    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS
+    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS, FAIR_EXPLORATORY_COMPARISONS
     from bianet_lib.experiments.records import _family_progress, clusters_for, load_records
-    from bianet_lib.experiments.stats import arm_table, compare_arms, fair_headroom, fair_outcome
-    from bianet_lib.experiments.world import FAIR_HEADROOM_ARMS
+    from bianet_lib.experiments.stats import arm_table, compare_arms, fair_exploratory_reading, fair_headroom, fair_outcome
     from bianet_lib.reports.testbed import _comparison_lines, _verdict
 
     records = load_records(results_dir)
@@ -127,24 +182,30 @@ def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
         for s in shifts:
             lines.append(f"| {s['arm']} | {s['modality']} | {s['branch'].upper()} | {s['mean']:+.3f} | "
                          f"[{s['lo']:+.3f}, {s['hi']:+.3f}] |")
-    comps = compare_arms(records, clusters, n_boot, comparisons=FAIR_COMPARISONS)
-    lines += _comparison_lines(comps)
-    done, total = _family_progress(records, expected_runs(Path(results_dir).name), FAIR_COMPARISONS)
-    verdict = [_verdict(comps, "pre-registered comparisons")]
-    outcome = fair_outcome(comps)
-    if done < total:
-        verdict.insert(0, f"INTERIM: {done} of the {total} pre-registered runs have finished (seed-major); "
-                          "the comparisons are a progress report, the verdict is the analysis over all of them.")
-    elif set(records) <= set(FAIR_HEADROOM_ARMS):  # the headroom check alone (world.FAIR_HEADROOM_WORLD)
-        better = [c["direction"].upper() for c in comps if c["comparison"] == "oracle - baseline"
-                  and c["endpoint"] == "clean_twin_drop" and c["significant"] and c["diff"] < 0]
-        verdict.append("Headroom check: " + (
-            f"**no_headroom** by the pre-registered rule (the oracle's clean-twin drop must be significantly below "
-            f"the baseline's in both directions; it is in {len(better)} of 2{': ' + ', '.join(better) if better else ''}): "
-            "this world cannot test the claim, and BIANet, supervised attention and the control are not trained."
-            if outcome == "no_headroom" else
-            "the oracle's clean-twin drop is significantly below the baseline's in both directions: there is "
-            "headroom, so this world becomes the calibrated one and the method arms run next."))
-    else:
-        verdict.append(f"Outcome: **{outcome}** ({OUTCOME_MEANING[outcome]}).")
-    return "\n".join(lines + ["", " ".join(verdict)])
+    expected = expected_runs(Path(results_dir).name)
+    interim = ("INTERIM: {done} of the {total} runs of the {what} have finished (seed-major); the comparisons "
+               "are a progress report, the verdict is the analysis over all of them.")
+    if W.FAIR_CALIBRATED is not None:  # the confirmatory family
+        comps = compare_arms(records, clusters, n_boot, comparisons=FAIR_COMPARISONS)
+        lines += _comparison_lines(comps) + branch_markdown(records, clusters, n_boot)
+        done, total = _family_progress(records, expected, FAIR_COMPARISONS)
+        outcome = fair_outcome(comps)
+        verdict = (interim.format(done=done, total=total, what="pre-registered family") if done < total else
+                   f"Outcome: **{outcome}** ({OUTCOME_MEANING[outcome]}).")
+        return "\n".join(lines + ["", f"{_verdict(comps, 'pre-registered comparisons')} {verdict}"])
+    check = {a: records[a] for a in W.FAIR_HEADROOM_ARMS if a in records}
+    comps = compare_arms(check, clusters, n_boot, comparisons=FAIR_COMPARISONS)
+    lines += ["", "The headroom check (confirmatory; Holm over its own tests):"] + _comparison_lines(comps)
+    done, total = _family_progress(check, expected, (W.FAIR_HEADROOM_ARMS,))
+    lines += ["", interim.format(done=done, total=total, what="headroom check") if done < total else
+              f"{_verdict(comps, 'comparisons of the check')} {_check_verdict(comps)}"]
+    if not set(records) - set(W.FAIR_HEADROOM_ARMS):
+        return "\n".join(lines)
+    comps = compare_arms(records, clusters, n_boot, comparisons=FAIR_EXPLORATORY_COMPARISONS)
+    lines += ["", "The exploratory family (declared after the check, before its runs; Holm over its own tests; "
+              "it cannot confirm the claim):"] + _comparison_lines(comps) + branch_markdown(records, clusters, n_boot)
+    done, total = _family_progress(records, expected, FAIR_EXPLORATORY_COMPARISONS)
+    reading = fair_exploratory_reading(comps)
+    verdict = (interim.format(done=done, total=total, what="exploratory family") if done < total else
+               f"Exploratory reading (F-V): **{reading}** ({READING_MEANING[reading]}).")
+    return "\n".join(lines + ["", f"{_verdict(comps, 'exploratory comparisons')} {verdict}"])
