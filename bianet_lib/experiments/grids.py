@@ -195,64 +195,58 @@ def fair_calibration2_runs() -> list[Run]:
             for w, s in FAIR_STAGE2]
 
 
+def _fair_world_runs(world_setting: tuple[str | None, float | None] | None, arms, seeds) -> list[Run]:
+    """``arms`` x ``seeds`` (seed-major) in one fair (world, setting); empty while it is not committed."""
+    if world_setting is None or None in world_setting:
+        return []
+    world, setting = world_setting
+    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={world}", f"world_local_scale={setting}"), s)
+            for s in seeds for a in arms]
+
+
+def _require_world(grid: str, *attrs: str, then: str):
+    """A grid's guard: refuses (ValueError) while any of experiments.world's ``attrs`` is None."""
+    def check() -> None:
+        from bianet_lib.experiments import world as W
+
+        for attr in attrs:
+            if getattr(W, attr) is None:
+                raise ValueError(f"grid {grid!r}: experiments.world.{attr} is None; {then}")
+    return check
+
+
 def fair_headroom_runs(seeds=FAIR_SEEDS) -> list[Run]:
     """The headroom check (experiments.world.FAIR_HEADROOM_WORLD): the baseline and the oracle in
-    the check's world, seed-major; the fair grid's own runs of these arms when the world is kept
-    (same store, same configs); empty until the check's world is committed."""
-    from bianet_lib.experiments.world import FAIR_HEADROOM_ARMS, FAIR_HEADROOM_WORLD
+    the check's world; the fair grid's own runs of these arms when the world is kept (same store,
+    same configs)."""
+    from bianet_lib.experiments import world as W
 
-    if FAIR_HEADROOM_WORLD is None:
-        return []
-    world, setting = FAIR_HEADROOM_WORLD
-    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={world}", f"world_local_scale={setting}"), s)
-            for s in seeds for a in FAIR_HEADROOM_ARMS]
-
-
-def require_fair_headroom_world() -> None:
-    from bianet_lib.experiments.world import FAIR_HEADROOM_WORLD
-
-    if FAIR_HEADROOM_WORLD is None:
-        raise ValueError("grid 'fair-headroom': experiments.world.FAIR_HEADROOM_WORLD is None; commit the world "
-                         "headroom_world picks on the committed calibration first")
+    return _fair_world_runs(W.FAIR_HEADROOM_WORLD, W.FAIR_HEADROOM_ARMS, seeds)
 
 
 def fair_exploratory_runs(seeds=FAIR_SEEDS) -> list[Run]:
     """The exploratory family (experiments.world.FAIR_EXPLORATORY_WORLD): the method arms in the
-    headroom check's world, seed-major; empty until it is declared."""
-    from bianet_lib.experiments.world import FAIR_EXPLORATORY_ARMS, FAIR_EXPLORATORY_WORLD
+    headroom check's world."""
+    from bianet_lib.experiments import world as W
 
-    if FAIR_EXPLORATORY_WORLD is None:
-        return []
-    world, setting = FAIR_EXPLORATORY_WORLD
-    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={world}", f"world_local_scale={setting}"), s)
-            for s in seeds for a in FAIR_EXPLORATORY_ARMS]
-
-
-def require_fair_exploratory_world() -> None:
-    from bianet_lib.experiments.world import FAIR_EXPLORATORY_WORLD
-
-    if FAIR_EXPLORATORY_WORLD is None:
-        raise ValueError("grid 'fair-exploratory': experiments.world.FAIR_EXPLORATORY_WORLD is None; declare "
-                         "the exploratory family first")
-
-
-def require_fair_calibrated() -> None:
-    """The ``fair`` grid's guard: no arm runs before the calibrated setting is committed."""
-    from bianet_lib.experiments.world import FAIR_CALIBRATED, FAIR_CALIBRATED_WORLD
-
-    if FAIR_CALIBRATED is None or FAIR_CALIBRATED_WORLD is None:
-        raise ValueError("grid 'fair': experiments.world.FAIR_CALIBRATED is None; run the fair-calibration "
-                         "grids and commit the world and setting choose_fair_setting / choose_fair_world pick first")
+    return _fair_world_runs(W.FAIR_EXPLORATORY_WORLD, W.FAIR_EXPLORATORY_ARMS, seeds)
 
 
 def fair_runs(arms=FAIR_ARMS, seeds=FAIR_SEEDS) -> list[Run]:
-    """Every arm at the calibrated setting, seed-major; empty until FAIR_CALIBRATED is committed."""
-    from bianet_lib.experiments.world import FAIR_CALIBRATED, FAIR_CALIBRATED_WORLD
+    """Every arm at the calibrated world and setting (FAIR_CALIBRATED_WORLD, FAIR_CALIBRATED)."""
+    from bianet_lib.experiments import world as W
 
-    if FAIR_CALIBRATED is None or FAIR_CALIBRATED_WORLD is None:
-        return []
-    return [Run(a, (*FAIR_VARIANTS[a], f"world_preset={FAIR_CALIBRATED_WORLD}", f"world_local_scale={FAIR_CALIBRATED}"), s)
-            for s in seeds for a in arms]
+    return _fair_world_runs((W.FAIR_CALIBRATED_WORLD, W.FAIR_CALIBRATED), arms, seeds)
+
+
+require_fair_headroom_world = _require_world("fair-headroom", "FAIR_HEADROOM_WORLD",
+                                             then="commit the world headroom_world picks on the committed calibration first")
+require_fair_exploratory_world = _require_world("fair-exploratory", "FAIR_EXPLORATORY_WORLD",
+                                                then="declare the exploratory family first")
+#: The ``fair`` grid's guard: no arm runs before the calibrated world and setting are committed.
+require_fair_calibrated = _require_world("fair", "FAIR_CALIBRATED", "FAIR_CALIBRATED_WORLD",
+                                         then="run the fair-calibration grids and commit the world and setting "
+                                              "choose_fair_setting / choose_fair_world pick first")
 
 
 # --- the local-interference test-bed (issue 11; bianet_lib.experiments.testbed) ---------------------------

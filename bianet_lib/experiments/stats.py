@@ -327,7 +327,10 @@ def fair_outcome(rows: list[dict]) -> str:
 def fair_exploratory_reading(rows: list[dict]) -> str:
     """Which pre-declared reading (preregistration.FAIR_EXPLORATORY_READINGS) the exploratory
     family's ``compare_arms`` rows show in FAIR_EXPLORATORY_DIRECTION alone, else "other"."""
-    from bianet_lib.experiments.preregistration import FAIR_EXPLORATORY_DIRECTION, FAIR_EXPLORATORY_READINGS
+    from bianet_lib.experiments.preregistration import (
+        FAIR_EXPLORATORY_DIRECTION,
+        FAIR_EXPLORATORY_READINGS,
+    )
 
     return _read_rules(rows, FAIR_EXPLORATORY_READINGS, (FAIR_EXPLORATORY_DIRECTION,))
 

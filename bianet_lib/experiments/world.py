@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -138,17 +139,20 @@ def calibration_rows(results_dir: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["scale"], r["seed"]))
 
 
+def mean_drops(rows: list[dict], key: Callable[[dict], object]) -> dict[object, dict[str, float]]:
+    """Per ``key(row)`` (in first-seen order), the mean over its calibration rows (seeds) of the
+    clean-twin drop at 1:2 per direction."""
+    groups: dict[object, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return {k: {d: float(np.mean([r[f"{d}_drop"] for r in rs])) for d in DIRECTIONS} for k, rs in groups.items()}
+
+
 def choose_scale(rows: list[dict], target: float = CALIBRATION_TARGET) -> float | None:
     """The pre-registered rule: the smallest scale whose mean (over seeds) baseline clean-twin
     drop at 1:2 is >= ``target`` in both directions; None if no scale tried reaches it."""
-    by_scale: dict[float, list[dict]] = {}
-    for r in rows:
-        by_scale.setdefault(r["scale"], []).append(r)
-    for scale in sorted(by_scale):
-        rs = by_scale[scale]
-        if all(np.mean([r[f"{d}_drop"] for r in rs]) >= target for d in DIRECTIONS):
-            return scale
-    return None
+    drops = mean_drops(rows, lambda r: r["scale"])
+    return next((scale for scale in sorted(drops) if min(drops[scale].values()) >= target), None)
 
 
 # --- the fair test-bed (issue 25) ---------------------------------------------------------------
@@ -257,13 +261,9 @@ def headroom_world(rows: list[dict], coverage: dict[tuple[str, float], float],
     coverage is within the constraint, the (world, setting) whose smaller mean drop over the two
     directions is largest; None when none has a positive drop in both directions."""
     best, best_drop = None, 0.0
-    for key in dict.fromkeys((r["world"], r["scale"]) for r in rows):
-        if coverage.get(key, np.inf) > constraints["max_token_coverage"]:
-            continue
-        rs = [r for r in rows if (r["world"], r["scale"]) == key]
-        drop = min(np.mean([r[f"{d}_drop"] for r in rs]) for d in DIRECTIONS)
-        if drop > best_drop:
-            best, best_drop = key, drop
+    for key, drops in mean_drops(rows, lambda r: (r["world"], r["scale"])).items():
+        if coverage.get(key, np.inf) <= constraints["max_token_coverage"] and min(drops.values()) > best_drop:
+            best, best_drop = key, min(drops.values())
     return best
 
 
@@ -274,12 +274,11 @@ def choose_fair_world(rows: list[dict], coverage: dict[tuple[str, float], float]
     clean-twin drop at 1:2 (``calibration_rows``: keys "world" and "scale") reaches the target in
     both directions; None if none does (a candidate without a row has not been tried: None too
     when it comes first, so a later candidate cannot win over an untried earlier one)."""
+    drops = mean_drops(rows, lambda r: (r.get("world"), r["scale"]))
     for cand in candidates:
-        rs = [r for r in rows if (r.get("world"), r["scale"]) == cand]
-        if not rs:
+        if cand not in drops:
             return None
-        if coverage.get(cand, np.inf) > constraints["max_token_coverage"]:
-            continue
-        if all(np.mean([r[f"{d}_drop"] for r in rs]) >= constraints["min_baseline_drop"] for d in DIRECTIONS):
+        if (coverage.get(cand, np.inf) <= constraints["max_token_coverage"]
+                and min(drops[cand].values()) >= constraints["min_baseline_drop"]):
             return cand
     return None

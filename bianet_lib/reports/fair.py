@@ -153,9 +153,18 @@ def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
     declared, the exploratory family, each under its own Holm correction."""
     from bianet_lib.experiments import world as W
     from bianet_lib.experiments.grids import expected_runs
-    from bianet_lib.experiments.preregistration import FAIR_COMPARISONS, FAIR_EXPLORATORY_COMPARISONS
+    from bianet_lib.experiments.preregistration import (
+        FAIR_COMPARISONS,
+        FAIR_EXPLORATORY_COMPARISONS,
+    )
     from bianet_lib.experiments.records import _family_progress, clusters_for, load_records
-    from bianet_lib.experiments.stats import arm_table, compare_arms, fair_exploratory_reading, fair_headroom, fair_outcome
+    from bianet_lib.experiments.stats import (
+        arm_table,
+        compare_arms,
+        fair_exploratory_reading,
+        fair_headroom,
+        fair_outcome,
+    )
     from bianet_lib.reports.testbed import _comparison_lines, _verdict
 
     records = load_records(results_dir)
