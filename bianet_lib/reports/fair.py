@@ -124,6 +124,7 @@ def branch_markdown(records: dict[str, list[dict]], clusters: dict, n_boot: int 
     """The counterfactual prediction's parts per arm (``stats.branch_table``) and the pre-declared
     supervised - BIANet comparison of -z_neg alone with its reading."""
     from bianet_lib.experiments.stats import branch_comparison, branch_reading, branch_table
+    from bianet_lib.reports.testbed import _comparison_lines
 
     table = branch_table(records)
     if not table:
@@ -134,13 +135,8 @@ def branch_markdown(records: dict[str, list[dict]], clusters: dict, n_boot: int 
         lines.append(f"| {r['arm']} | {r['direction'].upper()} | {r['z']:.3f} | {r['z_pos']:.3f} | "
                      f"{r['minus_z_neg']:.3f} | {r['corr_dz_pos_neg']:+.2f} | {r['seeds']} |")
     rows = branch_comparison(records, clusters, n_boot)
-    if rows:
-        lines += ["", "| comparison | part | direction | difference | 95% interval | p (Holm over 2) |",
-                  "|---|---|---|---:|---:|---:|"]
-        for r in rows:
-            lines.append(f"| {r['comparison']} | {r['part'].replace('_', ' ')} | {r['direction'].upper()} | "
-                         f"{r['diff']:+.3f} | [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | "
-                         f"{r['p_holm']:.3f}{' *' if r['significant'] else ''} |")
+    if rows:  # Holm over its 2 directions
+        lines += _comparison_lines([{**r, "endpoint": "-z_neg alone, 1:2 accuracy"} for r in rows])
         reading = branch_reading(rows)
         lines += ["", f"NIA's anti-identity (-z_neg alone above 0.5 at 1:2): **{reading}** ({BRANCH_MEANING[reading]})."]
     return lines
