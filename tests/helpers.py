@@ -38,3 +38,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def poison_nth_call(fn, n: int, factor: float):
+    """A wrapper of ``fn`` whose ``n``-th call (1-based) returns its value times ``factor`` (nan,
+    inf): a loss term that goes bad at a known step; every other call is ``fn``'s."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        value = fn(*args, **kwargs)
+        return value * factor if len(calls) == n else value
+
+    return wrapped

@@ -15,7 +15,12 @@ from bianet_lib.engine.evaluate import OracleScorer, evaluate_protocols
 from bianet_lib.engine.protocols import standard_trials
 from bianet_lib.engine.safeio import read_checkpoint
 from bianet_lib.engine.trainer import BEST, LATEST, NonFiniteLossError, Trainer, load_model
-from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
+from tests.helpers import (  # noqa: F401 (autouse fixture)
+    one_thread,
+    poison_nth_call,
+    random_split,
+    tiny_config,
+)
 
 
 def splits():
@@ -85,14 +90,7 @@ def test_crash_while_saving_keeps_the_old_latest(tmp_path, monkeypatch):
 def test_non_finite_loss_names_step_and_term(tmp_path, monkeypatch):
     train, val = splits()
     trainer = Trainer(tiny_config(epochs=1), train, val, tmp_path, progress=False)
-    real, calls = train_mod.metric_loss, []
-
-    def nan_on_third(*args, **kwargs):
-        calls.append(1)
-        value = real(*args, **kwargs)
-        return value * float("nan") if len(calls) == 3 else value
-
-    monkeypatch.setattr(train_mod, "metric_loss", nan_on_third)
+    monkeypatch.setattr(train_mod, "metric_loss", poison_nth_call(train_mod.metric_loss, 3, float("nan")))
     with pytest.raises(NonFiniteLossError, match=r"step 2 .*'metric'"):
         trainer.fit()
     assert not (tmp_path / LATEST).exists()

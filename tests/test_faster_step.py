@@ -20,7 +20,12 @@ import torch
 import bianet_lib.engine.trainer as train_mod
 from bianet_lib.engine.trainer import NonFiniteLossError, Trainer
 from tests.fixtures.step_fingerprint import fingerprint
-from tests.helpers import one_thread, random_split, tiny_config  # noqa: F401 (autouse fixture)
+from tests.helpers import (  # noqa: F401 (autouse fixture)
+    one_thread,
+    poison_nth_call,
+    random_split,
+    tiny_config,
+)
 
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "step-reference.json").read_text())
 
@@ -137,14 +142,8 @@ def test_non_finite_term_stops_at_the_read_naming_its_step(tmp_path, monkeypatch
     train, val = splits()
     monkeypatch.setattr(train_mod, "READ_EVERY", 50)
     trainer = Trainer(tiny_config(epochs=1, batch_size=2), train, val, tmp_path, progress=False)
-    real, calls = train_mod.generator_adversarial_loss, []
-
-    def nan_on_fourth(*args, **kwargs):
-        calls.append(1)
-        value = real(*args, **kwargs)
-        return value * float("inf") if len(calls) == 4 else value
-
-    monkeypatch.setattr(train_mod, "generator_adversarial_loss", nan_on_fourth)
+    monkeypatch.setattr(train_mod, "generator_adversarial_loss",
+                        poison_nth_call(train_mod.generator_adversarial_loss, 4, float("inf")))
     with pytest.raises(NonFiniteLossError, match=r"^step 3 \(epoch 1\): loss term 'adversarial' is inf"):
         trainer.fit()
     assert not (tmp_path / train_mod.LATEST).exists(), "no checkpoint holds weights a bad loss touched"
