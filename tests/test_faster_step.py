@@ -222,3 +222,18 @@ def test_step_table_counts_what_each_arm_does():
     assert rows[("this", "bianet")]["ratio_to_this_bianet"] == 1.0
     text = format_step_table(out).splitlines()
     assert len(text) == 7 and "syncs/step" in text[0]
+
+
+def test_time_train_steps_times_only_the_steps_after_warmup(monkeypatch):
+    """time_train_steps runs train_step (step and loss read) warmup + steps times on one fixed batch
+    and reports the statistics of the last ``steps`` only (a slow first step is left out)."""
+    from bianet_lib.engine import bench
+
+    seconds = iter([5.0, 0.3, 0.1, 0.2])  # the warm-up step is the slow one
+    calls = []
+    monkeypatch.setattr(bench, "_timed", lambda fn, device: (calls.append(fn), next(seconds))[1])
+    out = bench.time_train_steps(tiny_config(batch_size=4, clip_seconds=0.25), steps=3, warmup=1)
+    assert len(calls) == 4 and len({id(f) for f in calls}) == 1
+    assert calls[0].func.__name__ == "train_step" and len(calls[0].args) == 3
+    assert (out["median_s"], out["min_s"], out["steps"], out["warmup"]) == (0.2, 0.1, 3, 1)
+    assert abs(out["mean_s"] - 0.2) < 1e-12 and out["params"] > 0

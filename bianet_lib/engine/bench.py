@@ -13,6 +13,7 @@ decode rate of a VoxCeleb-layout tree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import resource
@@ -52,26 +53,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_train_steps(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:
-    """Median/mean seconds of ``Trainer.train_step`` on one fixed synthetic batch."""
+def _timed(fn, device: torch.device) -> float:
+    """Wall seconds of one call of ``fn``, the device's queue drained before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _bench_trainer(cfg: BIANetConfig, split: SplitData):
+    """A Trainer on ``split`` (its run folder thrown away) and one batch of ``split`` on its
+    device: (trainer, (voices, faces, identity))."""
     from bianet_lib.engine.trainer import Trainer
 
-    split = synthetic_split(cfg, cfg.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, split, split, tmp, progress=False)
     device = trainer.device
-    voices, faces = split.voices.to(device), split.faces.to(device)
-    identity = torch.arange(cfg.batch_size, device=device)
+    return trainer, (split.voices.to(device), split.faces.to(device), torch.arange(cfg.batch_size, device=device))
+
+
+def time_train_steps(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:
+    """Median/mean seconds of ``Trainer.train_step`` (the step and the read of its losses) on one
+    fixed synthetic batch."""
+    trainer, batch = _bench_trainer(cfg, synthetic_split(cfg, cfg.batch_size))
+    device = trainer.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(warmup + steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        trainer.train_step(voices, faces, identity)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    step = functools.partial(trainer.train_step, *batch)
+    times = [_timed(step, device) for _ in range(warmup + steps)][warmup:]
     out = {"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
            "min_s": min(times), "steps": steps, "warmup": warmup,
            "params": sum(p.numel() for p in trainer.model.parameters())}
@@ -79,7 +89,7 @@ def time_train_steps(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:
         out["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         out["process_peak_rss_mb"] = _max_rss_mb()
-    del trainer
+    del trainer, step
     return out
 
 
@@ -128,7 +138,6 @@ def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -
     cfg's shapes. "bianet"/"baseline": the Trainer's step without the read of its losses (the
     epoch reads them once per ``READ_EVERY`` steps); "encoders": the two bare encoders'
     forward and backward (a mean-square loss on their maps), what any model of these shapes pays."""
-    from bianet_lib.engine.trainer import Trainer
     from bianet_lib.model.network import BIANet
 
     split = synthetic_split(cfg, cfg.batch_size)
@@ -155,12 +164,8 @@ def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -
             out[arm] = (step, None, device)
             continue
         arm_cfg = cfg if arm == "bianet" else dataclasses.replace(cfg, use_pia=False, use_nia=False)
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(arm_cfg, split, split, tmp, progress=False)
-        device = trainer.device
-        voices, faces = split.voices.to(device), split.faces.to(device)
-        identity = torch.arange(cfg.batch_size, device=device)
-        out[arm] = (lambda t=trainer, v=voices, f=faces, i=identity: t._step(v, f, i), trainer, device)
+        trainer, batch = _bench_trainer(arm_cfg, split)
+        out[arm] = (lambda t=trainer, b=batch: t._step(*b), trainer, trainer.device)
     return out
 
 
@@ -200,13 +205,7 @@ def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dic
     reference = ("this", "bianet")
     ratios: dict = {key: [] for key in built}
     for _ in range(steps):
-        cycle = {}
-        for key, (fn, _, device) in built.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            cycle[key] = time.perf_counter() - t0
+        cycle = {key: _timed(fn, device) for key, (fn, _, device) in built.items()}
         for key in built:
             rows[key]["times"].append(cycle[key])
             ratios[key].append(cycle[key] / cycle[reference])
