@@ -141,13 +141,25 @@ def _trials(split: SplitData) -> dict:
     return {d: make_matching_trials(split, d, 2, TRIALS_PER_ID, TRIAL_SEED) for d in ("vf", "fv")}
 
 
-def _accuracy(model: BIANet, emb: dict, trials: dict, combine) -> dict:
+def trial_logits(model: BIANet, emb: dict, trials: dict, w: float = 0.0) -> dict:
+    """Per direction, ``model.match_logits`` (z, z_pos, z_neg; Eq. 20-22) of the 1:K trials from
+    the embeddings {"voice": [N, P, D], "face": [N, P, D]} of one split."""
     out = {}
     for d, t in trials.items():
         q, c = (emb["voice"], emb["face"]) if d == "vf" else (emb["face"], emb["voice"])
-        _, z_pos, z_neg = model.match_logits(q[t.query], c[t.candidates], 0.0)
-        out[d] = matching_accuracy(combine(z_pos, z_neg), t.target)
+        out[d] = model.match_logits(q[t.query], c[t.candidates], w)
     return out
+
+
+def dz_correlation(z_pos: torch.Tensor, z_neg: torch.Tensor) -> float:
+    """Correlation over 1:2 trials of the two branches' candidate logit differences (first
+    candidate minus second): near -1 when the negative branch mirrors the positive one."""
+    return float(np.corrcoef((z_pos[:, 0] - z_pos[:, 1]).numpy(), (z_neg[:, 0] - z_neg[:, 1]).numpy())[0, 1])
+
+
+def _accuracy(model: BIANet, emb: dict, trials: dict, combine) -> dict:
+    return {d: matching_accuracy(combine(z_pos, z_neg), trials[d].target)
+            for d, (_, z_pos, z_neg) in trial_logits(model, emb, trials).items()}
 
 
 @torch.no_grad()
@@ -176,12 +188,7 @@ def ablations(model: BIANet, split: SplitData, device: str = "cpu") -> dict:
         shuffled = {m: torch.stack([e[:, 0], e[torch.randperm(len(e), generator=g), 1]], dim=1)
                     for m, e in emb.items()}
         report["neg_shuffled"] = _accuracy(model, shuffled, trials, full)
-        dz = {}
-        for d, t in trials.items():
-            q, c = (emb["voice"], emb["face"]) if d == "vf" else (emb["face"], emb["voice"])
-            _, zp, zn = model.match_logits(q[t.query], c[t.candidates], 0.0)
-            dz[d] = float(np.corrcoef((zp[:, 0] - zp[:, 1]).numpy(), (zn[:, 0] - zn[:, 1]).numpy())[0, 1])
-        report["corr_dz_pos_neg"] = dz
+        report["corr_dz_pos_neg"] = {d: dz_correlation(zp, zn) for d, (_, zp, zn) in trial_logits(model, emb, trials).items()}
     return report
 
 

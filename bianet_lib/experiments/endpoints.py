@@ -389,20 +389,19 @@ def branch_accuracies(model, scorer, test: SplitData, trials) -> dict:
     branches' candidate logit differences, and each part's per-trial correctness (bit-packed, so
     arms can be paired trial by trial); {} for a model without a negative branch or scored by
     cosine. Reuses the scorer's embeddings of ``test``."""
+    from bianet_lib.engine.diagnostics import dz_correlation, trial_logits
+
     if model.cfg.select_route == "cosine" or not model.cfg.use_nia:
         return {}
+    emb = {m: scorer.embed(test, m).to(scorer.device) for m in ("voice", "face")}
     out = {}
-    for d, tr in trials.items():
-        q_mod, c_mod = _modalities(d)
-        q = scorer.embed(test, q_mod)[torch.as_tensor(np.asarray(tr.query))]
-        c = scorer.embed(test, c_mod)[torch.as_tensor(np.asarray(tr.candidates))]
-        z, z_pos, z_neg = (t.float().cpu() for t in model.match_logits(q.to(scorer.device), c.to(scorer.device), scorer.w))
-        target = np.asarray(tr.target)
-        hits = {name: metrics.matching_correct(logits, target, TRIAL_SEED)
-                for name, logits in (("z", z), ("z_pos", z_pos), ("minus_z_neg", -z_neg))}
-        corr = float(np.corrcoef((z_pos[:, 0] - z_pos[:, 1]).numpy(), (z_neg[:, 0] - z_neg[:, 1]).numpy())[0, 1])
-        out[d] = {**{k: float(np.mean(v)) for k, v in hits.items()}, "corr_dz_pos_neg": corr, "w": float(scorer.w),
-                  "n_trials": len(target), "bits": {k: pack_bits(v) for k, v in hits.items()}}
+    for d, logits in trial_logits(model, emb, trials, scorer.w).items():
+        z, z_pos, z_neg = (t.float().cpu() for t in logits)
+        target = np.asarray(trials[d].target)
+        hits = {name: metrics.matching_correct(x, target, TRIAL_SEED)
+                for name, x in (("z", z), ("z_pos", z_pos), ("minus_z_neg", -z_neg))}
+        out[d] = {**{k: float(np.mean(v)) for k, v in hits.items()}, "corr_dz_pos_neg": dz_correlation(z_pos, z_neg),
+                  "w": float(scorer.w), "n_trials": len(target), "bits": {k: pack_bits(v) for k, v in hits.items()}}
     return out
 
 
