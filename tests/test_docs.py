@@ -97,6 +97,29 @@ def _headroom_finding() -> dict[str, str]:
                                f"and {_ci(drop['fv'])} (F-V): {reading}")}
 
 
+#: The README's words for each pre-declared reading of the fair exploratory family.
+EXPLORATORY_WORDS = {"none_takes_headroom": "neither takes it", "bianet_takes_headroom": "BIANet takes it",
+                     "only_supervised_takes_headroom": "only supervised attention takes it",
+                     "other": "no pre-declared reading"}
+
+
+def _exploratory_finding() -> dict[str, str]:
+    """The fair exploratory family's phrase (F-V clean-twin drop, BIANet and supervised attention
+    against the baseline, and the pre-declared reading), once all its runs are committed."""
+    from bianet_lib.experiments.preregistration import FAIR_EXPLORATORY_COMPARISONS
+    from bianet_lib.experiments.stats import fair_exploratory_reading
+
+    records = tb.load_records(ROOT / "results" / "experiments" / "fair")
+    want = {(a, s) for a in (*W.FAIR_HEADROOM_ARMS, *W.FAIR_EXPLORATORY_ARMS) for s in ex.FAIR_SEEDS}
+    if W.FAIR_EXPLORATORY_WORLD is None or not want <= {(a, int(r["seed"])) for a, v in records.items() for r in v}:
+        return {}
+    comps = tb.compare_arms(records, tb.clusters_for(records["baseline"][0]), comparisons=FAIR_EXPLORATORY_COMPARISONS)
+    fv = {c["comparison"]: c for c in comps if c["endpoint"] == "clean_twin_drop" and c["direction"] == "fv"}
+    return {"exploratory family": (f"BIANet changes the F-V drop by {_ci(fv['bianet - baseline'])} and supervised "
+                                   f"attention by {_ci(fv['supervised - baseline'])}: "
+                                   f"{EXPLORATORY_WORDS[fair_exploratory_reading(comps)]}")}
+
+
 def _findings() -> dict[str, str]:
     """Each phrase of the README's "What we found" that carries a number, recomputed from the
     committed results (the converged test-bed grid, the course run's diagnose report)."""
@@ -131,6 +154,7 @@ def _findings() -> dict[str, str]:
                              f"at most {largest:.3f} at 1:2; a fair test needs {target:.2f}."),
         "anti-identity": "(Eq. 22 trains NIA as an anti-identity matcher)",
         **_headroom_finding(),
+        **_exploratory_finding(),
         "verdict": f"(16 epochs, 5 seeds), {n_sig} of {len(primary)} pre-registered comparisons are significant after Holm",
         "bianet - baseline": f"{_ci(ba[0])} (V-F) and {_ci(ba[1])} (F-V), 95% intervals",
         "PIA's contribution": (f"embedding by {_health(course, 'PIA contribution to h_hat, face / voice')} of its length "
