@@ -174,12 +174,16 @@ def fair_markdown(results_dir: str | Path, n_boot: int = 2000) -> str:
     clusters = clusters_for(next(iter(records.values()))[0])
     head = fair_headroom(records, clusters, n_boot=n_boot)
     if head:
-        lines += ["", "| arm | direction | headroom (baseline - oracle drop) | recovered | 95% interval | seeds |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += ["", "| arm | direction | headroom (baseline - oracle drop) | recovered | 95% interval | "
+                      "bootstrap draws without headroom | seeds |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
         for h in head:
             rec = "-" if h["recovered"] is None else f"{h['recovered']:+.2f}"
             ci = "-" if h["ci"][0] is None else f"[{h['ci'][0]:+.2f}, {h['ci'][1]:+.2f}]"
-            lines.append(f"| {h['arm']} | {h['direction'].upper()} | {h['headroom']:+.3f} | {rec} | {ci} | {h['seeds']} |")
+            lines.append(f"| {h['arm']} | {h['direction'].upper()} | {h['headroom']:+.3f} | {rec} | {ci} | "
+                         f"{h['no_headroom_share']:.0%} | {h['seeds']} |")
+        lines += ["", "Recovered is a ratio: where the headroom's interval reaches 0 (many draws without "
+                      "headroom), it is unstable and not read."]
     shifts = shift_rows(records)
     if shifts:
         lines += ["", "| arm | modality | branch | paired attention shift on the interfered tokens | seeds' interval ends |",
