@@ -136,7 +136,7 @@ def branch_markdown(records: dict[str, list[dict]], clusters: dict, n_boot: int 
                      f"{r['minus_z_neg']:.3f} | {r['corr_dz_pos_neg']:+.2f} | {r['seeds']} |")
     rows = branch_comparison(records, clusters, n_boot)
     if rows:  # Holm over its 2 directions
-        lines += _comparison_lines([{**r, "endpoint": "negative branch alone (-z_neg), 1:2 accuracy"} for r in rows])
+        lines += _comparison_lines([{**r, "endpoint": "negative branch alone, 1:2 accuracy"} for r in rows])
         reading = branch_reading(rows)
         lines += ["", f"NIA's anti-identity (-z_neg alone above 0.5 at 1:2): **{reading}** ({BRANCH_MEANING[reading]})."]
     return lines
