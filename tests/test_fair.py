@@ -446,6 +446,19 @@ def test_fair_exploratory_reading_is_decided_in_fv_alone():
     assert stats.fair_exploratory_reading(up) == "none_takes_headroom"
 
 
+def test_shift_sentence_counts_pairs_whose_seeds_agree():
+    from bianet_lib.reports.fair import shift_sentence
+
+    rows = [{"arm": "bianet", "modality": "face", "branch": "pia", "mean": -0.04, "lo": -0.08, "hi": -0.01},
+            {"arm": "bianet", "modality": "voice", "branch": "pia", "mean": -0.02, "lo": -0.05, "hi": +0.01},
+            {"arm": "bianet", "modality": "face", "branch": "nia", "mean": +0.01, "lo": -0.01, "hi": +0.02},
+            {"arm": "supervised", "modality": "voice", "branch": "nia", "mean": +0.43, "lo": +0.41, "hi": +0.46}]
+    text = shift_sentence(rows)
+    assert "leaves the interfered tokens in 1 of 2 arm-modality pairs and NIA's reaches them in 1 of 2" in text
+    assert "largest NIA shift +0.430, supervised, voice" in text
+    assert shift_sentence([r for r in rows if r["branch"] == "pia"]) == ""
+
+
 def test_branch_comparison_known_answer():
     """Constructed per-trial bits: supervised's -z_neg alone is right on every trial, BIANet's on
     none, on 2 seeds of 40 trials over 10 identities: the difference is +1 with a degenerate
