@@ -169,9 +169,11 @@ def _step_variants(cfg: BIANetConfig, arms=("bianet", "baseline", "encoders")) -
     return out
 
 
-def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dict | None = None) -> dict:
-    """Per arm (BIANet, the baseline, the bare encoders) and per variant (``cfg`` itself, and
-    ``compare``'s field changes, e.g. the code's former layout): median step seconds,
+def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dict | None = None,
+               more: dict[str, dict] | None = None) -> dict:
+    """Per arm (BIANet, the baseline, the bare encoders) and per variant (``cfg`` itself,
+    ``compare``'s field changes, e.g. the code's former layout, and each of ``more``'s named
+    field changes, e.g. channels_last without compile): median step seconds,
     samples/s, FLOPs per step (``torch.utils.flop_counter``: forward and backward of
     matmuls/convolutions), achieved FLOP/s and, on a GPU of known peak, utilisation, ATen ops
     and host syncs per step. The variants' steps are interleaved (one of each per cycle) and
@@ -184,6 +186,10 @@ def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dic
     variants = {"this": cfg}
     if compare:
         variants["compare"] = dataclasses.replace(cfg, **compare)
+    for name, changes in (more or {}).items():
+        if name in variants:
+            raise ValueError(f"step_table: variant name {name!r} is taken")
+        variants[name] = dataclasses.replace(cfg, **changes)
     built = {(v, arm): fn for v, c in variants.items() for arm, fn in _step_variants(c).items()}
     rows = {}
     for key, (fn, trainer, device) in built.items():
@@ -224,7 +230,8 @@ def step_table(cfg: BIANetConfig, steps: int = 10, warmup: int = 2, compare: dic
                       "compiled": row["compiled"]})
     return {"rows": table, "steps": steps, "warmup": warmup, "device_name": device_name,
             "peak_flop_per_s": peak, "variants": {"this": "the config as given",
-                                                  **({"compare": compare} if compare else {})},
+                                                  **({"compare": compare} if compare else {}),
+                                                  **(more or {})},
             "statistic": f"medians over {steps} interleaved cycles after {warmup} warm-up steps each"}
 
 

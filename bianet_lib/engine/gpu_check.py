@@ -47,12 +47,12 @@ def plan(device: str, tiny: bool) -> dict:
                                                     faces_per_id=2, seconds=0.5, face_size=32),
                 "clip_seconds": 0.25, "batch_size": 4, "epochs": 2, "bench_steps": 1,
                 "model": _tiny_model() + ["face_size=32", "clip_seconds=0.25"],
-                "loader_batches": 4, "torchrun_epochs": 1, "reserve_s": 0}
+                "loader_batches": 4, "torchrun_epochs": 1, "reserve_s": 0, "train_sets": []}
     return {"preset": "paper", "tree": dict(n_train=400, n_val=40, n_test=60, clips_per_id=4,
                                             faces_per_id=4, seconds=6.0, face_size=224),
             "clip_seconds": 10.0, "batch_size": 50, "epochs": 8, "bench_steps": 5,
             "model": [], "loader_batches": 40, "torchrun_epochs": 1,
-            "reserve_s": 120}
+            "reserve_s": 120, "train_sets": ["channels_last=true", "compile=true"]}
 
 
 def environment(device: str) -> dict:
@@ -202,19 +202,23 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
                            "params": {"bianet": full["params"], "baseline": base["params"]}}
         print(f"bench: ratio {report['bench']['ratio_bianet_to_baseline']:.3f} "
               f"{report['bench']['samples_per_s']}", flush=True)
+        write(report)  # kept if compiling below outlasts the check's time limit
         # the step table of `bianet bench --table` (issue 28): channels_last and compile against
-        # the former step, FLOPs, utilisation of the card's stated peak, ops and syncs per step
+        # the former step and channels_last alone, FLOPs, utilisation of the card's stated peak,
+        # ops and syncs per step
         from bianet_lib.engine.bench import format_step_table, step_table
 
         fast = dataclasses.replace(cfg, channels_last=True, compile=not tiny)
-        report["step_table"] = step_table(fast, p["bench_steps"], 2, {"channels_last": False, "compile": False})
+        report["step_table"] = step_table(fast, 1 if tiny else 10, 2, {"channels_last": False, "compile": False},
+                                          more={"channels_last_eager": {"compile": False}})
         print(format_step_table(report["step_table"]), flush=True)
 
     def train_cmd(run_dir: Path, epochs: int, torchrun: bool) -> list[str]:
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                      str(29500 + os.getpid() % 1000)] if torchrun else [sys.executable])
         return [*launcher, "-m", "bianet_lib", "train", "--preset", p["preset"], "--run-dir", str(run_dir),
-                "--no-progress", "--set", *_sets(p, tree, cache, device), f"epochs={epochs}"]
+                "--no-progress", "--set", *_sets(p, tree, cache, device), f"epochs={epochs}",
+                *([] if torchrun else p["train_sets"])]
 
     def train():
         # A subprocess with a deadline: the epochs finished before it are read back from the run's
@@ -233,6 +237,10 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
         report["train"] = {"returncode": rc, "timed_out": timed_out, "seconds": time.perf_counter() - t0,
                            "epochs_done": len(metrics), "steps": steps,
                            "steps_per_s": steps / sum(t["seconds"] for t in timing) if timing else None,
+                           "settings": p["train_sets"],
+                           "first_step_seconds": timing[0].get("first_step_seconds") if timing else None,
+                           "steps_per_s_after_epoch_1": ((steps - metrics[0]["step"]) / sum(t["seconds"] for t in timing[1:])
+                                                         if len(timing) > 1 and len(metrics) > 1 else None),
                            "match_loss_per_epoch": match, "ln2": math.log(2),
                            "match_below_ln2_at_end": bool(match and match[-1] < math.log(2)),
                            "match_fell": bool(len(match) > 1 and match[-1] < match[0]),
@@ -321,8 +329,12 @@ def report_markdown(report: dict) -> str:
                                          f"{b['params']['bianet'] / 1e6:.1f} M, baseline "
                                          f"{b['peak_memory_mb']['baseline']:,.0f} MB / "
                                          f"{b['params']['baseline'] / 1e6:.1f} M"),
-        (f"training, {t['epochs_done']} epochs = {t['steps']} steps",
-         f"{t['steps_per_s']:.2f} steps/s; matching loss per epoch "
+        (f"training, {t['epochs_done']} epochs = {t['steps']} steps"
+         + (f" ({', '.join(t['settings'])})" if t.get("settings") else ""),
+         f"{t['steps_per_s']:.2f} steps/s"
+         + (f" ({t['steps_per_s_after_epoch_1']:.2f} after epoch 1)" if t.get("steps_per_s_after_epoch_1") else "")
+         + (f", first (compiling) step {t['first_step_seconds']:.0f} s" if t.get("first_step_seconds") else "")
+         + "; matching loss per epoch "
          + ", ".join(f"{x:.3f}" for x in match) + f" (ln 2 = {t['ln2']:.3f})"),
         ("validation 1:2 per epoch", ", ".join(f"{x:.3f}" for x in val)),
         (f"test 1:2 V-F / F-V (checkpoint of epoch {ck.get('epoch')}, selected on validation)",

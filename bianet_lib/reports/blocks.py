@@ -44,12 +44,14 @@ def _folder_renderers() -> dict:
 
 def step_table_markdown(result: dict) -> str:
     """A ``bianet bench --table`` result as a markdown table ("this": the config benchmarked,
-    "compare": the variant it was compared with)."""
-    changes = ", ".join(f"{k}={v}" for k, v in (result["variants"].get("compare") or {}).items())
+    every other variant named with its field changes)."""
+    def changes(variant: str) -> str:
+        return ", ".join(f"{k}={v}" for k, v in (result["variants"].get(variant) or {}).items())
+
     lines = ["| variant | arm | step s | samples/s | x this BIANet | x bare encoders | GFLOP/step | GFLOP/s | "
              "ops/step | host syncs/step |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        name = "this" if r["variant"] == "this" else f"compare ({changes})"
+        name = "this" if r["variant"] == "this" else f"{r['variant']} ({changes(r['variant'])})"
         ops = "-" if r["ops_per_step"] is None else str(r["ops_per_step"])
         syncs = "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"
         lines.append(f"| {name} | {r['arm']} | {r['step_s']:.3f} | {r['samples_per_s']:.0f} | "
