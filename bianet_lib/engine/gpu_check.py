@@ -289,6 +289,53 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
     return report
 
 
+#: the training variants ``--train-variants`` compares (config fields set on top of the preset)
+TRAIN_VARIANTS = {"eager": [], "channels_last": ["channels_last=true"], "compile": ["compile=true"],
+                  "channels_last+compile": ["channels_last=true", "compile=true"]}
+
+
+def run_train_variants(device: str, tiny: bool, work: Path, epochs: int, write=lambda report: None) -> dict:
+    """The check's tree, then one short training run per :data:`TRAIN_VARIANTS` entry (same
+    data, seed and epochs): the matching loss and validation accuracy per epoch of each, so a
+    layout or compiler that changes what training does shows as diverging curves."""
+    from bianet_lib.data.store import StoreSettings, open_or_build
+    from bianet_lib.data.vox_tree import write_vox_tree
+    from bianet_lib.data.voxceleb import build_index
+
+    p = plan(device, tiny)
+    tree, cache = work / "tree", work / "cache"
+    report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device),
+                    "epochs": epochs, "variants": {}}
+    write_vox_tree(tree, **p["tree"])
+    index, _ = build_index(tree / "wav", tree / "faces", "wen")
+    settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
+    for split in ("train", "val", "test"):
+        open_or_build(index[index["split"] == split], cache, split, settings)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name, sets in TRAIN_VARIANTS.items():
+        run_dir = work / f"run-{name.replace('+', '-')}"
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-m", "bianet_lib", "train", "--preset", p["preset"],
+                              "--run-dir", str(run_dir), "--no-progress", "--set",
+                              *_sets(p, tree, cache, device), f"epochs={epochs}", *sets],
+                             cwd=ROOT, env=env, capture_output=True, text=True)
+        metrics, timing = _read_jsonl(run_dir / "metrics.jsonl"), _read_jsonl(run_dir / "timing.jsonl")
+        report["variants"][name] = {
+            "settings": sets, "returncode": res.returncode, "seconds": time.perf_counter() - t0,
+            "match_loss_per_epoch": [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics],
+            "loss_per_epoch": [m.get("loss") for m in metrics],
+            "val_acc_per_epoch": [m.get("val_acc") for m in metrics],
+            "epoch_seconds": [t["seconds"] for t in timing],
+            "first_step_seconds": timing[0].get("first_step_seconds") if timing else None,
+            "stderr_tail": res.stderr.strip().splitlines()[-3:]}
+        v = report["variants"][name]
+        print(f"{name}: rc={res.returncode} match={[round(x, 3) for x in v['match_loss_per_epoch']]} "
+              f"val={[round(x, 3) for x in v['val_acc_per_epoch'] if x is not None]} "
+              f"epoch s={[round(x, 1) for x in v['epoch_seconds']]}", flush=True)
+        write(report)
+    return report
+
+
 def report_markdown(report: dict) -> str:
     """The docs' account of one GPU report (``<!-- gpu-report: PATH -->``): every number is read
     from the report, so the text cannot drift from what the check measured."""
@@ -368,6 +415,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--report-dir", default=str(ROOT / "results" / "gpu"))
     ap.add_argument("--no-tests", action="store_true", help="skip the pytest stage")
+    ap.add_argument("--train-variants", type=int, default=None, metavar="EPOCHS",
+                    help="instead of the check: train each layout/compile variant for EPOCHS epochs "
+                         "on the check's tree and compare their curves (report-<device>-variants.json)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="wall-clock seconds for the whole check (default 420 on the full form, none "
                          "on --tiny); training stops at the deadline and reports the epochs it finished")
@@ -382,7 +432,8 @@ def run(args: argparse.Namespace) -> int:
         print("gpu_check: error: --device cuda but torch sees no GPU (use --device cpu --tiny)",
               file=sys.stderr)
         return 2
-    name = f"report-{args.device}{'-tiny' if args.tiny else ''}.json"
+    name = (f"report-{args.device}{'-tiny' if args.tiny else ''}"
+            f"{'-variants' if args.train_variants is not None else ''}.json")
     folders = [Path(f) for f in filter(None, (args.report_dir, os.environ.get("OUT")))]
 
     def write(report: dict) -> None:
@@ -397,8 +448,14 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = run_check(args.device, args.tiny, work, tests=not args.no_tests, write=write,
-                           budget_s=budget)
+        if args.train_variants is not None:
+            report = run_train_variants(args.device, args.tiny, work, args.train_variants, write)
+            report["ok"] = all(v["returncode"] == 0 for v in report["variants"].values())
+            report["total_s"] = sum(v["seconds"] for v in report["variants"].values())
+            write(report)
+        else:
+            report = run_check(args.device, args.tiny, work, tests=not args.no_tests, write=write,
+                               budget_s=budget)
     for folder in folders:
         print(f"report written to {folder / name}")
     print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s"
