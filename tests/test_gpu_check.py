@@ -38,20 +38,73 @@ def test_gpu_check_tiny_cpu_form(tmp_path):
 
 
 REPORT = ROOT / "results" / "gpu" / "report-cuda.json"
+FIRST_REPORT = ROOT / "results" / "gpu" / "report-cuda-603f018.json"  # when `paper` trained at 1e-3
+VARIANTS = ROOT / "results" / "gpu" / "report-cuda-variants.json"
 
 
-def test_readme_sentences_about_the_gpu_report_match_it():
-    """The GPU numbers typed into prose (docs/gpu-and-real-data.md, outside the generated table) are
-    the report's."""
-    r = json.loads(REPORT.read_text())
-    readme = " ".join((ROOT / "docs" / "gpu-and-real-data.md").read_text().split())
+def _doc() -> str:
+    return " ".join((ROOT / "docs" / "gpu-and-real-data.md").read_text().split())
+
+
+def test_doc_sentences_about_the_gpu_reports_match_them():
+    """The GPU numbers typed into prose (docs/gpu-and-real-data.md, outside the generated tables)
+    are the reports'."""
+    r, first = json.loads(REPORT.read_text()), json.loads(FIRST_REPORT.read_text())
+    doc = _doc()
     b, match = r["bench"], r["train"]["match_loss_per_epoch"]
-    assert r["ok"] and r["env"]["gpu"] == "NVIDIA H200"
+    assert r["ok"] and r["env"]["gpu"] == first["env"]["gpu"] == "NVIDIA H200"
     assert (f"a BIANet step takes {b['step_time_s']['bianet']:.3f} s against {b['step_time_s']['baseline']:.3f} s "
             f"for the baseline, a ratio of {b['ratio_bianet_to_baseline']:.2f}, at "
-            f"{b['peak_memory_mb']['bianet'] / 1000:.1f} GB peak GPU memory") in readme
-    assert f"from {match[0]:.3f} in the first epoch to {match[-1]:.3f} in the eighth" in readme
-    assert len(match) == 8 and match[-1] < math.log(2)
+            f"{b['peak_memory_mb']['bianet'] / 1000:.1f} GB peak GPU memory") in doc
+    m1 = first["train"]["match_loss_per_epoch"]
+    assert f"from {m1[0]:.3f} in the first epoch to {m1[-1]:.3f} in the eighth" in doc
+    assert len(m1) == 8 and m1[-1] < math.log(2) and first["train"]["results"]["config"]["lr_encoders"] == 1e-3
+    assert f"does not learn there: {match[0]:.3f} in the first epoch, {match[-1]:.3f} in the eighth" in doc
+    assert len(match) == 8 and min(match[1:]) > math.log(2) and r["train"]["results"]["config"]["lr_encoders"] == 5e-2
+
+
+def test_gpu_speed_sentences_are_the_reports_numbers():
+    """The paragraph after the H200 step and training tables, recomputed from both reports."""
+    from bianet_lib.engine.bench import peak_flops
+
+    r, v = json.loads(REPORT.read_text()), json.loads(VARIANTS.read_text())
+    doc = _doc()
+    text = doc[doc.index("<!-- gpu-speed-prose -->"):doc.index("<!-- /gpu-speed-prose -->")]
+    st = {(row["variant"], row["arm"]): row for row in r["step_table"]["rows"]}
+    former, fast, cl = st[("compare", "bianet")], st[("this", "bianet")], st[("channels_last_eager", "bianet")]
+    assert fast["compiled"] and not cl["compiled"] and not former["compiled"]
+    assert (f"from {former['step_s']:.3f} s to {cl['step_s']:.3f} s in the step table (the former step takes "
+            f"{former['ratio_to_this_bianet']:.2f} times as long") in text
+    assert f"uses {100 * cl['utilisation']:.1f}% of the card's stated bf16 peak" in text
+    assert f"compiling adds nothing ({fast['step_s']:.3f} s with and without)" in text
+    assert f"{fast['step_s']:.3f}" == f"{cl['step_s']:.3f}"
+    per_step = {}
+    p = v["plan"]
+    batches = p["tree"]["n_train"] * p["tree"]["clips_per_id"] // p["batch_size"]
+    for name, run in v["variants"].items():
+        later = run["epoch_seconds"][1:]
+        per_step[name] = sum(later) / len(later) / batches
+    rate = {k: p["batch_size"] / t for k, t in per_step.items()}
+    assert (f"{rate['eager']:.0f} samples/s eager, {rate['channels_last']:.0f} with channels_last "
+            f"({per_step['eager'] / per_step['channels_last']:.2f}x), {rate['compile']:.0f} compiled "
+            f"({per_step['eager'] / per_step['compile']:.2f}x)") in text
+    t = r["train"]
+    assert t["settings"] == ["channels_last=true", "compile=true"]
+    util = fast["flops_per_step"] * t["steps_per_s_after_epoch_1"] / peak_flops(r["env"]["gpu"])
+    assert (f"{t['steps_per_s_after_epoch_1']:.2f} steps/s ({t['steps_per_s_after_epoch_1'] * p['batch_size']:.0f} "
+            f"samples/s, {100 * util:.1f}% of the peak)") in text
+    assert t["steps_per_s_after_epoch_1"] * p["batch_size"] >= 600 > rate["channels_last"] and util < 0.30
+    cold, warm = v["variants"]["compile"]["first_step_seconds"], t["first_step_seconds"]
+    assert f"Compiling cost {cold:.0f} s (the first step) on a fresh machine and {warm:.0f} s" in text
+    vs_eager = cold / (per_step["eager"] - per_step["compile"])
+    vs_cl = cold / (per_step["channels_last"] - per_step["compile"])
+    assert (f"after about {round(vs_eager, -2):,.0f} steps against the eager step and {round(vs_cl, -2):,.0f} "
+            f"against channels_last alone") in text
+    enc = st[("channels_last_eager", "encoders")]
+    extra = 100 * (cl["flops_per_step"] - enc["flops_per_step"]) / enc["flops_per_step"]
+    assert (f"BIANet costs {cl['ratio_to_bare_encoders']:.2f} times the bare encoders' step for {extra:.2f}% "
+            f"more FLOPs: {cl['ops_per_step']:,} ATen ops a step against {enc['ops_per_step']:,}") in text
+    assert all(min(run["match_loss_per_epoch"][2:]) > math.log(2) for run in v["variants"].values())
 
 
 def test_gpu_report_text_follows_its_numbers():
@@ -59,7 +112,10 @@ def test_gpu_report_text_follows_its_numbers():
     or validation still rising at the end, changes the sentence."""
     from bianet_lib.engine.gpu_check import report_markdown
 
-    r = json.loads(REPORT.read_text())
+    now = report_markdown(json.loads(REPORT.read_text()))  # the literal `paper` preset: diverges
+    assert "is below ln 2 at no epoch, so the `paper` preset does not learn" in now and "overfits" not in now
+    assert "(Adam 0.05 / 0.005): the loss ends at 5.587, 8.1 times ln 2" in now
+    r = json.loads(FIRST_REPORT.read_text())
     text = report_markdown(r)
     assert "OK in" in text and "is below ln 2 from epoch 1 on" in text and "overfits 400" in text
     flat = json.loads(json.dumps(r))
@@ -70,3 +126,20 @@ def test_gpu_report_text_follows_its_numbers():
     other = report_markdown(flat)
     assert "FAILED in" in other and "is below ln 2 at no epoch" in other
     assert "overfits" not in other and "Validation ends at 0.570 (epoch 8)" in other
+
+
+def test_variants_table_computes_rates_and_names_what_is_missing():
+    """variants_markdown: samples/s from the epochs after the first, the ratio to eager, and a
+    variant the report lacks is named, not dropped silently."""
+    from bianet_lib.engine.gpu_check import TRAIN_VARIANTS, variants_markdown
+
+    plan = {"preset": "paper", "batch_size": 10, "tree": {"n_train": 20, "clips_per_id": 5}}  # 10 batches
+    run = {"epoch_seconds": [50.0, 2.0, 2.0], "match_loss_per_epoch": [0.7, 0.6, 0.5],
+           "val_acc_per_epoch": [0.5, 0.6, 0.7]}
+    report = {"env": {"device": "cuda", "gpu": "X", "torch": "t"}, "plan": plan, "epochs": 3,
+              "variants": {"eager": run, "compile": {**run, "epoch_seconds": [90.0, 1.0, 1.0]}}}
+    text = variants_markdown(report)
+    assert "| eager | 50.0 | 2.00 | 50 | 1.00 | 0.70, 0.60, 0.50 |" in text
+    assert "| compile | 90.0 | 1.00 | 100 | 2.00 |" in text
+    missing = [n for n in TRAIN_VARIANTS if n not in ("eager", "compile")]
+    assert text.rstrip().endswith(f"Not in this report (the check ended before): {', '.join(missing)}.")

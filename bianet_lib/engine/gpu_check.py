@@ -52,7 +52,11 @@ def plan(device: str, tiny: bool) -> dict:
                                             faces_per_id=4, seconds=6.0, face_size=224),
             "clip_seconds": 10.0, "batch_size": 50, "epochs": 8, "bench_steps": 5,
             "model": [], "loader_batches": 40, "torchrun_epochs": 1,
-            "reserve_s": 120, "train_sets": ["channels_last=true", "compile=true"]}
+            "reserve_s": 120, "train_sets": ["channels_last=true", "compile=true"],
+            # the training stages run paper-fixed: the literal `paper` preset (Adam 5e-2) does not
+            # learn on the GPU either (results/gpu/report-cuda.json), so it could not tell a broken
+            # GPU path from a diverging preset
+            "train_preset": "paper-fixed"}
 
 
 def environment(device: str) -> dict:
@@ -216,7 +220,8 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
     def train_cmd(run_dir: Path, epochs: int, torchrun: bool) -> list[str]:
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                      str(29500 + os.getpid() % 1000)] if torchrun else [sys.executable])
-        return [*launcher, "-m", "bianet_lib", "train", "--preset", p["preset"], "--run-dir", str(run_dir),
+        return [*launcher, "-m", "bianet_lib", "train", "--preset", p.get("train_preset", p["preset"]),
+                "--run-dir", str(run_dir),
                 "--no-progress", "--set", *_sets(p, tree, cache, device), f"epochs={epochs}",
                 *([] if torchrun else p["train_sets"])]
 
@@ -237,7 +242,7 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
         report["train"] = {"returncode": rc, "timed_out": timed_out, "seconds": time.perf_counter() - t0,
                            "epochs_done": len(metrics), "steps": steps,
                            "steps_per_s": steps / sum(t["seconds"] for t in timing) if timing else None,
-                           "settings": p["train_sets"],
+                           "settings": p["train_sets"], "preset": p.get("train_preset", p["preset"]),
                            "first_step_seconds": timing[0].get("first_step_seconds") if timing else None,
                            "steps_per_s_after_epoch_1": ((steps - metrics[0]["step"]) / sum(t["seconds"] for t in timing[1:])
                                                          if len(timing) > 1 and len(metrics) > 1 else None),
@@ -305,7 +310,7 @@ def run_train_variants(device: str, tiny: bool, work: Path, epochs: int, write=l
     p = plan(device, tiny)
     tree, cache = work / "tree", work / "cache"
     report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device),
-                    "epochs": epochs, "variants": {}}
+                    "epochs": epochs, "preset": p.get("train_preset", p["preset"]), "variants": {}}
     write_vox_tree(tree, **p["tree"])
     index, _ = build_index(tree / "wav", tree / "faces", "wen")
     settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
@@ -315,7 +320,7 @@ def run_train_variants(device: str, tiny: bool, work: Path, epochs: int, write=l
     for name, sets in TRAIN_VARIANTS.items():
         run_dir = work / f"run-{name.replace('+', '-')}"
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "bianet_lib", "train", "--preset", p["preset"],
+        res = subprocess.run([sys.executable, "-m", "bianet_lib", "train", "--preset", report["preset"],
                               "--run-dir", str(run_dir), "--no-progress", "--set",
                               *_sets(p, tree, cache, device), f"epochs={epochs}", *sets],
                              cwd=ROOT, env=env, capture_output=True, text=True)
@@ -376,7 +381,7 @@ def report_markdown(report: dict) -> str:
                                          f"{b['params']['bianet'] / 1e6:.1f} M, baseline "
                                          f"{b['peak_memory_mb']['baseline']:,.0f} MB / "
                                          f"{b['params']['baseline'] / 1e6:.1f} M"),
-        (f"training, {t['epochs_done']} epochs = {t['steps']} steps"
+        (f"`{t.get('preset', plan_['preset'])}` training, {t['epochs_done']} epochs = {t['steps']} steps"
          + (f" ({', '.join(t['settings'])})" if t.get("settings") else ""),
          f"{t['steps_per_s']:.2f} steps/s"
          + (f" ({t['steps_per_s_after_epoch_1']:.2f} after epoch 1)" if t.get("steps_per_s_after_epoch_1") else "")
@@ -394,19 +399,57 @@ def report_markdown(report: dict) -> str:
              f"{'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s.", "",
              "| what | measured |", "|---|---|", *[f"| {a} | {b_} |" for a, b_ in rows], ""]
     feed = ld["samples_per_s"] / b["samples_per_s"]["bianet"]
+    learns = bool(t["match_below_ln2_at_end"])
+    cfg = res.get("config", {})
+    rates = (f" (Adam {cfg['lr_encoders']:g} / {cfg['lr_heads']:g})" if "lr_encoders" in cfg else "")
+    where = (f"from epoch {first_below} on" if first_below and all(x < t["ln2"] for x in match[first_below - 1:])
+             else ("at the end" if learns else "at no epoch"))
+    preset = t.get("preset", plan_["preset"])
+    verdict = (f"so the `{preset}` preset learns at batch {plan_['batch_size']} with its own rates{rates}. "
+               if learns else
+               f"so the `{preset}` preset does not learn at batch {plan_['batch_size']} with its own "
+               f"rates{rates}: the loss ends at {match[-1]:.3f}, {match[-1] / t['ln2']:.1f} times ln 2. ")
+    falling_after_best = best is not None and match[-1] < match[best]
     lines.append(
         f"The loader feeds {feed:.1f} times what a BIANet step consumes, so data does not limit the GPU "
-        f"at this size. The matching loss is below ln 2 "
-        + (f"from epoch {first_below} on" if first_below and all(x < t["ln2"] for x in match[first_below - 1:])
-           else ("at the end" if t["match_below_ln2_at_end"] else "at no epoch"))
-        + f", so the `{plan_['preset']}` preset learns at batch {plan_['batch_size']} with its default rates. "
+        f"at this size. The matching loss is below ln 2 {where}, " + verdict
         + (f"Validation peaks at epoch {best + 1} ({val[best]:.3f}) and ends at {val[-1]:.3f} while the "
            f"matching loss keeps falling: the model overfits {tree['n_train']} generated identities within "
            f"{t['steps']} steps, so these accuracies say the GPU path trains and evaluates, not what "
            f"BIANet reaches on VoxCeleb."
-           if best is not None and best < len(val) - 1 else
-           f"Validation ends at {val[-1]:.3f} (epoch {len(val)})." if val else ""))
+           if learns and best is not None and best < len(val) - 1 and falling_after_best else
+           (f"Validation ends at {val[-1]:.3f} (epoch {len(val)})"
+            + (f", after {val[best]:.3f} at epoch {best + 1}" if best < len(val) - 1 else "") + "."
+            if val else "")))
     return "\n".join(lines)
+
+
+def variants_markdown(report: dict) -> str:
+    """The ``--train-variants`` report as a table: per layout/compile variant, the seconds of the
+    first epoch (compiling included) and of the later ones, samples/s after epoch 1, and the
+    matching loss per epoch; a variant the report lacks (the check stopped first) is named."""
+    env, p = report["env"], report["plan"]
+    lines = [f"`{report.get('preset', p['preset'])}` preset, batch {p['batch_size']}, {report['epochs']} epochs of "
+             f"{p['tree']['n_train']} identities on one {env.get('gpu', env['device'])} (torch {env['torch']}):", "",
+             "| variant | epoch 1 s | later epochs s (mean) | samples/s after epoch 1 | x eager | "
+             "matching loss per epoch | validation 1:2 per epoch |", "|---|---|---|---|---|---|---|"]
+    runs = report["variants"]
+
+    def later(v):
+        return sum(v["epoch_seconds"][1:]) / len(v["epoch_seconds"][1:])
+
+    steps = p["tree"]["n_train"] * p["tree"]["clips_per_id"] // p["batch_size"]  # batches per epoch
+    for name, v in runs.items():
+        ratio = later(runs["eager"]) / later(v) if "eager" in runs else None
+        lines.append(f"| {name} | {v['epoch_seconds'][0]:.1f} | {later(v):.2f} | "
+                     f"{steps * p['batch_size'] / later(v):,.0f} | "
+                     + ("-" if ratio is None else f"{ratio:.2f}") + " | "
+                     + ", ".join(f"{x:.2f}" for x in v["match_loss_per_epoch"]) + " | "
+                     + ", ".join(f"{x:.2f}" for x in v["val_acc_per_epoch"]) + " |")
+    missing = [n for n in TRAIN_VARIANTS if n not in runs]
+    if missing:
+        lines += ["", f"Not in this report (the check ended before): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -16,13 +16,14 @@ from bianet_lib.reports.diagnostics import health_markdown, results_markdown
 #: by ``<!-- /KIND -->``. ``<!-- calibration-table: FOLDER -->`` / ``<!-- testbed-table: FOLDER -->`` /
 #: ``<!-- testbed-long-table: FOLDER -->``: the test-bed's calibration, grid and convergence-check
 #: tables from a folder of run JSONs (bianet_lib.experiments.testbed). ``<!-- gpu-report: FILE -->``: the GPU
-#: check's report (bianet_lib.engine.gpu_check.report_markdown). ``<!-- paper-vs-fixed-epochs: FOLDER -->``:
+#: check's report (bianet_lib.engine.gpu_check.report_markdown); ``<!-- gpu-variants: FILE -->`` its
+#: ``--train-variants`` report (variants_markdown). ``<!-- paper-vs-fixed-epochs: FOLDER -->``:
 #: the epochs of the runs of bianet_lib.reports.paper_vs_fixed.RUNS under FOLDER. ``<!-- step-table: FILE -->``:
 #: a ``bianet bench --table --out FILE`` result (:func:`step_table_markdown`). ``<!-- fair-calibration-table:
 #: FOLDER -->`` / ``<!-- fair-table: FOLDER -->``: the fair test-bed's calibration and grid (bianet_lib.reports.fair). Paths are relative to the repository
 #: root (:func:`doc_root`), wherever the block sits.
 README_BLOCK = re.compile(r"<!-- (health-table|results-table|calibration-table|testbed-table|testbed-long-table"
-                          r"|gpu-report|paper-vs-fixed-epochs|step-table|fair-calibration-table|fair-table): (.*?) -->\n(.*?)"
+                          r"|gpu-report|gpu-variants|paper-vs-fixed-epochs|step-table|fair-calibration-table|fair-table): (.*?) -->\n(.*?)"
                           r"<!-- /\1 -->", re.S)
 RENDERERS = {"health-table": health_markdown, "results-table": results_markdown}
 #: The documents whose generated blocks are kept up to date: the README and every page of docs/.
@@ -38,25 +39,31 @@ def _folder_renderers() -> dict:
             "paper-vs-fixed-epochs": lambda d: paper_vs_fixed.epochs_markdown({n: d / n for n in paper_vs_fixed.RUNS}),
             "testbed-table": testbed.testbed_markdown, "testbed-long-table": testbed.long_markdown,
             "gpu-report": lambda f: gpu_check.report_markdown(json.loads(f.read_text())),
+            "gpu-variants": lambda f: gpu_check.variants_markdown(json.loads(f.read_text())),
             "step-table": lambda f: step_table_markdown(json.loads(f.read_text())),
             "fair-calibration-table": fair.calibration_markdown, "fair-table": fair.fair_markdown}
 
 
 def step_table_markdown(result: dict) -> str:
     """A ``bianet bench --table`` result as a markdown table ("this": the config benchmarked,
-    every other variant named with its field changes)."""
+    every other variant named with its field changes); a GPU check's report holds one under
+    ``step_table``."""
+    result = result.get("step_table", result)
     def changes(variant: str) -> str:
         return ", ".join(f"{k}={v}" for k, v in (result["variants"].get(variant) or {}).items())
 
+    util = any(r.get("utilisation") is not None for r in result["rows"])  # a GPU of known peak
     lines = ["| variant | arm | step s | samples/s | x this BIANet | x bare encoders | GFLOP/step | GFLOP/s | "
-             "ops/step | host syncs/step |", "|---|---|---|---|---|---|---|---|---|---|"]
+             + ("utilisation | " if util else "") + "ops/step | host syncs/step |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if util else "") + "---|---|"]
     for r in result["rows"]:
         name = "this" if r["variant"] == "this" else f"{r['variant']} ({changes(r['variant'])})"
         ops = "-" if r["ops_per_step"] is None else str(r["ops_per_step"])
         syncs = "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"
         lines.append(f"| {name} | {r['arm']} | {r['step_s']:.3f} | {r['samples_per_s']:.0f} | "
                      f"{r['ratio_to_this_bianet']:.2f} | {r['ratio_to_bare_encoders']:.2f} | "
-                     f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flop_per_s'] / 1e9:.1f} | {ops} | {syncs} |")
+                     f"{r['flops_per_step'] / 1e9:.1f} | {r['achieved_flop_per_s'] / 1e9:.1f} | "
+                     + (f"{100 * r['utilisation']:.1f}% | " if util else "") + f"{ops} | {syncs} |")
     return "\n".join(lines) + "\n"
 
 
