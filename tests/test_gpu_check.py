@@ -143,3 +143,18 @@ def test_variants_table_computes_rates_and_names_what_is_missing():
     assert "| compile | 90.0 | 1.00 | 100 | 2.00 |" in text
     missing = [n for n in TRAIN_VARIANTS if n not in ("eager", "compile")]
     assert text.rstrip().endswith(f"Not in this report (the check ended before): {', '.join(missing)}.")
+
+
+def test_train_variants_trains_each_variant_on_one_tree(tmp_path, monkeypatch):
+    """--train-variants (tiny CPU form, compile left out for time): every variant trains on the
+    same tree and seed, and the layout alone moves the curves by round-off only."""
+    from bianet_lib.engine import gpu_check
+
+    monkeypatch.setattr(gpu_check, "TRAIN_VARIANTS", {"eager": [], "channels_last": ["channels_last=true"]})
+    written = []
+    report = gpu_check.run_train_variants("cpu", True, tmp_path, 1, write=written.append)
+    runs = report["variants"]
+    assert list(runs) == ["eager", "channels_last"] and len(written) == 2
+    assert all(v["returncode"] == 0 and len(v["match_loss_per_epoch"]) == 1 for v in runs.values())
+    assert runs["channels_last"]["settings"] == ["channels_last=true"] and report["preset"] == "cpu-small"
+    assert abs(runs["eager"]["match_loss_per_epoch"][0] - runs["channels_last"]["match_loss_per_epoch"][0]) < 1e-3

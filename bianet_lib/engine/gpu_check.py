@@ -123,14 +123,45 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
+def _tree_and_stores(p: dict, tree: Path, cache: Path) -> tuple[dict, dict, object]:
+    """The check's generated tree (written once) and its three feature stores: (tree record,
+    stores record, the train split's store)."""
+    from bianet_lib.data.store import StoreSettings, open_or_build
+    from bianet_lib.data.vox_tree import write_vox_tree
+    from bianet_lib.data.voxceleb import build_index
+
+    t0 = time.perf_counter()
+    if not (tree / "wav").is_dir():
+        write_vox_tree(tree, **p["tree"])
+    tree_record = {**p["tree"], "generation_s": time.perf_counter() - t0}
+    index, _ = build_index(tree / "wav", tree / "faces", "wen")
+    settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
+    stores, train_split = {}, None
+    for split in ("train", "val", "test"):
+        stored, built = open_or_build(index[index["split"] == split], cache, split, settings)
+        stores[split] = {"built": built.built, "seconds": built.seconds, "voices": len(stored.voices),
+                         "faces": len(stored.faces), "skipped": len(built.skipped)}
+        if split == "train":
+            train_split = stored
+    return tree_record, stores, train_split
+
+
+def _train_argv(p: dict, device: str, tree: Path, cache: Path, run_dir: Path, epochs: int, sets: list[str],
+                torchrun: bool = False) -> list[str]:
+    """``bianet train`` of the check's training preset on its tree (under ``torchrun`` with one
+    process when asked), with ``sets`` on top."""
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+                 str(29500 + os.getpid() % 1000)] if torchrun else [sys.executable])
+    return [*launcher, "-m", "bianet_lib", "train", "--preset", p.get("train_preset", p["preset"]),
+            "--run-dir", str(run_dir), "--no-progress", "--set", *_sets(p, tree, cache, device),
+            f"epochs={epochs}", *sets]
+
+
 def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda report: None,
               budget_s: float | None = None) -> dict:
     import torch
 
     from bianet_lib.data.batches import IdentityBatches
-    from bianet_lib.data.store import StoreSettings, open_or_build
-    from bianet_lib.data.vox_tree import write_vox_tree
-    from bianet_lib.data.voxceleb import build_index
     from bianet_lib.engine.bench import bench_config, time_train_steps
 
     p = plan(device, tiny)
@@ -158,20 +189,7 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
         print(f"install (dry run, offline): rc={res.returncode} {report['install']['tail'][-1:]}", flush=True)
 
     def build_tree_and_stores():
-        t0 = time.perf_counter()
-        if not (tree / "wav").is_dir():
-            write_vox_tree(tree, **p["tree"])
-        report["tree"] = {**p["tree"], "generation_s": time.perf_counter() - t0}
-        index, _ = build_index(tree / "wav", tree / "faces", "wen")
-        settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
-        report["stores"] = {}
-        for split in ("train", "val", "test"):
-            stored, built = open_or_build(index[index["split"] == split], cache, split, settings)
-            report["stores"][split] = {"built": built.built, "seconds": built.seconds,
-                                       "voices": len(stored.voices), "faces": len(stored.faces),
-                                       "skipped": len(built.skipped)}
-            if split == "train":
-                state["train_split"] = stored
+        report["tree"], report["stores"], state["train_split"] = _tree_and_stores(p, tree, cache)
 
     def loader():
         batches = IdentityBatches(state["train_split"], p["batch_size"], seed=0, pin_memory=device == "cuda")
@@ -218,12 +236,7 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
         print(format_step_table(report["step_table"]), flush=True)
 
     def train_cmd(run_dir: Path, epochs: int, torchrun: bool) -> list[str]:
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-                     str(29500 + os.getpid() % 1000)] if torchrun else [sys.executable])
-        return [*launcher, "-m", "bianet_lib", "train", "--preset", p.get("train_preset", p["preset"]),
-                "--run-dir", str(run_dir),
-                "--no-progress", "--set", *_sets(p, tree, cache, device), f"epochs={epochs}",
-                *([] if torchrun else p["train_sets"])]
+        return _train_argv(p, device, tree, cache, run_dir, epochs, [] if torchrun else p["train_sets"], torchrun)
 
     def train():
         # A subprocess with a deadline: the epochs finished before it are read back from the run's
@@ -303,26 +316,16 @@ def run_train_variants(device: str, tiny: bool, work: Path, epochs: int, write=l
     """The check's tree, then one short training run per :data:`TRAIN_VARIANTS` entry (same
     data, seed and epochs): the matching loss and validation accuracy per epoch of each, so a
     layout or compiler that changes what training does shows as diverging curves."""
-    from bianet_lib.data.store import StoreSettings, open_or_build
-    from bianet_lib.data.vox_tree import write_vox_tree
-    from bianet_lib.data.voxceleb import build_index
-
     p = plan(device, tiny)
     tree, cache = work / "tree", work / "cache"
     report: dict = {"plan": {k: v for k, v in p.items() if k != "model"}, "env": environment(device),
                     "epochs": epochs, "preset": p.get("train_preset", p["preset"]), "variants": {}}
-    write_vox_tree(tree, **p["tree"])
-    index, _ = build_index(tree / "wav", tree / "faces", "wen")
-    settings = StoreSettings(clip_seconds=p["clip_seconds"], face_size=p["tree"]["face_size"])
-    for split in ("train", "val", "test"):
-        open_or_build(index[index["split"] == split], cache, split, settings)
+    report["tree"], report["stores"], _ = _tree_and_stores(p, tree, cache)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name, sets in TRAIN_VARIANTS.items():
         run_dir = work / f"run-{name.replace('+', '-')}"
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "bianet_lib", "train", "--preset", report["preset"],
-                              "--run-dir", str(run_dir), "--no-progress", "--set",
-                              *_sets(p, tree, cache, device), f"epochs={epochs}", *sets],
+        res = subprocess.run(_train_argv(p, device, tree, cache, run_dir, epochs, sets),
                              cwd=ROOT, env=env, capture_output=True, text=True)
         metrics, timing = _read_jsonl(run_dir / "metrics.jsonl"), _read_jsonl(run_dir / "timing.jsonl")
         report["variants"][name] = {
