@@ -797,6 +797,13 @@ def test_resume_with_a_damaged_timing_file_warns_in_one_line_and_finishes(traine
     assert [json.loads(x)["epoch"] for x in (run / TIMING).read_text().splitlines()] == [1]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """Popen's preexec_fn: the child starts with SIGINT at its default, as under a terminal. A
+    shell without job control starts background jobs (`make test &`, nohup) with SIGINT ignored,
+    Python then keeps it ignored, and a Ctrl-C test would wait for a signal that never arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 SIGNALLED = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
@@ -822,7 +829,8 @@ def test_sigint_and_sigterm_stop_with_one_line_saying_how_to_resume(signum, trai
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), "train", "--run-dir", str(run), "--no-progress",
                              *_tiny_sets(trained_run.parent / "cache", "epochs=3")],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     assert proc.stdout.readline().strip() == "committed"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
@@ -855,7 +863,8 @@ def test_ctrl_c_while_the_world_is_generated_is_one_line_without_worker_tracebac
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), "train", "--run-dir", str(run), "--no-progress",
                              *_tiny_sets(tmp_path / "fresh-cache")], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     assert "generating" in proc.stdout.readline()  # (two workers may print on one line)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
