@@ -28,6 +28,8 @@ def test_gpu_check_tiny_cpu_form(tmp_path):
     assert report["stores"]["train"]["built"] and report["stores"]["train"]["voices"] == 36
     assert report["loader"]["samples_per_s"] > 0
     assert report["bench"]["ratio_bianet_to_baseline"] > 0
+    assert set(report["steps_alone"]) == {"channels_last", "channels_last+compile"}
+    assert all(v > 0 for v in report["steps_alone"].values())
     t = report["train"]
     assert t["returncode"] == 0 and t["steps"] == 2 * 3 * 3  # epochs x rounds x batches per round
     assert len(t["match_loss_per_epoch"]) == 2 and t["ln2"] == math.log(2)

@@ -234,6 +234,14 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
         report["step_table"] = step_table(fast, 1 if tiny else 10, 2, {"channels_last": False, "compile": False},
                                           more={"channels_last_eager": {"compile": False}})
         print(format_step_table(report["step_table"]), flush=True)
+        write(report)
+        # the same fast step timed alone, one model in the process (train_step, its loss read
+        # included): the 2026-12-04 table's compiled step was no faster than eager NHWC while
+        # compiled training ran twice as fast
+        report["steps_alone"] = {name: time_train_steps(c, 2 * p["bench_steps"], warmup=2)["median_s"]
+                                 for name, c in (("channels_last", dataclasses.replace(fast, compile=False)),
+                                                 ("channels_last+compile", fast))}
+        print(f"steps alone: {report['steps_alone']}", flush=True)
 
     def train_cmd(run_dir: Path, epochs: int, torchrun: bool) -> list[str]:
         return _train_argv(p, device, tree, cache, run_dir, epochs, [] if torchrun else p["train_sets"], torchrun)
@@ -380,6 +388,9 @@ def report_markdown(report: dict) -> str:
          f"BIANet {b['step_time_s']['bianet']:.3f} s ({b['samples_per_s']['bianet']:,.0f} samples/s), "
          f"baseline {b['step_time_s']['baseline']:.3f} s ({b['samples_per_s']['baseline']:,.0f} samples/s), "
          f"ratio {b['ratio_bianet_to_baseline']:.2f}"),
+        *([(f"`{plan_['preset']}` step timed alone, one model in the process (median of {2 * b['steps']})",
+             "; ".join(f"{k} {v:.3f} s ({plan_['batch_size'] / v:,.0f} samples/s)"
+                       for k, v in report["steps_alone"].items()))] if report.get("steps_alone") else []),
         ("peak GPU memory / parameters", f"BIANet {b['peak_memory_mb']['bianet']:,.0f} MB / "
                                          f"{b['params']['bianet'] / 1e6:.1f} M, baseline "
                                          f"{b['peak_memory_mb']['baseline']:,.0f} MB / "
