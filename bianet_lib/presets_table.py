@@ -142,7 +142,7 @@ REASONS: dict[str, str] = {
     "metric_loss": "cpu-small: InfoNCE, the contrastive family of Wen et al. and peers",
     "epochs": "cpu-small: 8 epochs, minutes on CPU",
     "batch_size": "cpu-small: 64 (SynthVox, CPU)",
-    "lr_encoders": "paper-fixed: 1e-3; at reduced size the authors' 5e-2 / 5e-3 drove the matching loss up from 1.04 to 1.27 over 30 steps (docs/gpu-and-real-data.md); cpu-small: 2e-3",
+    "lr_encoders": "paper-fixed: 1e-3; at reduced size the authors' 5e-2 / 5e-3 drove the matching loss up from 1.04 to 1.27 over 30 steps, and on an H200 at full size from 0.47 to 5.59 over 256 (docs/gpu-and-real-data.md); cpu-small: 2e-3",
     "lr_heads": "paper-fixed: 1e-3 (see lr_encoders); cpu-small: 2e-3",
     "lr_schedule": "cpu-small: cosine to zero over a short run",
     "lr_milestones": "cpu-small: no milestones (cosine schedule)",

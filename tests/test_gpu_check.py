@@ -160,3 +160,12 @@ def test_train_variants_trains_each_variant_on_one_tree(tmp_path, monkeypatch):
     assert all(v["returncode"] == 0 and len(v["match_loss_per_epoch"]) == 1 for v in runs.values())
     assert runs["channels_last"]["settings"] == ["channels_last=true"] and report["preset"] == "cpu-small"
     assert abs(runs["eager"]["match_loss_per_epoch"][0] - runs["channels_last"]["match_loss_per_epoch"][0]) < 1e-3
+
+
+def test_departures_table_quotes_the_gpu_report():
+    """The learning-rate row of the departures table cites the GPU check's training of `paper`."""
+    from bianet_lib.presets_table import REASONS
+
+    t = json.loads(REPORT.read_text())["train"]
+    m = t["match_loss_per_epoch"]
+    assert f"on an H200 at full size from {m[0]:.2f} to {m[-1]:.2f} over {t['steps']}" in REASONS["lr_encoders"]
