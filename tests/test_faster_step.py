@@ -249,6 +249,14 @@ def test_step_table_counts_what_each_arm_does():
     assert len(text) == 7 and "syncs/step" in text[0]
 
 
+def test_step_table_refuses_a_variant_name_twice():
+    from bianet_lib.engine.bench import step_table
+
+    with pytest.raises(ValueError, match="'compare' is taken"):
+        step_table(tiny_config(), steps=1, warmup=1, compare={"channels_last": True},
+                   more={"compare": {"channels_last": False}})
+
+
 def test_time_train_steps_times_only_the_steps_after_warmup(monkeypatch):
     """time_train_steps runs train_step (step and loss read) warmup + steps times on one fixed batch
     and reports the statistics of the last ``steps`` only (a slow first step is left out)."""

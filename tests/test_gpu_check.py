@@ -29,6 +29,10 @@ def test_gpu_check_tiny_cpu_form(tmp_path):
     assert report["loader"]["samples_per_s"] > 0
     assert report["bench"]["ratio_bianet_to_baseline"] > 0
     assert set(report["steps_alone"]) == {"channels_last", "channels_last+compile"}
+    variants = {(row["variant"], row["arm"]) for row in report["step_table"]["rows"]}
+    assert variants == {(v, a) for v in ("this", "compare", "channels_last_eager")
+                        for a in ("bianet", "baseline", "encoders")}
+    assert report["step_table"]["variants"]["channels_last_eager"] == {"compile": False}
     assert all(v > 0 for v in report["steps_alone"].values())
     t = report["train"]
     assert t["returncode"] == 0 and t["steps"] == 2 * 3 * 3  # epochs x rounds x batches per round
