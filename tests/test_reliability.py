@@ -1004,3 +1004,32 @@ def test_the_documented_exit_codes_are_the_codes():
     assert int(min(k for k, v in table.items() if "command line is wrong" in v)) == cli.EXIT_USAGE == 2
     assert int(min(k for k, v in table.items() if "machine failed" in v)) == cli.EXIT_ENVIRONMENT == 3
     assert "SIGINT" in table[str(128 + signal.SIGINT)] and "SIGTERM" in table[str(128 + signal.SIGTERM)]
+
+
+def test_pool_results_wake_the_main_thread_and_keep_their_order():
+    """interruptible: a pool's imap iterator is polled with a timeout (each expiry only makes the
+    main thread run pending signal handlers, then it waits again) and yields every result in
+    order; a plain iterator passes through untouched."""
+    import multiprocessing
+
+    from bianet_lib.data.errors import interruptible
+
+    class Slow:  # an IMapIterator whose results come after two empty waits each
+        def __init__(self, values):
+            self.values, self.waits, self.timeouts = list(values), 0, []
+
+        def next(self, timeout=None):
+            self.timeouts.append(timeout)
+            self.waits += 1
+            if self.waits % 3:
+                raise multiprocessing.TimeoutError
+            if not self.values:
+                raise StopIteration
+            return self.values.pop(0)
+
+    slow = Slow([3, 1, 2])
+    assert list(interruptible(slow, poll_s=0.05)) == [3, 1, 2]
+    assert slow.timeouts == [0.05] * 12
+    assert list(interruptible(map(abs, [-1, 2, -3]))) == [1, 2, 3]
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # the real thing, in order
+        assert list(interruptible(pool.imap(abs, range(-20, 0), chunksize=3))) == list(range(20, 0, -1))

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from bianet_lib.data.audio import MIN_SECONDS, check_wave, decode, loop_pad
-from bianet_lib.data.errors import BadInputError, ignore_sigint
+from bianet_lib.data.errors import BadInputError, ignore_sigint, interruptible
 from bianet_lib.data.faces import load_face
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
@@ -129,7 +129,7 @@ def validate_rows(rows: pd.DataFrame, settings: StoreSettings, workers: int = 0
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ctx.Pool(workers, initializer=ignore_sigint) as pool:
-            reasons = list(pool.imap(_check_file, jobs, chunksize=8))
+            reasons = list(interruptible(pool.imap(_check_file, jobs, chunksize=8)))
     else:
         reasons = [_check_file(j) for j in jobs]
     skipped = [(p, r) for (p, _, _), r in zip(jobs, reasons, strict=True) if r is not None]
@@ -172,7 +172,7 @@ def _build_into(tmp: Path, rows: pd.DataFrame, folder: Path, settings: StoreSett
     workers = workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ctx.Pool(workers, initializer=ignore_sigint) if workers > 1 else None
-    imap = pool.imap if pool else map
+    imap = (lambda fn, jobs, **kw: interruptible(pool.imap(fn, jobs, **kw))) if pool else map
     try:
         v_ok, offset = [], 0
         with open(tmp / "voices.i16", "wb") as fh:

@@ -36,7 +36,7 @@ import torch
 
 from bianet_lib.data import synthvox_faces as sf
 from bianet_lib.data import synthvox_voices as sv
-from bianet_lib.data.errors import ignore_sigint
+from bianet_lib.data.errors import ignore_sigint, interruptible
 from bianet_lib.data.interference import burst_intervals, face_box, token_burst, token_face_box
 from bianet_lib.data.types import SAMPLE_RATE, SplitData
 
@@ -416,7 +416,7 @@ def generate_split(cfg: WorldConfig, seed: int, split: str, pool=None) -> SplitD
     intervals = (torch.empty(n_ids * n_voices, int(cfg.voice_local_bursts), 2, dtype=torch.int32)
                  if cfg.local_voices else None)
     jobs = [(cfg, seed, split, i) for i in range(n_ids)]
-    results = pool.imap(_identity_job, jobs, chunksize=4) if pool else map(_identity_job, jobs)
+    results = interruptible(pool.imap(_identity_job, jobs, chunksize=4) if pool else map(_identity_job, jobs))
     ids, frows, vrows = [], [], []
     for i, (row, f, fr, v, vr, b, iv) in enumerate(results):
         fs, vs = slice(i * n_faces, (i + 1) * n_faces), slice(i * n_voices, (i + 1) * n_voices)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bianet_lib.data.errors import ignore_sigint
+from bianet_lib.data.errors import ignore_sigint, interruptible
 from bianet_lib.data.types import SAMPLE_RATE
 
 
@@ -82,7 +82,7 @@ def write_vox_tree(root: str | Path, n_train: int, n_val: int, n_test: int, clip
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ctx.Pool(workers, initializer=ignore_sigint) as pool:
-            n_files = sum(pool.imap_unordered(_write_identity, jobs, chunksize=4))
+            n_files = sum(interruptible(pool.imap_unordered(_write_identity, jobs, chunksize=4)))
     else:
         n_files = sum(map(_write_identity, jobs))
     return {"identities": len(jobs), "files": n_files}
