@@ -173,3 +173,23 @@ def test_departures_table_quotes_the_gpu_report():
     t = json.loads(REPORT.read_text())["train"]
     m = t["match_loss_per_epoch"]
     assert f"on an H200 at full size from {m[0]:.2f} to {m[-1]:.2f} over {t['steps']}" in REASONS["lr_encoders"]
+
+
+def test_cpu_avx512_sentence_is_the_tables_numbers():
+    """The AVX512 CPU paragraph of docs/gpu-and-real-data.md, read from its two step tables."""
+    doc = _doc()
+    text = doc[doc.index("<!-- cpu-avx512-prose -->"):doc.index("<!-- /cpu-avx512-prose -->")]
+    bench = ROOT / "results" / "bench"
+    rows = {}
+    for name in ("step-table-cpu-small-avx512", "step-table-cpu-small-avx512-compile"):
+        table = json.loads((bench / f"{name}.json").read_text())
+        assert table["threads"] == 1 and table["config"]["channels_last"] is True
+        rows[name] = {(r["variant"], r["arm"]): r for r in table["rows"]}
+    cl, comp = rows["step-table-cpu-small-avx512"], rows["step-table-cpu-small-avx512-compile"]
+    assert comp[("this", "bianet")]["compiled"] and not cl[("this", "bianet")]["compiled"]
+    assert (f"the former step takes {cl[('compare', 'bianet')]['ratio_to_this_bianet']:.2f} times as long as the "
+            f"channels_last one and {comp[('compare', 'bianet')]['ratio_to_this_bianet']:.2f} times as long as the "
+            f"compiled channels_last one, and the compiled BIANet step costs "
+            f"{comp[('this', 'bianet')]['ratio_to_bare_encoders']:.2f} times the bare encoders'") in text
+    assert comp[("this", "bianet")]["ratio_to_bare_encoders"] <= 1.05
+    assert comp[("compare", "bianet")]["ratio_to_this_bianet"] < 1.5
