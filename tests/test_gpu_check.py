@@ -160,7 +160,7 @@ def test_train_variants_trains_each_variant_on_one_tree(tmp_path, monkeypatch):
     written = []
     report = gpu_check.run_train_variants("cpu", True, tmp_path, 1, write=written.append)
     runs = report["variants"]
-    assert list(runs) == ["eager", "channels_last"] and len(written) == 2
+    assert list(runs) == ["eager", "channels_last"] and len(written) == 3 and report["ok"]
     assert all(v["returncode"] == 0 and len(v["match_loss_per_epoch"]) == 1 for v in runs.values())
     assert runs["channels_last"]["settings"] == ["channels_last=true"] and report["preset"] == "cpu-small"
     assert abs(runs["eager"]["match_loss_per_epoch"][0] - runs["channels_last"]["match_loss_per_epoch"][0]) < 1e-3

@@ -123,6 +123,17 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
+def _run_curves(run_dir: Path) -> tuple[list[dict], list[dict], dict]:
+    """A training run's metrics.jsonl and timing.jsonl records (what it finished so far) and
+    the curves the check reports from them: the mean matching loss (V-F and F-V) and the
+    validation 1:2 accuracy per epoch, and the first step's seconds (compiling, when compiled)."""
+    metrics, timing = _read_jsonl(run_dir / "metrics.jsonl"), _read_jsonl(run_dir / "timing.jsonl")
+    curves = {"match_loss_per_epoch": [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics],
+              "val_acc_per_epoch": [m.get("val_acc") for m in metrics],
+              "first_step_seconds": timing[0].get("first_step_seconds") if timing else None}
+    return metrics, timing, curves
+
+
 def _tree_and_stores(p: dict, tree: Path, cache: Path) -> tuple[dict, dict, object]:
     """The check's generated tree (written once) and its three feature stores: (tree record,
     stores record, the train split's store)."""
@@ -257,20 +268,20 @@ def run_check(device: str, tiny: bool, work: Path, tests: bool, write=lambda rep
                                 timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             timed_out = True
-        metrics, timing = _read_jsonl(run_dir / "metrics.jsonl"), _read_jsonl(run_dir / "timing.jsonl")
-        match = [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics]
+        metrics, timing, curves = _run_curves(run_dir)
+        match = curves["match_loss_per_epoch"]
         steps = metrics[-1]["step"] if metrics else 0
         report["train"] = {"returncode": rc, "timed_out": timed_out, "seconds": time.perf_counter() - t0,
                            "epochs_done": len(metrics), "steps": steps,
                            "steps_per_s": steps / sum(t["seconds"] for t in timing) if timing else None,
                            "settings": p["train_sets"], "preset": p.get("train_preset", p["preset"]),
-                           "first_step_seconds": timing[0].get("first_step_seconds") if timing else None,
+                           "first_step_seconds": curves["first_step_seconds"],
                            "steps_per_s_after_epoch_1": ((steps - metrics[0]["step"]) / sum(t["seconds"] for t in timing[1:])
                                                          if len(timing) > 1 and len(metrics) > 1 else None),
                            "match_loss_per_epoch": match, "ln2": math.log(2),
                            "match_below_ln2_at_end": bool(match and match[-1] < math.log(2)),
                            "match_fell": bool(len(match) > 1 and match[-1] < match[0]),
-                           "val_acc_per_epoch": [m.get("val_acc") for m in metrics]}
+                           "val_acc_per_epoch": curves["val_acc_per_epoch"]}
         res_file = run_dir / "results.json"
         if res_file.is_file():
             report["train"]["results"] = json.loads(res_file.read_text())
@@ -335,20 +346,23 @@ def run_train_variants(device: str, tiny: bool, work: Path, epochs: int, write=l
         t0 = time.perf_counter()
         res = subprocess.run(_train_argv(p, device, tree, cache, run_dir, epochs, sets),
                              cwd=ROOT, env=env, capture_output=True, text=True)
-        metrics, timing = _read_jsonl(run_dir / "metrics.jsonl"), _read_jsonl(run_dir / "timing.jsonl")
+        metrics, timing, curves = _run_curves(run_dir)
         report["variants"][name] = {
             "settings": sets, "returncode": res.returncode, "seconds": time.perf_counter() - t0,
-            "match_loss_per_epoch": [(m["match_vf"] + m["match_fv"]) / 2 for m in metrics],
+            "match_loss_per_epoch": curves["match_loss_per_epoch"],
             "loss_per_epoch": [m.get("loss") for m in metrics],
-            "val_acc_per_epoch": [m.get("val_acc") for m in metrics],
+            "val_acc_per_epoch": curves["val_acc_per_epoch"],
             "epoch_seconds": [t["seconds"] for t in timing],
-            "first_step_seconds": timing[0].get("first_step_seconds") if timing else None,
+            "first_step_seconds": curves["first_step_seconds"],
             "stderr_tail": res.stderr.strip().splitlines()[-3:]}
         v = report["variants"][name]
         print(f"{name}: rc={res.returncode} match={[round(x, 3) for x in v['match_loss_per_epoch']]} "
               f"val={[round(x, 3) for x in v['val_acc_per_epoch'] if x is not None]} "
               f"epoch s={[round(x, 1) for x in v['epoch_seconds']]}", flush=True)
         write(report)
+    report["ok"] = all(v["returncode"] == 0 for v in report["variants"].values())
+    report["total_s"] = sum(v["seconds"] for v in report["variants"].values())
+    write(report)
     return report
 
 
@@ -507,9 +521,6 @@ def run(args: argparse.Namespace) -> int:
         work.mkdir(parents=True, exist_ok=True)
         if args.train_variants is not None:
             report = run_train_variants(args.device, args.tiny, work, args.train_variants, write)
-            report["ok"] = all(v["returncode"] == 0 for v in report["variants"].values())
-            report["total_s"] = sum(v["seconds"] for v in report["variants"].values())
-            write(report)
         else:
             report = run_check(args.device, args.tiny, work, tests=not args.no_tests, write=write,
                                budget_s=budget)
