@@ -29,7 +29,7 @@ from tests.helpers import (  # noqa: F401 (autouse fixture)
 )
 
 #: the former step's fingerprint on this machine's CPU kernel family, or (a family no reference was
-#: written on) the AVX2 one, compared then only to the cross-machine tolerance (see _tolerance)
+#: written on) the AVX2 one, compared then only to the cross-machine tolerance (see the first test)
 CAPABILITY = torch.backends.cpu.get_cpu_capability()
 _REF_FILE = Path(__file__).parent / "fixtures" / f"step-reference-{CAPABILITY}.json"
 SAME_KERNELS = _REF_FILE.is_file()
