@@ -112,8 +112,9 @@ class BIANetConfig:
     seed: int = 0
     num_threads: int = 0  # 0: torch's default
     # speed (issue 28); both change the last bits of a run's numbers, so both are recorded in its
-    # config and off for every run made before they existed (docs/reliability.md, "Faster steps")
-    channels_last: bool = False  # NHWC convolutions in the encoders: 1.3-1.4x per CPU step (docs/reproduction.md)
+    # config and off for every run made before they existed (a saved config without them reads as
+    # off: SPEED_BEFORE_ISSUE_28; docs/reliability.md, "Faster steps")
+    channels_last: bool = True  # NHWC convolutions in the encoders: 1.36-1.48x per step (docs/gpu-and-real-data.md)
     compile: bool = False  # torch.compile the model for training; eager with one warning line when unavailable
     loader_workers: int = -1  # DataLoader processes reading a feature store (-1: half the CPUs, at most 8)
     # --- data -----------------------------------------------------------------------------
@@ -283,6 +284,8 @@ class BIANetConfig:
             values = {k: v for k, v in values.items() if k != "extra"}
         if "encoder_map" not in values and values:  # saved before the mechanism fix (issue 10)
             values = {**LEGACY_MECHANISM, **values}
+        if values:  # saved before the speed fields existed: the step they were made with
+            values = {**SPEED_BEFORE_ISSUE_28, **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -314,6 +317,24 @@ class BIANetConfig:
 LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affinity_center": False,
                     "tau_nia": 1.0, "pia_norm": "instance", "adversarial_target": "flipped",
                     "adversarial_schedule": "constant"}
+
+
+#: What a saved config that does not name the speed fields was trained with (NCHW, eager): the
+#: class defaults turned channels_last on later, and a run's numbers depend on it in their last bits.
+SPEED_BEFORE_ISSUE_28 = {"channels_last": False, "compile": False}
+
+#: Fields added after the first runs were saved: a run's saved config may lack them (each reads
+#: as the behaviour before it existed). A file that sets every other field is a run's saved
+#: config, not a few settings over a preset (:func:`load_config`).
+ADDED_AFTER_FIRST_RUNS = frozenset({*LEGACY_MECHANISM, *SPEED_BEFORE_ISSUE_28, "discriminator_batch", "se_mask",
+                                    "token_masks", "truncation", "w_attn_supervision", "loader_workers"})
+
+
+def is_saved_run_config(values: dict) -> bool:
+    """Whether ``values`` (a config file's mapping) is a whole config a run wrote: no ``preset:``
+    key and every field but :data:`ADDED_AFTER_FIRST_RUNS`."""
+    fields = {f.name for f in dataclasses.fields(BIANetConfig)}
+    return "preset" not in values and fields - ADDED_AFTER_FIRST_RUNS <= set(values)
 
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -387,7 +408,8 @@ def paper() -> BIANetConfig:
         lr_milestones=(20, 40), lr_gamma=0.1, weight_decay=5e-4,
         # run environment (not the paper's to fix)
         amp=True, device="auto", seed=0, num_threads=0, loader_workers=-1,
-        # speed: off until measured on a GPU (issue 28; `bianet bench --table --preset paper`)
+        # speed: off, as in the committed runs docs/paper-vs-fixed.md's commands reproduce; the GPU
+        # recipes set both on (docs/gpu-and-real-data.md, measured on an H200)
         channels_last=False, compile=False,
         # data: VoxCeleb1, Wen et al.'s split (Table 1)
         data="voxceleb", split="wen", world_seed=0, bias=0.0, audio_root=None, face_root=None,
@@ -417,8 +439,12 @@ PRESETS = {"cpu-small": cpu_small, "paper": paper, "paper-fixed": paper_fixed}
 def load_config(preset: str | None = None, path: str | Path | None = None,
                 overrides: list[str] | None = None) -> BIANetConfig:
     """The config the command line describes: a preset (or the file's ``preset:`` key, else
-    cpu-small), then the fields the YAML file sets, then ``key=value`` overrides."""
+    cpu-small), then the fields the YAML file sets, then ``key=value`` overrides. A file that is a
+    run's saved config (:func:`is_saved_run_config`) and no preset: that config as the run made
+    it, its missing fields at their values before they existed (not today's preset's)."""
     file_values = _read_mapping(Path(path)) if path is not None else {}
+    if preset is None and is_saved_run_config(file_values):
+        return BIANetConfig.from_dict(file_values).with_overrides(overrides or [])
     preset = preset or file_values.pop("preset", None) or "cpu-small"
     file_values.pop("preset", None)
     if preset not in PRESETS:

@@ -24,6 +24,33 @@ def test_yaml_round_trip_and_file_preset(tmp_path):
     assert loaded.epochs == 3 and loaded.face_encoder == "resnet18"
 
 
+def test_speed_fields_are_on_for_new_cpu_runs_and_off_for_runs_saved_before_them(tmp_path):
+    """cpu-small trains NHWC now; a run's saved config that predates the speed fields (every
+    committed run before issue 28) still loads as the NCHW eager step it was made with, through
+    from_dict and through a config file, while a few settings in a file still take the preset's."""
+    import yaml
+
+    from bianet_lib.config import is_saved_run_config
+
+    assert load_config("cpu-small").channels_last and BIANetConfig().channels_last
+    assert not load_config("paper").channels_last and not load_config("paper-fixed").channels_last
+    assert not any(load_config(p).compile for p in ("cpu-small", "paper", "paper-fixed"))
+    old = {k: v for k, v in BIANetConfig().to_dict().items() if k not in ("channels_last", "compile")}
+    assert is_saved_run_config(old) and not BIANetConfig.from_dict(old).channels_last
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(old))
+    assert not load_config(path=saved).channels_last
+    assert load_config(path=saved, overrides=["channels_last=true"]).channels_last
+    assert load_config("cpu-small", path=saved).channels_last  # a preset named: the preset, then the file
+    few = tmp_path / "few.yaml"
+    few.write_text("epochs: 3\n")
+    assert not is_saved_run_config(yaml.safe_load(few.read_text())) and load_config(path=few).channels_last
+    # one field more missing than any saved config ever lacked: a partial file, read over the preset
+    partial = {k: v for k, v in old.items() if k != "epochs"}
+    saved.write_text(yaml.safe_dump(partial))
+    assert not is_saved_run_config(partial) and load_config(path=saved).channels_last
+
+
 @pytest.mark.parametrize("override, needle", [
     ("epochs=abc", "epochs"), ("face_widths=[1, x]", "face_widths"), ("k=1", "k=1"),
     ("bogus=1", "bogus"), ("tau1=[1,", "not a YAML value"), ("curriculum=linear", "curriculum"),
