@@ -46,15 +46,14 @@ course: course-runs
 	@$(call timed,notebooks (papermill; each notebook's time above),$(BIANET) course run --notebooks-dir notebooks)
 
 course-runs: venv
-	rm -f $(COURSE_RUNS)/bianet-cpu-small/latest.pt $(COURSE_RUNS)/baseline-cpu-small/latest.pt
 	mkdir -p $(COURSE_RUNS)
 	@# the world once (cached), before two trainers would both generate it
 	$(PY) -c "from bianet_lib.config import load_config; from bianet_lib.data.sources import load_world; load_world(load_config('cpu-small'))"
 	@$(call timed,train bianet-cpu-small and baseline-cpu-small (in parallel),\
 	  $(BIANET) train --preset cpu-small --no-progress --set num_threads=$(COURSE_THREADS) \
-	    --run-dir $(COURSE_RUNS)/bianet-cpu-small > $(COURSE_RUNS)/.bianet.log 2>&1 & a=$$!; \
+	    --overwrite --run-dir $(COURSE_RUNS)/bianet-cpu-small > $(COURSE_RUNS)/.bianet.log 2>&1 & a=$$!; \
 	  $(BIANET) train --preset cpu-small --no-progress --set num_threads=$(COURSE_THREADS) \
-	    --set use_pia=false --set use_nia=false --run-dir $(COURSE_RUNS)/baseline-cpu-small \
+	    --set use_pia=false --set use_nia=false --overwrite --run-dir $(COURSE_RUNS)/baseline-cpu-small \
 	    > $(COURSE_RUNS)/.baseline.log 2>&1 & b=$$!; \
 	  wait $$a; ra=$$?; wait $$b; rb=$$?; tail -n 4 $(COURSE_RUNS)/.bianet.log $(COURSE_RUNS)/.baseline.log; \
 	  rm -f $(COURSE_RUNS)/.bianet.log $(COURSE_RUNS)/.baseline.log; test $$ra = 0 && test $$rb = 0)

@@ -260,6 +260,9 @@ def test_compare_runs_reports_results_metrics_config_and_weights(tmp_path):
     trains = [line for line in dry.stdout.splitlines() if "bianet train" in line]
     assert len(trains) == 1 and trains[0].count("bianet train") == 2, dry.stdout
     assert trains[0].count("num_threads=1") == 2 and "wait" in trains[0] and "s wall" in trains[0], dry.stdout
+    # `make course` retrains the committed runs in place: without --overwrite the trainer refuses a
+    # folder that holds a run (issue 27), and make course stopped there before it trained anything
+    assert trains[0].count("--overwrite") == 2, dry.stdout
 
 
 @pytest.mark.slow
