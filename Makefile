@@ -40,8 +40,8 @@ lab: venv
 test: venv
 	$(PY) -m pytest -q --durations=15 tests/
 
-# The course's main job: retrain the two course runs the notebooks read, then execute every
-# notebook in order (papermill, in place), regenerating figures/.
+# The course's main job: retrain the two course runs the notebooks read (and their diagnose
+# reports), then execute every notebook in order (papermill, in place), regenerating figures/.
 course: course-runs
 	@$(call timed,notebooks (papermill; each notebook's time above),$(BIANET) course run --notebooks-dir notebooks)
 
@@ -57,6 +57,10 @@ course-runs: venv
 	    > $(COURSE_RUNS)/.baseline.log 2>&1 & b=$$!; \
 	  wait $$a; ra=$$?; wait $$b; rb=$$?; tail -n 4 $(COURSE_RUNS)/.bianet.log $(COURSE_RUNS)/.baseline.log; \
 	  rm -f $(COURSE_RUNS)/.bianet.log $(COURSE_RUNS)/.baseline.log; test $$ra = 0 && test $$rb = 0)
+	@# is each part alive: the diagnose reports the notebooks and the README read (diagnose-best.json)
+	@$(call timed,bianet diagnose of both course runs,\
+	  $(BIANET) diagnose --run-dir $(COURSE_RUNS)/bianet-cpu-small > /dev/null && \
+	  $(BIANET) diagnose --run-dir $(COURSE_RUNS)/baseline-cpu-small > /dev/null)
 
 # The regeneration check a maintainer runs before committing results: retrain the course runs
 # into a temporary folder, re-execute every notebook on them there, and compare every number of

@@ -263,6 +263,10 @@ def test_compare_runs_reports_results_metrics_config_and_weights(tmp_path):
     # `make course` retrains the committed runs in place: without --overwrite the trainer refuses a
     # folder that holds a run (issue 27), and make course stopped there before it trained anything
     assert trains[0].count("--overwrite") == 2, dry.stdout
+    # ... and rewrites the diagnose reports notebook 00 and the README read, after training
+    diag = [line for line in dry.stdout.splitlines() if "bianet diagnose" in line and not line.startswith("#")]
+    assert len(diag) == 1 and dry.stdout.index(diag[0]) > dry.stdout.index(trains[0]), dry.stdout
+    assert all(f"diagnose --run-dir /x/{run}" in diag[0] for run in ("bianet-cpu-small", "baseline-cpu-small"))
 
 
 @pytest.mark.slow
