@@ -323,18 +323,20 @@ LEGACY_MECHANISM = {"face_strides": [1, 2, 2, 2], "encoder_map": "pool3", "affin
 #: class defaults turned channels_last on later, and a run's numbers depend on it in their last bits.
 SPEED_BEFORE_ISSUE_28 = {"channels_last": False, "compile": False}
 
-#: Fields added after the first runs were saved: a run's saved config may lack them (each reads
-#: as the behaviour before it existed). A file that sets every other field is a run's saved
-#: config, not a few settings over a preset (:func:`load_config`).
+#: Fields a run's saved config may lack: those added after the first runs were saved (each reads
+#: as the behaviour before it existed) and where the data, cache and weights live (a config
+#: copied to another machine, or the provenance battery's, drops them). A file that sets every
+#: other field is a run's saved config, not a few settings over a preset (:func:`load_config`).
 ADDED_AFTER_FIRST_RUNS = frozenset({*LEGACY_MECHANISM, *SPEED_BEFORE_ISSUE_28, "discriminator_batch", "se_mask",
                                     "token_masks", "truncation", "w_attn_supervision", "loader_workers"})
+LOCATION_FIELDS = frozenset({"audio_root", "face_root", "cache_dir", "face_weights"})
 
 
 def is_saved_run_config(values: dict) -> bool:
     """Whether ``values`` (a config file's mapping) is a whole config a run wrote: no ``preset:``
-    key and every field but :data:`ADDED_AFTER_FIRST_RUNS`."""
+    key and every field but :data:`ADDED_AFTER_FIRST_RUNS` and :data:`LOCATION_FIELDS`."""
     fields = {f.name for f in dataclasses.fields(BIANetConfig)}
-    return "preset" not in values and fields - ADDED_AFTER_FIRST_RUNS <= set(values)
+    return "preset" not in values and fields - ADDED_AFTER_FIRST_RUNS - LOCATION_FIELDS <= set(values)
 
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
