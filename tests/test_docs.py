@@ -24,6 +24,7 @@ import pytest
 from bianet_lib.experiments import grids as ex
 from bianet_lib.experiments import testbed as tb
 from bianet_lib.experiments import world as W
+from bianet_lib.experiments.grids import flatten_metrics
 from bianet_lib.reports.blocks import README_BLOCK
 from bianet_lib.reports.diagnostics import HEALTH_ROWS
 
@@ -378,3 +379,76 @@ def test_the_departures_table_has_its_place():
     text = (DOCS / "paper-ambiguities.md").read_text()
     assert "<!-- departures-table -->" in text and "<!-- /departures-table -->" in text
     assert "| point | the paper | our choice (default), and why | where |" in text
+
+
+def _course_prose() -> dict[str, str]:
+    """The phrases of docs/reproduction.md's course-run prose (the health table's reading, the
+    affinity axis, the course runs' results), recomputed from the committed course runs, the
+    channel-axis run and the first version's report."""
+    def load(path):
+        return json.loads((ROOT / path).read_text())
+
+    tok = load("results/course/bianet-cpu-small/diagnose-best.json")
+    chan = load("results/axis-comparison/channels/diagnose-best.json")
+    first = load("results/course/first-version/bianet-diagnose.json")
+    base = load("results/course/baseline-cpu-small/diagnose-best.json")
+    res = {name: flatten_metrics(load(f"{folder}/results.json")["metrics"]) for name, folder in (
+        ("tok", "results/course/bianet-cpu-small"), ("chan", "results/axis-comparison/channels"),
+        ("base", "results/course/baseline-cpu-small"))}
+
+    def best_val(folder):
+        rows = [json.loads(line) for line in (ROOT / folder / "metrics.jsonl").read_text().splitlines()]
+        return max(r["val_acc"] for r in rows)
+
+    def moves(r, m):
+        return r["health"][m]["strong_share@0.01"] - r["health"][m]["strong_share@0.2"]
+
+    ab, cab = tok["ablations"], chan["ablations"]
+    h = tok["health"]
+    # what the sentences say in words: almost no token entry saturated; the channel voice entries are;
+    # neither BIANet run beats the baseline at test 1:2 in either direction
+    assert max(h[m]["saturated_share"] for m in ("face", "voice")) < 0.01 < chan["health"]["voice"]["saturated_share"]
+    assert all(res[r][k] <= res["base"][k] for r in ("tok", "chan") for k in ("vf_2", "fv_2"))
+    vals = {k: best_val(f) for k, f in (("tok", "results/course/bianet-cpu-small"),
+                                        ("chan", "results/axis-comparison/channels"),
+                                        ("base", "results/course/baseline-cpu-small"))}
+    return {
+        "PIA moves": (f"PIA's attended term moves the embedding by {h['face']['pia_contribution']:.0%} / "
+                      f"{h['voice']['pia_contribution']:.0%} (face / voice; the first version: "
+                      f"{first['health']['face']['pia_contribution']:.1%})"),
+        "attended term": (f"removing it at test time costs {ab['full']['vf'] - ab['attended_zero']['vf']:.3f} at 1:2 V-F on "
+                          f"the token axis ({cab['full']['vf'] - cab['attended_zero']['vf']:.3f} on the channel axis)"),
+        "threshold": (f"raising epsilon from 0.01 to 0.2 moves {moves(tok, 'face'):.1%} / {moves(tok, 'voice'):.1%} of the "
+                      f"entries from strong to weak (first version: {moves(first, 'face'):.1%})"),
+        "discriminator": (f"here {tok['discriminator']['accuracy']:.2f} against "
+                          f"{tok['discriminator']['probe_accuracy']:.2f}"),
+        "anti-identity": (f"-z_neg alone scores {ab['neg_only']['vf']:.2f} at 1:2 V-F, corr(dz_pos, dz_neg) "
+                          f"{ab['corr_dz_pos_neg']['vf']:.2f}), and at test time w = 0 changes 1:2 V-F by "
+                          f"{ab['w_zero']['vf'] - ab['full']['vf']:+.3f}; on the channel axis -z_neg alone is near "
+                          f"chance ({cab['neg_only']['vf']:.2f}) and w = 0 changes 1:2 V-F by "
+                          f"{cab['w_zero']['vf'] - cab['full']['vf']:+.3f}"),
+        "NIA entropy": (f"(entropy {h['face']['nia_entropy']:.2f} of the uniform value against "
+                        f"{h['face']['pia_entropy']:.2f} for PIA, face); a temperature tau_nia = 50 would bring it to "
+                        f"{h['face']['nia_entropy@tau50']:.2f}"),
+        "axis validation": (f"best validation 1:2 (the selection metric) {vals['tok']:.3f} on tokens, {vals['chan']:.3f} on "
+                            f"channels (the baseline: {vals['base']:.3f})"),
+        "axis test": (f"test 1:2 V-F / F-V {res['tok']['vf_2']:.3f} / {res['tok']['fv_2']:.3f} against "
+                      f"{res['chan']['vf_2']:.3f} / {res['chan']['fv_2']:.3f}"),
+        "axis health": (f"on tokens the threshold moves {moves(tok, 'face'):.1%} / {moves(tok, 'voice'):.1%} of the entries "
+                        f"over Table 6's range (channels: {moves(chan, 'face'):.1%} / {moves(chan, 'voice'):.1%}, and "
+                        f"{chan['health']['voice']['saturated_share']:.0%} of the voice entries saturated), PIA attends to "
+                        f"{h['face']['pia_effective_rows']:.1f} of {h['face']['tokens']} face positions (channels: "
+                        f"{chan['health']['face']['pia_effective_rows']:.1f} of {chan['health']['face']['tokens']} channels)"),
+        "course test": (f"test 1:2 V-F {res['base']['vf_2']:.3f} for the baseline against {res['tok']['vf_2']:.3f} for "
+                        f"BIANet, F-V {res['base']['fv_2']:.3f} against {res['tok']['fv_2']:.3f}"),
+        "course diagnose": (f"{ab['full']['vf']:.3f} / {ab['full']['fv']:.3f} against "
+                            f"{base['ablations']['full']['vf']:.3f} / {base['ablations']['full']['fv']:.3f}"),
+    }
+
+
+def test_the_course_run_prose_of_the_reproduction_report_is_its_numbers():
+    """docs/reproduction.md reads the health table and the course runs in sentences: each phrase
+    with a number is recomputed from the committed runs, so a retrained course cannot leave them stale."""
+    text = _flat((DOCS / "reproduction.md").read_text())
+    for what, phrase in _course_prose().items():
+        assert phrase in text, f"docs/reproduction.md ({what}): expected {phrase!r}"
