@@ -88,3 +88,25 @@ def test_every_preset_and_grid_run_is_in_range():
     for grid in ex.GRIDS.values():
         for run in grid.runs:
             grid.config(run)
+
+
+def test_every_committed_run_config_reads_as_a_saved_config(tmp_path):
+    """Each committed run's config (and each provenance battery case, which drops the locations)
+    is recognised as a saved config, so a config file of it loads exactly what from_dict loads:
+    a field added to the config later must be listed in ADDED_AFTER_FIRST_RUNS, or this fails."""
+    from pathlib import Path
+
+    import yaml
+
+    from bianet_lib.config import is_saved_run_config
+    from bianet_lib.engine.equivalence import battery_cases, committed_configs
+
+    root = Path(__file__).resolve().parents[1]
+    configs = committed_configs(root)
+    assert len(configs) > 100
+    for name, values in [*configs.items(), *battery_cases(root).items()]:
+        assert is_saved_run_config(values), name
+    old = next(v for v in configs.values() if "channels_last" not in v)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert load_config(path=path) == BIANetConfig.from_dict(old) and not load_config(path=path).channels_last
