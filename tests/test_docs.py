@@ -392,9 +392,9 @@ def _course_prose() -> dict[str, str]:
     chan = load("results/axis-comparison/channels/diagnose-best.json")
     first = load("results/course/first-version/bianet-diagnose.json")
     base = load("results/course/baseline-cpu-small/diagnose-best.json")
-    res = {name: flatten_metrics(load(f"{folder}/results.json")["metrics"]) for name, folder in (
-        ("tok", "results/course/bianet-cpu-small"), ("chan", "results/axis-comparison/channels"),
-        ("base", "results/course/baseline-cpu-small"))}
+    runs = {"tok": "results/course/bianet-cpu-small", "chan": "results/axis-comparison/channels",
+            "base": "results/course/baseline-cpu-small"}
+    res = {name: flatten_metrics(load(f"{folder}/results.json")["metrics"]) for name, folder in runs.items()}
 
     def best_val(folder):
         rows = [json.loads(line) for line in (ROOT / folder / "metrics.jsonl").read_text().splitlines()]
@@ -409,9 +409,7 @@ def _course_prose() -> dict[str, str]:
     # neither BIANet run beats the baseline at test 1:2 in either direction
     assert max(h[m]["saturated_share"] for m in ("face", "voice")) < 0.01 < chan["health"]["voice"]["saturated_share"]
     assert all(res[r][k] <= res["base"][k] for r in ("tok", "chan") for k in ("vf_2", "fv_2"))
-    vals = {k: best_val(f) for k, f in (("tok", "results/course/bianet-cpu-small"),
-                                        ("chan", "results/axis-comparison/channels"),
-                                        ("base", "results/course/baseline-cpu-small"))}
+    vals = {name: best_val(folder) for name, folder in runs.items()}
     return {
         "PIA moves": (f"PIA's attended term moves the embedding by {h['face']['pia_contribution']:.0%} / "
                       f"{h['voice']['pia_contribution']:.0%} (face / voice; the first version: "

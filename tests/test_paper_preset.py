@@ -119,8 +119,8 @@ def test_a_committed_cpu_small_config_saved_before_the_options_loads_with_its_be
     assert {k: getattr(cfg, k) for k in NEW_FIELDS} == NEW_FIELDS
     assert not cfg.channels_last and not cfg.compile  # NCHW eager, as it was trained
     assert config_mod.load_config(path=path) == cfg
-    speed = {"channels_last": False, "compile": False}
-    assert cfg == BIANetConfig.from_dict({**config_mod.cpu_small().to_dict(), **values, **speed})
+    assert cfg == BIANetConfig.from_dict({**config_mod.cpu_small().to_dict(), **values,
+                                          **config_mod.SPEED_BEFORE_ISSUE_28})
 
 
 def test_an_old_results_record_of_the_former_paper_preset_keeps_its_meaning():
