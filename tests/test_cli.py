@@ -47,6 +47,12 @@ def _exit_code(argv):
      "config field face_size=64: the encoder's map is (2, 2)"),
     (["bench", "--steps", "0"], "--steps"),
     (["bench", "--device", "tpu"], "invalid choice"),
+    (["bench", "--rounds", "2"], "--rounds, --threads and --this-set go with --against"),
+    (["bench", "--this-set", "compile=true"], "--this-set go with --against"),
+    (["bench", "--against", "HEAD", "--table"], "--against goes without --table"),
+    (["bench", "--against", "no-such-revision-zz"], "--against no-such-revision-zz: no such commit"),
+    (["bench", "--against", "HEAD", "--rounds", "0"], "rounds 0"),
+    (["bench", "--against", "HEAD", "--set", "no_such_field=1"], "unknown config field"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

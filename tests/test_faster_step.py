@@ -272,3 +272,50 @@ def test_time_train_steps_times_only_the_steps_after_warmup(monkeypatch):
     assert calls[0].func.__name__ == "train_step" and len(calls[0].args) == 3
     assert (out["median_s"], out["min_s"], out["steps"], out["warmup"]) == (0.2, 0.1, 3, 1)
     assert abs(out["mean_s"] - 0.2) < 1e-12 and out["params"] > 0
+
+
+# --- the step side by side with another revision of the repository (bianet bench --against) --------
+TINY_SHAPES = ["face_size=32", "face_widths=[8,8,16,16]", "audio_widths=[8,8,16,16]", "attn_channels=8",
+               "hidden_dim=32", "embed_dim=16", "n_mels=16", "batch_size=8", "clip_seconds=0.25"]
+
+
+def test_against_a_revision_times_each_arm_in_its_own_code(tmp_path):
+    """Four arms, each from the code it names (the revision's library extracted by git archive,
+    checked by the module path each process reports); ratios are per-round medians, so the
+    revision against itself is exactly 1, and the bare encoders cost less than a whole step."""
+    import subprocess
+
+    from bianet_lib.engine.bench import against_revision, format_against
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    out = against_revision("HEAD", overrides=TINY_SHAPES, rounds=2, steps=2, warmup=1, progress=False,
+                           this_overrides=["channels_last=false"])
+    assert out["revision_commit"] == head and out["threads"] == 1
+    assert set(out["step_s"]) == {"revision", "this", "nchw_eager", "encoders"}
+    assert all(len(t) == 2 and min(t) > 0 for t in out["per_round_s"].values())
+    assert out["revision_over"]["revision"] == 1.0
+    assert out["step_s"]["encoders"] < out["step_s"]["this"]
+    # --this-set reaches this code's arms only (the revision's config is its own default)
+    assert out["config"]["channels_last"] is False and out["overrides"] == TINY_SHAPES
+    assert out["this_overrides"] == ["channels_last=false"]
+    lines = format_against(out).splitlines()
+    assert len(lines) == 5 and lines[1].split()[:2] == ["revision", head[:7]]
+
+
+def test_against_refuses_a_folder_without_history_in_one_line(tmp_path):
+    from bianet_lib.engine.bench import resolve_revision
+
+    with pytest.raises(ValueError, match="is not a git checkout"):
+        resolve_revision("HEAD", tmp_path)
+
+
+def test_the_command_line_names_the_revision_before_issue_28():
+    """``bianet bench --help`` names the commit the issue's ratios are against (it is written out
+    there so that --help does not import torch)."""
+    import inspect
+
+    from bianet_lib.commands import bench as cmd
+    from bianet_lib.engine.bench import BEFORE_ISSUE_28
+
+    assert f"--against {BEFORE_ISSUE_28} (the step before issue 28)" in inspect.getsource(cmd.add_arguments)

@@ -37,6 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", metavar="KEY=VALUE", action="extend", nargs="+", default=None,
                    help="with --table: the variant to compare with (default: channels_last=false "
                         "compile=false, the step before issue 28)")
+    p.add_argument("--against", metavar="REV", default=None,
+                   help="instead: this code's training step side by side with revision REV's of this "
+                        "repository (git), each arm in its own process, alternating: e.g. "
+                        "--against 731df27 (the step before issue 28)")
+    p.add_argument("--rounds", type=int, default=4, help="with --against: processes per arm")
+    p.add_argument("--this-set", metavar="KEY=VALUE", action="extend", nargs="+", default=[],
+                   help="with --against: config fields for this code's arms only (e.g. compile=true, "
+                        "which older revisions do not know); --set goes to every arm")
+    p.add_argument("--threads", type=int, default=1,
+                   help="with --against: torch threads per process (a config's num_threads wins)")
     p.add_argument("--out", metavar="FILE", default=None, help="also write the JSON here")
 
 
@@ -83,8 +93,21 @@ def run(args: argparse.Namespace) -> int:
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()] + overrides
     if args.compare is not None and not args.table:
         raise UsageError("--compare goes with --table")
+    if args.against is not None and (args.table or args.audio_root):
+        raise UsageError("--against goes without --table and --audio-root")
+    if args.against is None and (args.rounds != 4 or args.threads != 1 or args.this_set):
+        raise UsageError("--rounds, --threads and --this-set go with --against")
     try:
-        if args.table:
+        if args.against is not None:
+            from bianet_lib.engine.bench import against_revision, format_against
+
+            device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) \
+                else "cpu"
+            result = against_revision(args.against, args.preset, device, overrides, args.rounds,
+                                      args.steps or (8 if args.preset == "cpu-small" else 3),
+                                      max(args.warmup, 1), args.threads, this_overrides=args.this_set)
+            print(format_against(result))
+        elif args.table:
             from bianet_lib.engine.bench import bench_config, format_step_table, step_table
 
             compare = _compare_fields(args.compare or ["channels_last=false", "compile=false"])
@@ -101,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
     text = json.dumps(result, indent=2)
-    if not args.table:
+    if not args.table and args.against is None:
         print(text)
     if args.out:
         from bianet_lib.engine.safeio import atomic_write_text
