@@ -285,7 +285,7 @@ def test_against_a_revision_times_each_arm_in_its_own_code(tmp_path):
     revision against itself is exactly 1, and the bare encoders cost less than a whole step."""
     import subprocess
 
-    from bianet_lib.engine.bench import against_revision, format_against
+    from bianet_lib.engine.bench_against import against_revision, format_against
 
     root = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -304,7 +304,7 @@ def test_against_a_revision_times_each_arm_in_its_own_code(tmp_path):
 
 
 def test_against_refuses_a_folder_without_history_in_one_line(tmp_path):
-    from bianet_lib.engine.bench import resolve_revision
+    from bianet_lib.engine.bench_against import resolve_revision
 
     with pytest.raises(ValueError, match="is not a git checkout"):
         resolve_revision("HEAD", tmp_path)
@@ -316,6 +316,6 @@ def test_the_command_line_names_the_revision_before_issue_28():
     import inspect
 
     from bianet_lib.commands import bench as cmd
-    from bianet_lib.engine.bench import BEFORE_ISSUE_28
+    from bianet_lib.engine.bench_against import BEFORE_ISSUE_28
 
     assert f"--against {BEFORE_ISSUE_28} (the step before issue 28)" in inspect.getsource(cmd.add_arguments)

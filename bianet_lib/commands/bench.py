@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rounds, --threads and --this-set go with --against")
     try:
         if args.against is not None:
-            from bianet_lib.engine.bench import against_revision, format_against
+            from bianet_lib.engine.bench_against import against_revision, format_against
 
             device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) \
                 else "cpu"
