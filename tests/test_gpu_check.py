@@ -232,3 +232,18 @@ def test_against_paragraph_is_the_side_by_side_numbers():
     text = " ".join(doc[doc.index("<!-- against-prose -->"):doc.index("<!-- /against-prose -->")].split())
     for phrase in _against_phrases():
         assert phrase in text, phrase
+
+
+def test_paper_reduced_paragraph_is_its_step_table():
+    """The paragraph on the `paper` preset at reduced size, read from its step table."""
+    doc = _doc()
+    text = " ".join(doc[doc.index("<!-- paper-reduced-prose -->"):doc.index("<!-- /paper-reduced-prose -->")].split())
+    table = json.loads((ROOT / "results" / "bench" / "step-table-paper-reduced-avx512.json").read_text())
+    assert table["preset"] == "paper" and table["threads"] == 1 and table["config"]["channels_last"] is True
+    assert table["config"]["batch_size"] == 8
+    rows = {(r["variant"], r["arm"]): r for r in table["rows"]}
+    this, former, enc = rows[("this", "bianet")], rows[("compare", "bianet")], rows[("this", "encoders")]
+    assert (f"the former step takes {former['ratio_to_this_bianet']:.2f} times as long), and BIANet costs "
+            f"{this['ratio_to_bare_encoders']:.2f} times the bare encoders': ResNet-18 and SE-ResNet-34 are "
+            f"{enc['flops_per_step'] / 1e9:.1f} of the step's {this['flops_per_step'] / 1e9:.1f} GFLOP") in text
+    assert enc["flops_per_step"] / this["flops_per_step"] > 0.99  # "a small part"
