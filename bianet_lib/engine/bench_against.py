@@ -86,9 +86,9 @@ def against_revision(rev: str, preset: str = "cpu-small", device: str = "cpu",
     config as given), "nchw_eager" (this code's with ``channels_last`` and ``compile`` off) and
     "encoders" (this code's bare encoders, compiled when the config compiles). ``overrides`` go
     to every arm (the revision must know their fields), ``this_overrides`` after them to this
-    code's arms only (e.g. ``compile=true``, a field older revisions lack). One process per arm per round, the arms'
-    order rotated each round; each ratio (revision / arm) is the median of per-round ratios, so a
-    machine that slows down between rounds moves both sides of a ratio together."""
+    code's arms only (e.g. ``compile=true``, a field older revisions lack). One process per arm
+    per round, the arms' order rotated each round; each ratio (revision / arm) is the median of
+    per-round ratios, so a machine that slows down between rounds moves both sides together."""
     import json
     import subprocess
 
