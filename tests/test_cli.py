@@ -49,6 +49,7 @@ def _exit_code(argv):
     (["bench", "--device", "tpu"], "invalid choice"),
     (["bench", "--rounds", "2"], "--rounds, --threads and --this-set go with --against"),
     (["bench", "--this-set", "compile=true"], "--this-set go with --against"),
+    (["bench", "--rounds", "4"], "--rounds, --threads and --this-set go with --against"),
     (["bench", "--against", "HEAD", "--table"], "--against goes without --table"),
     (["bench", "--against", "no-such-revision-zz"], "--against no-such-revision-zz: no such commit"),
     (["bench", "--against", "HEAD", "--rounds", "0"], "rounds 0"),

@@ -41,12 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: this code's training step side by side with revision REV's of this "
                         "repository (git), each arm in its own process, alternating: e.g. "
                         "--against 731df27 (the step before issue 28)")
-    p.add_argument("--rounds", type=int, default=4, help="with --against: processes per arm")
+    p.add_argument("--rounds", type=int, default=None, help="with --against: processes per arm (default 4)")
     p.add_argument("--this-set", metavar="KEY=VALUE", action="extend", nargs="+", default=[],
                    help="with --against: config fields for this code's arms only (e.g. compile=true, "
                         "which older revisions do not know); --set goes to every arm")
-    p.add_argument("--threads", type=int, default=1,
-                   help="with --against: torch threads per process (a config's num_threads wins)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="with --against: torch threads per process (default 1; a config's num_threads wins)")
     p.add_argument("--out", metavar="FILE", default=None, help="also write the JSON here")
 
 
@@ -95,17 +95,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--compare goes with --table")
     if args.against is not None and (args.table or args.audio_root):
         raise UsageError("--against goes without --table and --audio-root")
-    if args.against is None and (args.rounds != 4 or args.threads != 1 or args.this_set):
+    if args.against is None and (args.rounds is not None or args.threads is not None or args.this_set):
         raise UsageError("--rounds, --threads and --this-set go with --against")
     try:
         if args.against is not None:
             from bianet_lib.engine.bench_against import against_revision, format_against
+            from bianet_lib.engine.trainer import resolve_device
 
-            device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) \
-                else "cpu"
-            result = against_revision(args.against, args.preset, device, overrides, args.rounds,
-                                      args.steps or (8 if args.preset == "cpu-small" else 3),
-                                      max(args.warmup, 1), args.threads, this_overrides=args.this_set)
+            result = against_revision(args.against, args.preset, resolve_device(args.device).type, overrides,
+                                      4 if args.rounds is None else args.rounds,
+                                      args.steps or (8 if args.preset == "cpu-small" else 3), max(args.warmup, 1),
+                                      1 if args.threads is None else args.threads, this_overrides=args.this_set)
             print(format_against(result))
         elif args.table:
             from bianet_lib.engine.bench import bench_config, format_step_table, step_table

@@ -137,11 +137,11 @@ def _encoders_step(cfg: BIANetConfig, split: SplitData, compiled: bool = False):
     """(step, device): the two bare encoders' forward and backward on ``split``'s batch (a
     mean-square loss on their maps), what any model of these shapes pays; ``compiled``: the
     forward through ``torch.compile`` (the step table times it eager)."""
+    from bianet_lib.engine.trainer import resolve_device
     from bianet_lib.model.network import BIANet
 
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = resolve_device(cfg.device)
     model = BIANet(cfg).to(device).train()
     voices, faces = split.voices.to(device), split.faces.to(device)
     amp = cfg.amp and device.type == "cuda"
@@ -260,9 +260,13 @@ def format_step_table(result: dict) -> str:
                       "-" if r["utilisation"] is None else f"{100 * r['utilisation']:.1f}%",
                       "-" if r["ops_per_step"] is None else str(r["ops_per_step"]),
                       "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    text = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
-    return "\n".join(text)
+    return aligned(lines)
+
+
+def aligned(lines: list[tuple[str, ...]]) -> str:
+    """Rows of strings (the first the header) as right-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines)
 
 
 def time_bare_encoders(cfg: BIANetConfig, steps: int, warmup: int = 1) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bianet_lib.engine.bench import bench_config
+from bianet_lib.engine.bench import aligned, bench_config
 
 #: The commit whose training step issue 28's speed targets are ratios against: the code just
 #: before its faster step (tests/fixtures/step_fingerprint.py wrote the step references there).
@@ -160,5 +160,4 @@ def format_against(result: dict) -> str:
     for arm, t in result["step_s"].items():
         code = result["revision_commit"][:7] if arm == "revision" else "this"
         lines.append((arm, code, f"{t:.3f}", f"{batch / t:.0f}", f"{result['revision_over'][arm]:.2f}"))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines)
+    return aligned(lines)
