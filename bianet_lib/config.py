@@ -114,7 +114,7 @@ class BIANetConfig:
     # speed (issue 28); both change the last bits of a run's numbers, so both are recorded in its
     # config and off for every run made before they existed (a saved config without them reads as
     # off: SPEED_BEFORE_ISSUE_28; docs/gpu-and-real-data.md, "Faster steps")
-    channels_last: bool = True  # NHWC convolutions in the encoders: 1.36-1.48x per step (docs/gpu-and-real-data.md)
+    channels_last: bool = True  # NHWC encoders: cpu-small 1.36-1.41x, paper on the H200 1.48x per step (docs/gpu-and-real-data.md)
     compile: bool = False  # torch.compile the model for training; eager with one warning line when unavailable
     loader_workers: int = -1  # DataLoader processes reading a feature store (-1: half the CPUs, at most 8)
     # --- data -----------------------------------------------------------------------------
